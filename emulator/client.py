@@ -1,0 +1,69 @@
+"""A small client for the control API, for tests, benchmarks and scripts (works in- or out-of-process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+
+class EmulatorClient:
+    def __init__(self, url: str, ca_file: str):
+        self.url = url.rstrip("/") + "/_emulator"
+        self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not override our CA
+        self.session.verify = ca_file
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self.session.request(method, self.url + path, timeout=30, **kw)
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def info(self) -> dict[str, Any]:
+        return self._call("GET", "/info")
+
+    def state(self) -> dict[str, Any]:
+        return self._call("GET", "/state")
+
+    def reset(self) -> None:
+        self._call("POST", "/reset")
+
+    def add_fault(self, path: str, **spec: Any) -> dict[str, Any]:
+        """Add a fault rule: path regex + method/body match; status/code/message/retry_after, latency_ms or drop;
+        times=N or probability=p."""
+        return self._call("POST", "/faults", json={"path": path, **spec})
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/faults")["value"]
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        if changes:
+            return self._call("PATCH", "/settings", json=changes)
+        return self._call("GET", "/settings")
+
+    def calls(
+        self, *, since: int = 0, method: str | None = None, path: str | None = None, surface: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"since": since, "method": method, "path": path, "surface": surface}.items() if v}
+        return self._call("GET", "/calls", params=params)["value"]
+
+    def last_seq(self) -> int:
+        return self._call("GET", "/calls", params={"since": 10**12})["last_seq"]
+
+    def clear_calls(self) -> None:
+        self._call("DELETE", "/calls")
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        return self._call("POST", "/clock", json={"advance": seconds})
+
+    def add_namespace(self, cluster: str, name: str) -> dict[str, Any]:
+        return self._call("POST", "/namespaces", json={"cluster": cluster, "name": name})
+
+    def delete_namespace(self, cluster: str, name: str) -> None:
+        self._call("DELETE", f"/namespaces/{cluster}/{name}")

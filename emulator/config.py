@@ -1,0 +1,208 @@
+"""Emulator configuration: tenants, users, groups, apps, subscriptions, resources, clusters, settings.
+
+The config file is YAML (or JSON). Everything has a default so the demo works with no file at all; see
+`emulator/demo.yaml` for the full shape. IDs are fixed strings so a demo and its tests are repeatable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
+
+
+@dataclass
+class User:
+    oid: str
+    name: str
+    upn: str
+    groups: list[str] = field(default_factory=list)
+    email: str = ""
+
+
+@dataclass
+class Group:
+    id: str
+    name: str
+
+
+@dataclass
+class FederatedCredential:
+    """A FIC on an app registration (e.g. the portal's own app signing in with its k8s token)."""
+
+    issuer: str
+    subject: str
+    audience: str = "api://AzureADTokenExchange"
+
+
+@dataclass
+class App:
+    """An app registration with its service principal."""
+
+    client_id: str
+    name: str
+    object_id: str  # the service principal's object id (the `oid` of its app-only tokens)
+    secrets: list[str] = field(default_factory=list)
+    redirect_uris: list[str] = field(default_factory=list)
+    # app role name -> user oids / group ids assigned to it (shows up in the id_token's `roles`)
+    app_roles: dict[str, list[str]] = field(default_factory=dict)
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
+
+
+@dataclass
+class Tenant:
+    id: str
+    name: str
+    domain: str
+    users: list[User] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+    apps: list[App] = field(default_factory=list)
+
+
+@dataclass
+class Resource:
+    """An Azure resource that scopes may name, e.g. a key vault with secrets."""
+
+    type: str  # e.g. Microsoft.KeyVault/vaults
+    name: str
+    secrets: dict[str, str] = field(default_factory=dict)  # key vaults only
+    rbac: bool = True  # key vaults: enableRbacAuthorization (False = access-policy mode)
+
+
+@dataclass
+class ResourceGroup:
+    name: str
+    location: str = "eastus"
+    resources: list[Resource] = field(default_factory=list)
+
+
+@dataclass
+class Subscription:
+    id: str
+    tenant: str
+    name: str = ""
+    resource_groups: list[ResourceGroup] = field(default_factory=list)
+
+
+@dataclass
+class StaticToken:
+    token: str
+    user: str  # the username the API server sees
+
+
+@dataclass
+class Cluster:
+    name: str
+    tenant: str
+    issuer_id: str = ""  # the GUID in the issuer URL; derived from the name when empty
+    namespaces: list[str] = field(default_factory=lambda: ["default", "kube-system"])
+    static_tokens: list[StaticToken] = field(default_factory=list)
+
+
+@dataclass
+class Throttle:
+    """ARM's per-subscription write budget (token bucket). Off by default."""
+
+    enabled: bool = False
+    bucket: int = 200
+    refill_per_second: float = 10.0
+
+
+@dataclass
+class Settings:
+    latency_ms: float = 0.0
+    # Seconds after a FIC write during which an exchange against it answers AADSTS70021.
+    fic_propagation_seconds: float = 0.0
+    # Seconds after an identity is created during which a role assignment without principalType
+    # answers PrincipalNotFound.
+    principal_replication_seconds: float = 0.0
+    # How long a FIC write takes; two writes on one identity overlapping in time get a 409.
+    fic_write_seconds: float = 0.02
+    # Above this many groups the id_token carries the overage claim instead of `groups`.
+    groups_overage_limit: int = 200
+    auth_code_lifetime_seconds: int = 600
+    access_token_lifetime_seconds: int = 3599
+    throttle: Throttle = field(default_factory=Throttle)
+
+
+@dataclass
+class Config:
+    tenants: list[Tenant] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    clusters: list[Cluster] = field(default_factory=list)
+    settings: Settings = field(default_factory=Settings)
+
+    def tenant(self, key: str) -> Tenant | None:
+        """Find a tenant by id or domain, as Entra accepts either in the authority path."""
+        key = key.lower()
+        for t in self.tenants:
+            if key in (t.id.lower(), t.domain.lower(), t.name.lower()):
+                return t
+        return None
+
+    def subscription(self, sub_id: str) -> Subscription | None:
+        for s in self.subscriptions:
+            if s.id.lower() == sub_id.lower():
+                return s
+        return None
+
+    def cluster(self, name: str) -> Cluster | None:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        return None
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Build a dataclass from a dict, recursing into known nested fields; unknown keys are an error."""
+    nested: dict[str, tuple[type, bool]] = {
+        "users": (User, True),
+        "groups": (Group, True),
+        "apps": (App, True),
+        "federated_credentials": (FederatedCredential, True),
+        "resources": (Resource, True),
+        "resource_groups": (ResourceGroup, True),
+        "static_tokens": (StaticToken, True),
+        "tenants": (Tenant, True),
+        "subscriptions": (Subscription, True),
+        "clusters": (Cluster, True),
+        "settings": (Settings, False),
+        "throttle": (Throttle, False),
+    }
+    known = set(cls.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in nested and value is not None and not (cls is User and key == "groups"):
+            sub, many = nested[key]
+            kwargs[key] = [_build(sub, v) for v in value] if many else _build(sub, value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load(path: str | Path | None) -> Config:
+    """Load a config file; with no path, the built-in demo config."""
+    path = Path(path) if path else Path(__file__).with_name("demo.yaml")
+    data = yaml.safe_load(path.read_text()) or {}
+    return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    cfg: Config = _build(Config, data)
+    for c in cfg.clusters:
+        if not c.issuer_id:
+            c.issuer_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator-cluster:{c.name}"))
+        if cfg.tenant(c.tenant) is None:
+            raise ValueError(f"cluster {c.name}: unknown tenant {c.tenant}")
+    for s in cfg.subscriptions:
+        if cfg.tenant(s.tenant) is None:
+            raise ValueError(f"subscription {s.id}: unknown tenant {s.tenant}")
+    return cfg

@@ -1,0 +1,90 @@
+"""Fixtures for the emulator's conformance tests: one emulator per session, reset before every test.
+
+Clients are the real SDKs, configured exactly as the wire notes say a client must be to reach the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from azure.identity import ClientSecretCredential
+
+from emulator import Emulator, EmulatorClient
+from emulator.config import App, Cluster, Tenant
+
+
+@pytest.fixture(scope="session")
+def emu() -> Iterator[Emulator]:
+    with Emulator() as e:
+        # msal ignores verify= when REQUESTS_CA_BUNDLE is set, so the bundle must carry the emulator CA.
+        old = os.environ.get("REQUESTS_CA_BUNDLE")
+        os.environ["REQUESTS_CA_BUNDLE"] = str(e.tls.ca_bundle)
+        yield e
+        if old is None:
+            os.environ.pop("REQUESTS_CA_BUNDLE", None)
+        else:
+            os.environ["REQUESTS_CA_BUNDLE"] = old
+
+
+@pytest.fixture(scope="session")
+def control(emu: Emulator) -> EmulatorClient:
+    return EmulatorClient(emu.url, str(emu.tls.ca_cert))
+
+
+@pytest.fixture(autouse=True)
+def _reset(request: pytest.FixtureRequest) -> None:
+    # Only tests that use the emulator pay for a reset.
+    if "emu" in request.fixturenames or "control" in request.fixturenames:
+        request.getfixturevalue("control").reset()
+
+
+@pytest.fixture
+def tenant(emu: Emulator) -> Tenant:
+    return emu.config.tenants[0]
+
+
+@pytest.fixture
+def portal_app(tenant: Tenant) -> App:
+    return tenant.apps[0]
+
+
+@pytest.fixture
+def cluster(emu: Emulator) -> Cluster:
+    return emu.config.clusters[0]
+
+
+@pytest.fixture
+def subscription_id(emu: Emulator) -> str:
+    return emu.config.subscriptions[0].id
+
+
+@pytest.fixture
+def credential(emu: Emulator, tenant: Tenant, portal_app: App) -> ClientSecretCredential:
+    """The portal app's own credential (client secret), as a real deployment could use."""
+    return ClientSecretCredential(
+        tenant.id,
+        portal_app.client_id,
+        portal_app.secrets[0],
+        authority=emu.url,
+        disable_instance_discovery=True,
+        connection_verify=str(emu.tls.ca_cert),
+    )
+
+
+@pytest.fixture
+def sdk_kwargs(emu: Emulator) -> dict[str, Any]:
+    """Keyword arguments that point an azure-mgmt client at the emulator; no SDK retries, so faults show."""
+    return {"base_url": emu.url, "connection_verify": str(emu.tls.ca_cert), "retry_total": 0}
+
+
+@pytest.fixture
+def http(emu: Emulator) -> requests.Session:
+    """A plain HTTPS session that trusts the emulator CA (for raw wire checks)."""
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = str(emu.tls.ca_cert)
+    return s
