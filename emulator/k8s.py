@@ -1,9 +1,663 @@
-"""Placeholder: routes are added by the k8s part."""
+"""The Kubernetes API of each configured cluster under `/k8s/{cluster}`, and each cluster's OIDC issuer.
 
+Enough of core/v1 for the portal, the kubernetes Python client and kubectl: discovery (`/version`, `/api`,
+`/api/v1`, `/apis`), namespaces (get, list), ServiceAccounts (create, get, list, replace, patch, delete)
+and the TokenRequest subresource, whose tokens are signed with the cluster's key and verify against the
+issuer's discovery document under `/oidc/{issuer_id}/` (what Entra fetches for workload identity).
+
+Every API call needs a bearer token: an Entra access token for the AKS server app (as AKS clusters with
+Entra integration accept) from the cluster's tenant, or one of the cluster's static tokens. RBAC inside the
+cluster is out of scope: any authenticated caller may do anything. Wire shapes: shared notes §6.
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import hmac
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import yaml
 from aiohttp import web
+
+from . import k8s_patch
+from .config import AKS_SERVER_APP_ID, Cluster
+from .errors import k8s_status
+from .k8s_validate import SelectorError, error_body, field_selector, label_selector, object_meta_errors
+from .server import CALLER, CLAIMS
+from .tokens import TokenError
+
+BASE = "/k8s/{cluster}"
+SA_KIND, SA_RESOURCE = "ServiceAccount", "serviceaccounts"
+DEFAULT_TOKEN_SECONDS, MIN_TOKEN_SECONDS = 3600, 600
+SERVER_VERSION = {
+    "major": "1",
+    "minor": "30",
+    "gitVersion": "v1.30.4",
+    "gitCommit": "a51b3b711150f57ffc1f526a640ec058514ed596",
+    "gitTreeState": "clean",
+    "buildDate": "2024-08-14T19:04:06Z",
+    "goVersion": "go1.22.5",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+# Server-managed metadata a client cannot set (kept from the stored object on update).
+SYSTEM_META = ("uid", "creationTimestamp", "namespace", "name")
+TABLE_ACCEPT = "as=Table"
+CACHE_CONTROL = {"Cache-Control": "public, max-age=3600"}
+DISCOVERY_PATHS = ("/version", "/api", "/apis", "/api/v1")
+SA_FIELDS = ("metadata", "secrets", "imagePullSecrets", "automountServiceAccountToken")
+
+Handler = Callable[[web.Request, Cluster], Awaitable[web.Response]]
+
+
+class Fail(Exception):
+    """Raised by handlers to answer with a ready-made Status response."""
+
+    def __init__(self, response: web.Response):
+        super().__init__(response.status)
+        self.response = response
+
+
+# ----- Status errors ----------------------------------------------------------------------------------------
+
+
+def not_found(resource: str, name: str) -> Fail:
+    return Fail(k8s_status(404, "NotFound", f'{resource} "{name}" not found', {"name": name, "kind": resource}))
+
+
+def already_exists(resource: str, name: str) -> Fail:
+    details = {"name": name, "kind": resource}
+    return Fail(k8s_status(409, "AlreadyExists", f'{resource} "{name}" already exists', details))
+
+
+def conflict(resource: str, name: str, why: str) -> Fail:
+    message = f'Operation cannot be fulfilled on {resource} "{name}": {why}'
+    return Fail(k8s_status(409, "Conflict", message, {"name": name, "kind": resource}))
+
+
+STALE = "the object has been modified; please apply your changes to the latest version and try again"
+
+
+def bad_request(message: str) -> Fail:
+    return Fail(k8s_status(400, "BadRequest", message))
+
+
+def invalid(kind: str, name: str, errors: list[tuple[str, Any, str, str]], group: str = "") -> Fail:
+    """422 Invalid as errors.NewInvalid builds it: one cause per field error, aggregated message."""
+    causes = [{"reason": r, "message": error_body(v, d, r), "field": f} for f, v, d, r in errors]
+    texts = [f"{c['field']}: {c['message']}" for c in causes]
+    joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    qualified = f"{kind}.{group}" if group else kind
+    details: dict[str, Any] = {"name": name}
+    if group:
+        details["group"] = group
+    details |= {"kind": kind, "causes": causes}
+    response = k8s_status(422, "Invalid", f'{qualified} "{name}" is invalid: {joined}', details)
+    response.set_status(422, "Unprocessable Entity")  # Go's phrase; Python 3.13 says "Unprocessable Content"
+    return Fail(response)
+
+
+def unauthorized() -> Fail:
+    return Fail(k8s_status(401, "Unauthorized", "Unauthorized"))
+
+
+def path_not_found() -> Fail:
+    return Fail(k8s_status(404, "NotFound", "the server could not find the requested resource", {}))
+
+
+# ----- helpers ----------------------------------------------------------------------------------------------
+
+
+def timestamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def parse_timestamp(text: str) -> float:
+    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def human_age(seconds: float) -> str:
+    """duration.HumanDuration, as kubectl's AGE column shows it."""
+    s = int(seconds)
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    if h < 24 * 8:
+        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    if d < 365 * 2:
+        return f"{d}d"
+    return f"{d // 365}y"
+
+
+def served(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A stored object as served on its own: kind and apiVersion first."""
+    return {"kind": kind, "apiVersion": "v1", **copy.deepcopy(obj)}
+
+
+async def read_body(request: web.Request) -> Any:
+    """The request body as JSON (or YAML). No Content-Type means JSON: the Python client sends none."""
+    raw = await request.read()
+    ctype = request.content_type if "Content-Type" in request.headers else "application/json"
+    if "protobuf" in ctype:
+        raise Fail(
+            k8s_status(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f'application/json, application/yaml (got "{ctype}")',
+            )
+        )
+    try:
+        return yaml.safe_load(raw) if "yaml" in ctype else json.loads(raw or b"null")
+    except (ValueError, yaml.YAMLError) as e:
+        raise bad_request(f"the body of the request could not be decoded: {e}") from e
+
+
+def wants_table(request: web.Request) -> bool:
+    return TABLE_ACCEPT in request.headers.get("Accept", "")
+
+
+def is_dry_run(request: web.Request) -> bool:
+    return bool(request.query.getall("dryRun", []))
+
+
+def check_type(body: dict[str, Any], kind: str, api_version: str = "v1") -> None:
+    """Typed endpoints refuse a body of another kind or version; both may be omitted."""
+    if body.get("apiVersion") not in (None, "", api_version):
+        raise bad_request(
+            f"the API version in the data ({body['apiVersion']}) does not match the expected API version "
+            f"({api_version})"
+        )
+    if body.get("kind") not in (None, "", kind):
+        raise bad_request(f"the kind in the data ({body['kind']}) does not match the expected kind ({kind})")
+
+
+# ----- the surface ------------------------------------------------------------------------------------------
 
 
 def setup(app: web.Application, emu: Any) -> None:
-    pass
+    def store() -> Any:
+        return emu.store  # replaced on reset, so always read it fresh
+
+    # -- routing, cluster lookup and authentication --
+
+    def cluster_of(request: web.Request) -> Cluster:
+        cluster = emu.config.cluster(request.match_info["cluster"])
+        if cluster is None:
+            raise path_not_found()
+        return cluster
+
+    def authenticate(request: web.Request, cluster: Cluster) -> None:
+        header = request.headers.get("Authorization", "")
+        if not header[:7].lower() == "bearer ":
+            raise unauthorized()
+        token = header[7:].strip()
+        for st in cluster.static_tokens:
+            if hmac.compare_digest(st.token.encode(), token.encode()):
+                request[CALLER] = st.user
+                return
+        try:
+            claims = emu.authenticate(request, [AKS_SERVER_APP_ID])
+        except TokenError:
+            raise unauthorized() from None
+        tenant = emu.config.tenant(cluster.tenant)
+        if tenant is None or str(claims.get("tid", "")).lower() != tenant.id.lower():
+            request.pop(CLAIMS, None)  # a stranger's token: do not log it as the caller
+            raise unauthorized()
+        # AKS names Entra users by UPN and service principals by object id.
+        request[CALLER] = claims.get("upn") or claims.get("preferred_username") or claims.get("oid")
+
+    def route(path: str, methods: dict[str, Handler]) -> None:
+        async def dispatch(request: web.Request) -> web.StreamResponse:
+            try:
+                cluster = cluster_of(request)
+                authenticate(request, cluster)
+                method = "GET" if request.method == "HEAD" else request.method
+                handler = methods.get(method)
+                if handler is None:
+                    raise Fail(
+                        k8s_status(
+                            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                        )
+                    )
+                return await handler(request, cluster)
+            except Fail as f:
+                return f.response
+
+        app.router.add_route("*", BASE + path, dispatch)
+        if path in DISCOVERY_PATHS:  # the Python client asks for `/version/`, `/api/`, `/apis/` and `/api/v1/`
+            app.router.add_route("*", BASE + path + "/", dispatch)
+
+    # -- discovery --
+
+    async def version(request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(SERVER_VERSION)
+
+    async def api_versions(request: web.Request, cluster: Cluster) -> web.Response:
+        address = f"{emu.public_host}:{emu.port}"
+        return web.json_response(
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
+            }
+        )
+
+    async def api_groups(request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+
+    async def api_v1(request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(
+            {
+                "kind": "APIResourceList",
+                "groupVersion": "v1",
+                "resources": [
+                    {
+                        "name": "namespaces",
+                        "singularName": "namespace",
+                        "namespaced": False,
+                        "kind": "Namespace",
+                        "verbs": ["get", "list"],
+                        "shortNames": ["ns"],
+                    },
+                    {
+                        "name": "serviceaccounts",
+                        "singularName": "serviceaccount",
+                        "namespaced": True,
+                        "kind": "ServiceAccount",
+                        "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                        "shortNames": ["sa"],
+                    },
+                    {
+                        "name": "serviceaccounts/token",
+                        "singularName": "",
+                        "namespaced": True,
+                        "group": "authentication.k8s.io",
+                        "version": "v1",
+                        "kind": "TokenRequest",
+                        "verbs": ["create"],
+                    },
+                ],
+            }
+        )
+
+    def openid_configuration(cluster: Cluster) -> dict[str, Any]:
+        return {
+            "issuer": emu.cluster_issuer(cluster),
+            "jwks_uri": f"{emu.url}/oidc/{cluster.issuer_id}/openid/v1/jwks",
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+
+    def jwks(cluster: Cluster) -> dict[str, Any]:
+        return {"keys": [emu.cluster_key(cluster.name).jwk()]}
+
+    # As the API server: application/json (so the Python client's WellKnownApi hands back str(dict); read it
+    # with _preload_content=False), JWKS as application/jwk-set+json, both cacheable for an hour.
+    async def api_openid_configuration(request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(openid_configuration(cluster), headers=CACHE_CONTROL)
+
+    async def api_jwks(request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(jwks(cluster), content_type="application/jwk-set+json", headers=CACHE_CONTROL)
+
+    def cluster_by_issuer(request: web.Request) -> Cluster:
+        for c in emu.config.clusters:
+            if c.issuer_id == request.match_info["issuer_id"]:
+                return c
+        raise web.HTTPNotFound(text="404 page not found\n")
+
+    async def public_openid_configuration(request: web.Request) -> web.Response:
+        return web.json_response(openid_configuration(cluster_by_issuer(request)), headers=CACHE_CONTROL)
+
+    async def public_jwks(request: web.Request) -> web.Response:
+        return web.json_response(jwks(cluster_by_issuer(request)), headers=CACHE_CONTROL)
+
+    # -- lists and tables --
+
+    def select(request: web.Request, objs: list[dict[str, Any]], fields: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            labels = label_selector(request.query.get("labelSelector", ""))
+            matches = field_selector(request.query.get("fieldSelector", ""), fields)
+        except SelectorError as e:
+            raise bad_request(str(e)) from e
+        return [o for o in objs if labels(o["metadata"].get("labels") or {}) and matches(o)]
+
+    def list_response(request: web.Request, kind: str, objs: list[dict[str, Any]], columns: Any) -> web.Response:
+        rv = str(store().resource_version)
+        if wants_table(request):
+            return web.json_response(table(request, kind[: -len("List")], objs, columns, rv))
+        items = [copy.deepcopy(o) for o in objs]  # list items carry no kind/apiVersion
+        return web.json_response(
+            {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}
+        )
+
+    def object_response(request: web.Request, obj: dict[str, Any], kind: str, columns: Any, status: int = 200):
+        if wants_table(request):
+            return web.json_response(table(request, kind, [obj], columns, obj["metadata"].get("resourceVersion", "")))
+        return web.json_response(served(obj, kind), status=status)
+
+    def table(request: web.Request, kind: str, objs: list[dict[str, Any]], columns: Any, rv: str) -> dict[str, Any]:
+        """meta.k8s.io/v1 Table, what `kubectl get` asks for to print its columns."""
+        include = request.query.get("includeObject", "Metadata")
+        rows = []
+        for o in objs:
+            row: dict[str, Any] = {"cells": [cell(o) for _, _, cell in columns]}
+            if include == "Object":
+                row["object"] = served(o, kind)
+            elif include != "None":
+                meta = {k: v for k, v in o["metadata"].items() if k != "managedFields"}
+                row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
+            rows.append(row)
+        return {
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": rv},
+            "columnDefinitions": [
+                {"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n, "priority": 0}
+                for n, t, _ in columns
+            ],
+            "rows": rows,
+        }
+
+    def age(o: dict[str, Any]) -> str:
+        return human_age(emu.now() - parse_timestamp(o["metadata"]["creationTimestamp"]))
+
+    ns_columns = [
+        ("Name", "string", lambda o: o["metadata"]["name"]),
+        ("Status", "string", lambda o: (o.get("status") or {}).get("phase", "")),
+        ("Age", "string", age),
+    ]
+    sa_columns = [
+        ("Name", "string", lambda o: o["metadata"]["name"]),
+        ("Secrets", "integer", lambda o: len(o.get("secrets") or [])),
+        ("Age", "string", age),
+    ]
+    meta_fields = {
+        "metadata.name": lambda o: o["metadata"]["name"],
+        "metadata.namespace": lambda o: o["metadata"].get("namespace", ""),
+    }
+
+    # -- namespaces --
+
+    def namespace(cluster: Cluster, name: str) -> dict[str, Any]:
+        obj = store().namespaces.get(f"{cluster.name}/{name}")
+        if obj is None:
+            raise not_found("namespaces", name)
+        return obj
+
+    async def list_namespaces(request: web.Request, cluster: Cluster) -> web.Response:
+        prefix = cluster.name + "/"
+        objs = [o for k, o in sorted(store().namespaces.items()) if k.startswith(prefix)]
+        fields = {
+            "metadata.name": meta_fields["metadata.name"],
+            "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
+        }
+        return list_response(request, "NamespaceList", select(request, objs, fields), ns_columns)
+
+    async def get_namespace(request: web.Request, cluster: Cluster) -> web.Response:
+        return object_response(request, namespace(cluster, request.match_info["ns"]), "Namespace", ns_columns)
+
+    # -- service accounts --
+
+    def sa_key(cluster: Cluster, ns: str, name: str) -> str:
+        return f"{cluster.name}/{ns}/{name}"
+
+    def service_account(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+        obj = store().service_accounts.get(sa_key(cluster, ns, name))
+        if obj is None:
+            raise not_found(SA_RESOURCE, name)
+        return obj
+
+    def sa_body(body: Any, ns: str, request: web.Request) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request must be a ServiceAccount object")
+        check_type(body, SA_KIND)
+        meta = body.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        if (meta or {}).get("namespace") not in (None, "", ns):
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        unknown = [k for k in body if k not in (*SA_FIELDS, "kind", "apiVersion", "status")]
+        if unknown and request.query.get("fieldValidation") == "Strict":  # kubectl create asks for it
+            raise bad_request("strict decoding error: " + ", ".join(f'unknown field "{k}"' for k in unknown))
+        # Otherwise unknown fields are pruned, as the API server does when it decodes into the typed object.
+        obj = {k: copy.deepcopy(v) for k, v in body.items() if k in SA_FIELDS}
+        obj["metadata"] = {k: v for k, v in (meta or {}).items() if k not in ("selfLink", "managedFields")}
+        return obj
+
+    def validate_sa(obj: dict[str, Any]) -> None:
+        errors = object_meta_errors(obj["metadata"])
+        if errors:
+            raise invalid(SA_KIND, obj["metadata"].get("name") or "", errors)
+
+    async def list_service_accounts(request: web.Request, cluster: Cluster) -> web.Response:
+        ns = request.match_info.get("ns")
+        prefix = f"{cluster.name}/{ns}/" if ns else f"{cluster.name}/"
+        objs = [o for k, o in sorted(store().service_accounts.items()) if k.startswith(prefix)]
+        return list_response(request, "ServiceAccountList", select(request, objs, meta_fields), sa_columns)
+
+    async def get_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+        obj = service_account(cluster, request.match_info["ns"], request.match_info["name"])
+        return object_response(request, obj, SA_KIND, sa_columns)
+
+    async def create_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+        ns = request.match_info["ns"]
+        obj = sa_body(await read_body(request), ns, request)
+        meta = obj["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(
+                secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
+            )
+        # NamespaceLifecycle admission runs before validation.
+        ns_obj = store().namespaces.get(f"{cluster.name}/{ns}")
+        if ns_obj is None:
+            raise not_found("namespaces", ns)
+        if (ns_obj.get("status") or {}).get("phase") == "Terminating":
+            name = meta.get("name") or ""
+            raise Fail(
+                k8s_status(
+                    403,
+                    "Forbidden",
+                    f'{SA_RESOURCE} "{name}" is forbidden: unable to create new content in namespace {ns} '
+                    "because it is being terminated",
+                    {"name": name, "kind": SA_RESOURCE},
+                )
+            )
+        validate_sa(obj)
+        if meta.get("resourceVersion"):
+            # The storage layer's plain error: a 500 without a reason (kubernetes/kubernetes#62836).
+            body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+            body |= {"message": "resourceVersion should not be set on objects to be created", "code": 500}
+            raise Fail(web.json_response(body, status=500))
+        key = sa_key(cluster, ns, meta["name"])
+        if key in store().service_accounts:
+            raise already_exists(SA_RESOURCE, meta["name"])
+        meta.pop("generation", None)
+        meta.pop("deletionTimestamp", None)
+        meta |= {"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": timestamp(emu.now())}
+        if not is_dry_run(request):
+            meta["resourceVersion"] = store().next_resource_version()
+            store().service_accounts[key] = obj
+        obj["metadata"] = _ordered_meta(meta)
+        return object_response(request, obj, SA_KIND, sa_columns, status=201)
+
+    def write_update(request: web.Request, cluster: Cluster, current: dict[str, Any], new: dict[str, Any]):
+        """Store `new` in place of `current`: system fields kept, stale versions refused, no-ops not bumped."""
+        ns, name = current["metadata"]["namespace"], current["metadata"]["name"]
+        meta = new["metadata"]
+        if meta.get("name") != name:
+            raise bad_request(
+                f"the name of the object ({meta.get('name') or ''}) does not match the name on the URL ({name})"
+            )
+        if meta.get("uid") not in (None, "", current["metadata"]["uid"]):
+            uid = current["metadata"]["uid"]
+            why = f"Precondition failed: UID in precondition: {meta['uid']}, UID in object meta: {uid}"
+            raise conflict(SA_RESOURCE, name, why)
+        if meta.get("resourceVersion") not in (None, "", current["metadata"]["resourceVersion"]):
+            raise conflict(SA_RESOURCE, name, STALE)
+        for k in SYSTEM_META:
+            meta[k] = current["metadata"][k]
+        meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        validate_sa(new)
+        new["metadata"] = _ordered_meta(meta)
+        if new == current or is_dry_run(request):
+            return object_response(request, new, SA_KIND, sa_columns)  # the API server skips no-op writes
+        new["metadata"]["resourceVersion"] = store().next_resource_version()
+        store().service_accounts[sa_key(cluster, ns, name)] = new
+        return object_response(request, new, SA_KIND, sa_columns)
+
+    async def replace_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        new = sa_body(await read_body(request), ns, request)
+        return write_update(request, cluster, service_account(cluster, ns, name), new)
+
+    async def patch_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype not in (k8s_patch.STRATEGIC, k8s_patch.MERGE, k8s_patch.JSON_PATCH):
+            raise Fail(
+                k8s_status(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    f"{k8s_patch.JSON_PATCH}, {k8s_patch.MERGE}, {k8s_patch.STRATEGIC}",
+                )
+            )
+        try:
+            patch = json.loads(await request.read() or b"null")
+        except ValueError as e:
+            raise bad_request(f"error decoding patch: {e}") from e
+        current = service_account(cluster, ns, name)
+        try:
+            patched = k8s_patch.apply(ctype, served(current, SA_KIND), patch)
+        except k8s_patch.PatchError as e:
+            reason = "BadRequest" if e.status == 400 else "Invalid"
+            raise Fail(k8s_status(e.status, reason, e.message)) from e
+        return write_update(request, cluster, current, sa_body(patched, ns, request))
+
+    async def delete_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        options = await read_body(request) if request.body_exists else None
+        current = service_account(cluster, ns, name)
+        pre = (options.get("preconditions") if isinstance(options, dict) else None) or {}
+        meta = current["metadata"]
+        if pre.get("uid") not in (None, "", meta["uid"]):
+            why = f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta['uid']}"
+            raise conflict(SA_RESOURCE, name, why)
+        if pre.get("resourceVersion") not in (None, "", meta["resourceVersion"]):
+            why = (
+                f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                f"ResourceVersion in object meta: {meta['resourceVersion']}"
+            )
+            raise conflict(SA_RESOURCE, name, why)
+        if not is_dry_run(request):
+            store().service_accounts.pop(sa_key(cluster, ns, name), None)
+        # ServiceAccount storage has ReturnDeletedObject: the answer is the deleted object.
+        return web.json_response(served(current, SA_KIND))
+
+    # -- TokenRequest --
+
+    async def create_token(request: web.Request, cluster: Cluster) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        body = await read_body(request)
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request must be a TokenRequest object")
+        check_type(body, "TokenRequest", "authentication.k8s.io/v1")
+        sa = service_account(cluster, ns, name)
+        spec = body.get("spec") or {}
+        seconds = spec.get("expirationSeconds")
+        seconds = DEFAULT_TOKEN_SECONDS if seconds is None else seconds
+        if not isinstance(seconds, int) or seconds < MIN_TOKEN_SECONDS or seconds > 2**32:
+            detail = (
+                "may not specify a duration less than 10 minutes"
+                if isinstance(seconds, int) and seconds < MIN_TOKEN_SECONDS
+                else "may not specify a duration larger than 2^32 seconds"
+            )
+            errors = [("spec.expirationSeconds", seconds, detail, "FieldValueInvalid")]
+            raise invalid("TokenRequest", name, errors, group="authentication.k8s.io")
+        issuer = emu.cluster_issuer(cluster)
+        audiences = list(spec.get("audiences") or []) or [issuer]
+        now = int(emu.now())
+        claims = {
+            "aud": audiences,
+            "exp": now + seconds,
+            "iat": now,
+            "iss": issuer,
+            "jti": str(uuid.uuid4()),
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": name, "uid": sa["metadata"]["uid"]}},
+            "nbf": now,
+            "sub": f"system:serviceaccount:{ns}:{name}",
+        }
+        token = emu.cluster_key(cluster.name).sign(claims)
+        out = {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": timestamp(now)},
+            "spec": {
+                "audiences": audiences,
+                "expirationSeconds": seconds,
+                "boundObjectRef": spec.get("boundObjectRef"),
+            },
+            "status": {"token": token, "expirationTimestamp": timestamp(now + seconds)},
+        }
+        return web.json_response(out, status=201)
+
+    async def unknown_path(request: web.Request, cluster: Cluster) -> web.Response:
+        raise path_not_found()
+
+    # -- routes (registered before Entra's /{tenant}/… patterns) --
+
+    every = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    route("/version", {"GET": version})
+    route("/api", {"GET": api_versions})
+    route("/apis", {"GET": api_groups})
+    route("/api/v1", {"GET": api_v1})
+    route("/.well-known/openid-configuration", {"GET": api_openid_configuration})
+    route("/openid/v1/jwks", {"GET": api_jwks})
+    route("/api/v1/namespaces", {"GET": list_namespaces})
+    route("/api/v1/namespaces/{ns}", {"GET": get_namespace})
+    route("/api/v1/serviceaccounts", {"GET": list_service_accounts})
+    route(
+        "/api/v1/namespaces/{ns}/serviceaccounts",
+        {"GET": list_service_accounts, "POST": create_service_account},
+    )
+    route(
+        "/api/v1/namespaces/{ns}/serviceaccounts/{name}",
+        {
+            "GET": get_service_account,
+            "PUT": replace_service_account,
+            "PATCH": patch_service_account,
+            "DELETE": delete_service_account,
+        },
+    )
+    route("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", {"POST": create_token})
+    route("/{tail:.*}", dict.fromkeys(every, unknown_path))
+    app.router.add_get("/oidc/{issuer_id}/.well-known/openid-configuration", public_openid_configuration)
+    app.router.add_get("/oidc/{issuer_id}/openid/v1/jwks", public_jwks)
+
+
+def _ordered_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata keys in the API server's order (name, generateName, namespace, uid, resourceVersion, …)."""
+    order = ("name", "generateName", "namespace", "uid", "resourceVersion", "creationTimestamp", "labels")
+    out = {k: meta[k] for k in order if k in meta}
+    out |= {k: v for k, v in meta.items() if k not in out}
+    return out

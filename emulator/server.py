@@ -8,6 +8,8 @@ its own asyncio loop, either as the main program (`python -m emulator`) or in a 
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import json
 import logging
 import re
@@ -31,6 +33,8 @@ from .tokens import SigningKey, TokenError, unverified_claims
 log = logging.getLogger("emulator")
 
 EMU = web.AppKey("emu", "Emulator")
+CLAIMS = web.RequestKey("claims", dict)  # verified token claims, for the call log's `caller`
+CALLER = web.RequestKey("caller", str)  # a caller name when there are no claims (static k8s tokens)
 AKS_AUDIENCE = config_mod.AKS_SERVER_APP_ID
 WRITE_METHODS = {"PUT", "PATCH", "POST", "DELETE"}
 _ARM_SUB = re.compile(r"^/subscriptions/([^/]+)/", re.IGNORECASE)
@@ -77,6 +81,7 @@ class Emulator:
         self.settings = self.config.settings
         if latency_ms is not None:
             self.settings.latency_ms = latency_ms
+        self._initial_settings = copy.deepcopy(self.settings)
         self.host, self.port = host, port
         self.public_host = public_host
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="emulator-")
@@ -173,6 +178,9 @@ class Emulator:
     def reset(self) -> None:
         """Back to the configured world: directory principals and namespaces, nothing provisioned."""
         self.store = Store()
+        # Settings changed through the control API go back to the configured ones, like everything else.
+        for f in dataclasses.fields(self.settings):
+            setattr(self.settings, f.name, copy.deepcopy(getattr(self._initial_settings, f.name)))
         self.faults.clear()
         self.throttle.reset()
         self.calls.clear()
@@ -249,7 +257,7 @@ class Emulator:
         wanted = {a.rstrip("/") for a in audiences}
         if str(claims.get("aud", "")).rstrip("/") not in wanted:
             raise TokenError(f"The token's audience '{claims.get('aud')}' is not accepted here.")
-        request["claims"] = claims
+        request[CLAIMS] = claims
         return claims
 
     # ----- running ----------------------------------------------------------------------------------
@@ -352,7 +360,7 @@ class Emulator:
         try:
             response = await self._answer(request, handler, surface, method, path, body, entry)
         except web.HTTPException as exc:
-            response = exc
+            response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
         except ConnectionResetError:
             raise
         except Exception:  # a bug in the emulator: say so loudly, in the surface's shape
@@ -361,8 +369,8 @@ class Emulator:
         if entry is not None:
             entry["status"] = response.status
             entry["end"] = time.time()
-            claims = request.get("claims") or {}
-            entry["caller"] = request.get("caller") or claims.get("oid") or claims.get("sub")
+            claims = request.get(CLAIMS) or {}
+            entry["caller"] = request.get(CALLER) or claims.get("oid") or claims.get("sub")
         if self.state_file and method in WRITE_METHODS and surface in ("arm", "k8s") and response.status < 400:
             self.persist()
         return response

@@ -1,45 +1,18 @@
-"""Fixtures for the emulator's conformance tests: one emulator per session, reset before every test.
+"""Fixtures for the emulator's conformance tests (the emulator itself and `control` are in tests/conftest.py).
 
 Clients are the real SDKs, configured exactly as the wire notes say a client must be to reach the emulator.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from azure.identity import ClientSecretCredential
 
-from emulator import Emulator, EmulatorClient
+from emulator import Emulator
 from emulator.config import App, Cluster, Tenant
-
-
-@pytest.fixture(scope="session")
-def emu() -> Iterator[Emulator]:
-    with Emulator() as e:
-        # msal ignores verify= when REQUESTS_CA_BUNDLE is set, so the bundle must carry the emulator CA.
-        old = os.environ.get("REQUESTS_CA_BUNDLE")
-        os.environ["REQUESTS_CA_BUNDLE"] = str(e.tls.ca_bundle)
-        yield e
-        if old is None:
-            os.environ.pop("REQUESTS_CA_BUNDLE", None)
-        else:
-            os.environ["REQUESTS_CA_BUNDLE"] = old
-
-
-@pytest.fixture(scope="session")
-def control(emu: Emulator) -> EmulatorClient:
-    return EmulatorClient(emu.url, str(emu.tls.ca_cert))
-
-
-@pytest.fixture(autouse=True)
-def _reset(request: pytest.FixtureRequest) -> None:
-    # Only tests that use the emulator pay for a reset.
-    if "emu" in request.fixturenames or "control" in request.fixturenames:
-        request.getfixturevalue("control").reset()
 
 
 @pytest.fixture

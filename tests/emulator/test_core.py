@@ -98,3 +98,23 @@ def test_unknown_config_keys_are_refused() -> None:
 
     with pytest.raises(ValueError, match="unknown keys"):
         from_dict({"tenants": [{"id": "t", "name": "n", "domain": "d", "colour": "blue"}]})
+
+
+def test_python_m_emulator_starts_prints_its_endpoints_and_stops_on_sigterm(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--port", "0", "--data-dir", str(tmp_path), "--quiet"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "emulator ready at https://localhost:" in line
+        url = line.split("ready at ")[1].split()[0]
+        assert requests.get(url + "/_emulator/health", verify=str(tmp_path / "ca.pem"), timeout=5).ok
+        assert "AZURE_AUTHORITY_HOST=" + url in (tmp_path / "env").read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
