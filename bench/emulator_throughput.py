@@ -42,7 +42,9 @@ def start_emulator(data_dir: str) -> tuple[subprocess.Popen, str, float]:
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "emulator", "--port", "0", "--data-dir", data_dir, "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # "emulator ready at https://localhost:PORT in 0.03s"
@@ -60,8 +62,15 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def drive(session: aiohttp.ClientSession, method: str, make_url, seconds: float, concurrency: int,
-                headers: dict[str, str], body=None) -> tuple[int, list[float], int]:
+async def drive(
+    session: aiohttp.ClientSession,
+    method: str,
+    make_url,
+    seconds: float,
+    concurrency: int,
+    headers: dict[str, str],
+    body=None,
+) -> tuple[int, list[float], int]:
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
@@ -93,24 +102,43 @@ async def main_async(url: str, ca: str, seconds: float, concurrency: int, pid: i
     ctx = ssl.create_default_context(cafile=ca)
     conn = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as s:
-        form = {"grant_type": "client_credentials", "client_id": APP.client_id, "client_secret": APP.secrets[0],
-                "scope": "https://management.azure.com/.default"}
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": APP.client_id,
+            "client_secret": APP.secrets[0],
+            "scope": "https://management.azure.com/.default",
+        }
         async with s.post(f"{url}/{TENANT.id}/oauth2/v2.0/token", data=form) as r:
             token = (await r.json())["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
-        async with s.put(f"{url}{IDENT}/bench-one?api-version=2024-11-30", json={"location": "westeurope"},
-                         headers=auth) as r:
+        async with s.put(
+            f"{url}{IDENT}/bench-one?api-version=2024-11-30", json={"location": "westeurope"}, headers=auth
+        ) as r:
             assert r.status in (200, 201), await r.text()
 
         disco = f"{url}/{TENANT.id}/v2.0/.well-known/openid-configuration"
-        report("GET Entra discovery (no auth)",
-               *await drive(s, "GET", lambda i: disco, seconds, concurrency, {}), seconds)
+        report(
+            "GET Entra discovery (no auth)", *await drive(s, "GET", lambda i: disco, seconds, concurrency, {}), seconds
+        )
         one = f"{url}{IDENT}/bench-one?api-version=2024-11-30"
-        report("GET ARM identity (bearer token verified)",
-               *await drive(s, "GET", lambda i: one, seconds, concurrency, auth), seconds)
-        report("PUT ARM identity (create, bearer verified)",
-               *await drive(s, "PUT", lambda i: f"{url}{IDENT}/bench-{i}?api-version=2024-11-30", seconds,
-                            concurrency, auth, {"location": "westeurope"}), seconds)
+        report(
+            "GET ARM identity (bearer token verified)",
+            *await drive(s, "GET", lambda i: one, seconds, concurrency, auth),
+            seconds,
+        )
+        report(
+            "PUT ARM identity (create, bearer verified)",
+            *await drive(
+                s,
+                "PUT",
+                lambda i: f"{url}{IDENT}/bench-{i}?api-version=2024-11-30",
+                seconds,
+                concurrency,
+                auth,
+                {"location": "westeurope"},
+            ),
+            seconds,
+        )
         print(f"emulator resident memory after the run: {rss_mib(pid):.0f} MiB")
 
 
@@ -126,12 +154,10 @@ def main() -> None:
             starts.append(ready)
             proc.terminate()
             proc.wait()
-        print(f"python -m emulator ready in (3 cold starts, same data dir): "
-              f"{', '.join(f'{s:.2f}s' for s in starts)}")
+        print(f"python -m emulator ready in (3 cold starts, same data dir): {', '.join(f'{s:.2f}s' for s in starts)}")
         proc, url, _ = start_emulator(data_dir)
         try:
-            asyncio.run(main_async(url, os.path.join(data_dir, "ca.pem"), args.seconds, args.concurrency,
-                                   proc.pid))
+            asyncio.run(main_async(url, os.path.join(data_dir, "ca.pem"), args.seconds, args.concurrency, proc.pid))
         finally:
             proc.terminate()
             proc.wait()

@@ -9,6 +9,8 @@ import pytest
 
 from emulator import Emulator, EmulatorClient
 
+pytest_plugins = ["tests.portal_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def emu() -> Iterator[Emulator]:

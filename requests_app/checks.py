@@ -1,0 +1,42 @@
+"""System checks: missing cloud configuration is reported by `manage.py check`, not found at 3 a.m."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+
+@register(Tags.security, deploy=True)
+def check_secret_key(app_configs: Any, **kwargs: Any) -> list[Any]:
+    if not os.environ.get("DJANGO_SECRET_KEY"):
+        return [
+            Warning(
+                "DJANGO_SECRET_KEY is not set; a key generated for this checkout is used.",
+                hint="Set DJANGO_SECRET_KEY to the same secret on every replica.",
+                id="portal.W001",
+            )
+        ]
+    return []
+
+
+@register()
+def check_entra(app_configs: Any, **kwargs: Any) -> list[Any]:
+    errors = []
+    if not settings.ENTRA_TENANT_ID or not settings.ENTRA_CLIENT_ID:
+        errors.append(
+            Error("Entra sign-in is not configured.", hint="Set ENTRA_TENANT_ID and ENTRA_CLIENT_ID.", id="portal.E001")
+        )
+    if not settings.ENTRA_CLIENT_SECRET and not settings.ENTRA_FEDERATED_TOKEN_FILE:
+        errors.append(
+            Error(
+                "The portal's app has no credential.",
+                hint="Set ENTRA_FEDERATED_TOKEN_FILE (workload identity) or ENTRA_CLIENT_SECRET.",
+                id="portal.E002",
+            )
+        )
+    if settings.PORTAL_CA_BUNDLE and not os.path.exists(settings.PORTAL_CA_BUNDLE):
+        errors.append(Error(f"PORTAL_CA_BUNDLE {settings.PORTAL_CA_BUNDLE} does not exist.", id="portal.E003"))
+    return errors

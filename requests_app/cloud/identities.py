@@ -1,0 +1,252 @@
+"""Azure managed identities and their federated identity credentials (azure-mgmt-msi, api-version 2024-11-30).
+
+Every function raises only CloudError. The ARM plumbing shared with `rbac` (client options, error mapping)
+lives here too: one place decides what "transient" means for ARM.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.mgmt.msi import ManagedServiceIdentityClient
+from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
+from django.conf import settings
+
+from .credentials import connection_verify, portal_credential
+from .errors import CloudError
+
+T = TypeVar("T")
+
+# ARM statuses azure-core itself treats as worth retrying; everything else 4xx is a refusal.
+TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+# Codes that are 4xx but pass with time: replication delay, one FIC writer per identity, throttling.
+TRANSIENT_CODES = {
+    "PrincipalNotFound",
+    "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
+    "SubscriptionRequestsThrottled",
+    "ResourceRequestsThrottled",
+    "TooManyRequests",
+}
+# What the codes we know mean, and what to do about them; the service's own text is used for the rest.
+HINTS: dict[str, tuple[str, str]] = {
+    "AuthorizationFailed": (
+        "the portal's own identity lacks the Azure permission for this",
+        "Ask an admin to grant it, then retry.",
+    ),
+    "PrincipalNotFound": ("the principal does not exist yet", "Retry in a minute."),
+    "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity": (
+        "another federated credential was being written on the same identity at the same time",
+        "Retry.",
+    ),
+    "SubscriptionRequestsThrottled": ("Azure is throttling writes in this subscription", "Retry in a minute."),
+    "ResourceRequestsThrottled": ("Azure is throttling requests", "Retry in a minute."),
+    "TooManyRequests": ("Azure is throttling requests", "Retry in a minute."),
+    "ResourceGroupNotFound": ("the resource group does not exist", "Ask an admin to check the cluster's settings."),
+    "RoleDefinitionDoesNotExist": (
+        "the role does not exist in this subscription",
+        "Ask an admin to check the cluster's role catalogue.",
+    ),
+    "InvalidAuthenticationTokenTenant": (
+        "the portal signed in to another tenant than the subscription's",
+        "Ask an admin to check the portal's tenant.",
+    ),
+}
+# Object IDs and subscription IDs inside Azure's messages are not for every reader of a failed request.
+_GUIDS = re.compile(r"\b[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\b")
+
+MANAGED_BY_TAG = "managed-by"
+MANAGED_BY = "workload-identity-portal"
+REQUEST_TAG = "portal-request-id"
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+
+
+@dataclass(frozen=True)
+class ManagedIdentity:
+    id: str
+    name: str
+    location: str
+    client_id: str
+    principal_id: str
+    tenant_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    id: str
+    name: str
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...]
+
+
+# ---- ARM plumbing shared with rbac ------------------------------------------------------------------------
+
+
+def arm_options() -> dict[str, Any]:
+    """Client options every ARM client gets: endpoint, TLS trust, and retries (read at call time)."""
+    options: dict[str, Any] = {"base_url": settings.ARM_BASE_URL, "connection_verify": connection_verify()}
+    retry_total = settings.PORTAL_ARM_RETRY_TOTAL
+    if retry_total is not None:
+        # azure-core retries 5xx/429 with backoff up to 4 attempts; tests and impatient deployments cap it.
+        options["retry_total"] = int(retry_total)
+    return options
+
+
+def scrub(text: str) -> str:
+    """`text` with GUIDs replaced, so an error shown to a requester carries no object or client IDs."""
+    return _GUIDS.sub("…", text)
+
+
+def _retry_after(e: HttpResponseError) -> float | None:
+    value = e.response.headers.get("Retry-After") if e.response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None  # an HTTP-date: we do not need that precision
+
+
+def arm_error(e: AzureError, what: str) -> CloudError:
+    """A CloudError for people from an azure-core exception raised by a call about `what` (a noun phrase)."""
+    if isinstance(e, ServiceRequestError | ServiceResponseError):
+        return CloudError(
+            f"Could not reach Azure for {what}: {type(e).__name__}. Retry in a minute.",
+            permanent=False,
+            code="ConnectionError",
+        )
+    if isinstance(e, ClientAuthenticationError) and not e.error:
+        # The credential failed before ARM saw the call (ARM's own 401s carry an ARM error body).
+        return CloudError(
+            f"The portal could not get an Azure token for {what}: {scrub(e.message)}",
+            permanent=False,
+            code="CredentialUnavailable",
+        )
+    if not isinstance(e, HttpResponseError):
+        return CloudError(f"The Azure call for {what} failed: {scrub(str(e))}", permanent=False, code=type(e).__name__)
+    status = e.status_code
+    code = (e.error.code if e.error else None) or (e.reason or "")
+    permanent = not (status in TRANSIENT_STATUSES or (status or 0) >= 506 or code in TRANSIENT_CODES)
+    default = scrub((e.error.message if e.error else None) or e.message or "no details").rstrip(".")
+    detail, advice = HINTS.get(code, (default, "" if permanent else "Retrying may help."))
+    message = f"Azure refused {what}: {detail} ({code or status}). {advice}".rstrip()
+    return CloudError(message, permanent=permanent, code=code, status=status, retry_after=_retry_after(e))
+
+
+def call_arm(what: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except AzureError as e:
+        raise arm_error(e, what) from e
+
+
+# ---- identities ---------------------------------------------------------------------------------------------
+
+
+def _client(subscription_id: str) -> ManagedServiceIdentityClient:
+    return ManagedServiceIdentityClient(portal_credential(), subscription_id, **arm_options())
+
+
+def _identity(raw: Identity) -> ManagedIdentity:
+    return ManagedIdentity(
+        id=raw.id,
+        name=raw.name,
+        location=raw.location,
+        client_id=raw.client_id,
+        principal_id=raw.principal_id,
+        tenant_id=raw.tenant_id,
+        tags=dict(raw.tags or {}),
+    )
+
+
+def get_identity(subscription_id: str, resource_group: str, name: str) -> ManagedIdentity | None:
+    """The user-assigned identity, or None when there is none by that name."""
+
+    def get() -> ManagedIdentity | None:
+        try:
+            return _identity(_client(subscription_id).user_assigned_identities.get(resource_group, name))
+        except ResourceNotFoundError as e:
+            if e.error and e.error.code == "ResourceGroupNotFound":
+                raise
+            return None
+
+    return call_arm(f"the lookup of managed identity {name}", get)
+
+
+def put_identity(
+    subscription_id: str, resource_group: str, name: str, *, location: str, tags: dict[str, str]
+) -> ManagedIdentity:
+    """Create the identity, or update its tags if it exists (PUT is idempotent; the IDs never change)."""
+    body = Identity(location=location, tags=tags)
+    return call_arm(
+        f"the managed identity {name}",
+        lambda: _identity(
+            _client(subscription_id).user_assigned_identities.create_or_update(resource_group, name, body)
+        ),
+    )
+
+
+def delete_identity(subscription_id: str, resource_group: str, name: str) -> None:
+    """Delete the identity (and with it its federated credentials); absent is fine."""
+    call_arm(
+        f"the deletion of managed identity {name}",
+        lambda: _client(subscription_id).user_assigned_identities.delete(resource_group, name),
+    )
+
+
+# ---- federated identity credentials -------------------------------------------------------------------------
+
+
+def _credential(raw: FederatedIdentityCredential) -> FederatedCredential:
+    return FederatedCredential(
+        id=raw.id, name=raw.name, issuer=raw.issuer, subject=raw.subject, audiences=tuple(raw.audiences or ())
+    )
+
+
+def list_federated_credentials(subscription_id: str, resource_group: str, identity: str) -> list[FederatedCredential]:
+    return call_arm(
+        f"the list of federated credentials on {identity}",
+        lambda: [
+            _credential(f)
+            for f in _client(subscription_id).federated_identity_credentials.list(resource_group, identity)
+        ],
+    )
+
+
+def put_federated_credential(
+    subscription_id: str,
+    resource_group: str,
+    identity: str,
+    name: str,
+    *,
+    issuer: str,
+    subject: str,
+    audiences: list[str] | None = None,
+) -> FederatedCredential:
+    """Create or replace the credential `name`. `issuer` goes to Azure exactly as given (never normalised)."""
+    body = FederatedIdentityCredential(issuer=issuer, subject=subject, audiences=audiences or [TOKEN_EXCHANGE_AUDIENCE])
+    return call_arm(
+        f"the federated credential {name}",
+        lambda: _credential(
+            _client(subscription_id).federated_identity_credentials.create_or_update(
+                resource_group, identity, name, body
+            )
+        ),
+    )
+
+
+def delete_federated_credential(subscription_id: str, resource_group: str, identity: str, name: str) -> None:
+    call_arm(
+        f"the deletion of federated credential {name}",
+        lambda: _client(subscription_id).federated_identity_credentials.delete(resource_group, identity, name),
+    )

@@ -1,0 +1,300 @@
+"""Each cluster's Kubernetes API: issuer discovery, ServiceAccounts, TokenRequest (the kubernetes client).
+
+The portal reaches a cluster in one of three ways (`Cluster.api_auth`): an Entra token of its own identity
+(AKS with Entra integration), a kubeconfig context, or in-cluster config. No credential is stored per cluster;
+the API server's CA may be. Every function raises only CloudError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from azure.core.exceptions import AzureError
+from django.conf import settings
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from ..models import Cluster
+from .credentials import connection_verify, portal_credential
+from .errors import CloudError
+from .identities import scrub
+
+T = TypeVar("T")
+
+TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+# TokenRequest refuses anything shorter than ten minutes; the token is used once, right away.
+TOKEN_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    namespace: str
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    resource_version: str = ""
+    uid: str = ""
+
+
+# ---- connection -----------------------------------------------------------------------------------------------
+
+
+def _ca_file(pem: str) -> str:
+    """A file holding `pem`, written once per distinct content (urllib3 wants a path, not a string)."""
+    digest = hashlib.sha256(pem.encode()).hexdigest()[:32]
+    folder = Path(tempfile.gettempdir()) / "workload-identity-portal-ca"
+    path = folder / f"{digest}.pem"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{digest}.{os.getpid()}.tmp"
+        tmp.write_text(pem)
+        tmp.replace(path)  # atomic: a concurrent reader never sees half a certificate
+    return str(path)
+
+
+def configuration(cluster: Cluster) -> client.Configuration:
+    """How to reach `cluster`'s API server now (tokens are fetched per call; the credential caches them)."""
+    cfg = client.Configuration()
+    if cluster.api_auth == Cluster.ApiAuth.KUBECONFIG:
+        # The client reads $KUBECONFIG once, at import; read it now so a changed environment counts.
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None,
+            context=cluster.kubeconfig_context or None,
+            client_configuration=cfg,
+            persist_config=False,
+        )
+    elif cluster.api_auth == Cluster.ApiAuth.IN_CLUSTER:
+        config.load_incluster_config(client_configuration=cfg)
+    else:
+        cfg.host = cluster.api_server_url.rstrip("/")
+        if cluster.api_server_ca:
+            cfg.ssl_ca_cert = _ca_file(cluster.api_server_ca)
+        elif isinstance(connection_verify(), str):
+            cfg.ssl_ca_cert = connection_verify()
+        token = portal_credential().get_token(f"{settings.AKS_SERVER_APP_ID}/.default").token
+        cfg.api_key = {"authorization": token}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+    # Our callers decide about retrying; urllib3 would otherwise retry some answers on its own.
+    cfg.retries = False
+    return cfg
+
+
+@contextlib.contextmanager
+def _api(cluster: Cluster) -> Iterator[client.ApiClient]:
+    api = client.ApiClient(configuration(cluster))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def _status(e: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(e.body or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def k8s_error(e: Exception, cluster: Cluster, what: str) -> CloudError:
+    """A CloudError for people from whatever the kubernetes client (or the token fetch) raised."""
+    where = f"cluster {cluster.name}"
+    if isinstance(e, ApiException) and not e.status and str(e.reason).startswith("SSLError"):
+        e = urllib3.exceptions.SSLError(e.reason)  # the client wraps TLS failures as status 0
+    if isinstance(e, ApiException) and e.status:
+        status = e.status or 0
+        body = _status(e)
+        reason = str(body.get("reason") or e.reason or status)
+        message = scrub(str(body.get("message") or e.reason or "no details"))
+        if status == 401:
+            message = "the API server did not accept the portal's credentials"
+        if status == 403:
+            message = f"{message}. The portal's identity needs Kubernetes RBAC for this; ask the cluster's admins"
+        retry_after = None
+        with contextlib.suppress(TypeError, ValueError):
+            retry_after = float((e.headers or {}).get("Retry-After"))
+        # A stale resourceVersion (Conflict) is settled by reading again; AlreadyExists is not.
+        transient = status in TRANSIENT_STATUSES or status >= 506 or reason == "Conflict"
+        text = f"The Kubernetes API of {where} refused {what}: {message} ({reason})."
+        if transient:
+            text += " Retrying may help."
+        return CloudError(text, permanent=not transient, code=reason, status=status or None, retry_after=retry_after)
+    if isinstance(e, urllib3.exceptions.SSLError):
+        return CloudError(
+            f"Could not verify the TLS certificate of {where}'s API server for {what}. Check the "
+            "cluster's CA in the portal.",
+            permanent=True,
+            code="SSLError",
+        )
+    if isinstance(e, urllib3.exceptions.HTTPError | OSError | ApiException):
+        return CloudError(
+            f"Could not reach the Kubernetes API of {where} for {what}: {type(e).__name__}. Retry in a minute.",
+            permanent=False,
+            code="ConnectionError",
+        )
+    if isinstance(e, AzureError):
+        return CloudError(
+            f"The portal could not get a token for {where} ({what}): {scrub(str(e))}",
+            permanent=False,
+            code="CredentialUnavailable",
+        )
+    if isinstance(e, ConfigException):
+        return CloudError(
+            f"The portal has no usable Kubernetes configuration for {where}: {e}",
+            permanent=True,
+            code="ConfigException",
+        )
+    return CloudError(
+        f"Unexpected error on {where} for {what}: {type(e).__name__}", permanent=False, code=type(e).__name__
+    )
+
+
+def _call(cluster: Cluster, what: str, fn: Callable[[client.ApiClient], T]) -> T:
+    try:
+        with _api(cluster) as api:
+            return fn(api)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError, AzureError, ConfigException) as e:
+        raise k8s_error(e, cluster, what) from e
+
+
+# ---- issuer discovery ---------------------------------------------------------------------------------------------
+
+
+def discover_issuer(cluster: Cluster) -> str:
+    """The cluster's ServiceAccount issuer from its `/.well-known/openid-configuration`, exactly as given.
+
+    Never normalised: Entra compares it byte for byte with the tokens' `iss` (AKS issuers end in "/").
+    """
+
+    def fetch(api: client.ApiClient) -> str:
+        # The generated method declares a `str` answer; take the raw body and parse it ourselves.
+        raw = client.WellKnownApi(api).get_service_account_issuer_open_id_configuration(_preload_content=False)
+        try:
+            issuer = json.loads(raw.data).get("issuer")
+        except (ValueError, AttributeError):
+            issuer = None
+        if not isinstance(issuer, str) or not issuer:
+            raise CloudError(
+                f"Cluster {cluster.name} published an OpenID configuration without an issuer.",
+                permanent=True,
+                code="NoIssuer",
+            )
+        return issuer
+
+    return _call(cluster, "the issuer discovery", fetch)
+
+
+# ---- ServiceAccounts ----------------------------------------------------------------------------------------------
+
+
+def _service_account(raw: client.V1ServiceAccount) -> ServiceAccount:
+    meta = raw.metadata
+    return ServiceAccount(
+        namespace=meta.namespace,
+        name=meta.name,
+        labels=dict(meta.labels or {}),
+        annotations=dict(meta.annotations or {}),
+        resource_version=meta.resource_version or "",
+        uid=meta.uid or "",
+    )
+
+
+def get_service_account(cluster: Cluster, namespace: str, name: str) -> ServiceAccount | None:
+    """The ServiceAccount, or None when it does not exist (or its namespace does not)."""
+
+    def read(api: client.ApiClient) -> ServiceAccount | None:
+        try:
+            return _service_account(client.CoreV1Api(api).read_namespaced_service_account(name, namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    return _call(cluster, f"the read of ServiceAccount {namespace}/{name}", read)
+
+
+def create_service_account(
+    cluster: Cluster, namespace: str, name: str, *, labels: dict[str, str], annotations: dict[str, str]
+) -> ServiceAccount:
+    """Create the ServiceAccount. A missing namespace is a permanent CloudError with code `NamespaceNotFound`."""
+    body = client.V1ServiceAccount(
+        api_version="v1",
+        kind="ServiceAccount",
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels, annotations=annotations),
+    )
+
+    def create(api: client.ApiClient) -> ServiceAccount:
+        try:
+            return _service_account(client.CoreV1Api(api).create_namespaced_service_account(namespace, body))
+        except ApiException as e:
+            if e.status == 404 and (_status(e).get("details") or {}).get("kind") == "namespaces":
+                raise CloudError(
+                    f"The namespace {namespace} does not exist on cluster {cluster.name}. Ask the "
+                    "cluster's DevOps team to create it, then retry.",
+                    permanent=True,
+                    code="NamespaceNotFound",
+                    status=404,
+                ) from e
+            raise
+
+    return _call(cluster, f"the ServiceAccount {namespace}/{name}", create)
+
+
+def patch_service_account(
+    cluster: Cluster,
+    sa: ServiceAccount,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> ServiceAccount:
+    """Merge `labels`/`annotations` into `sa`, only if nobody changed it since it was read (resourceVersion)."""
+    meta: dict[str, Any] = {"resourceVersion": sa.resource_version}
+    if labels:
+        meta["labels"] = labels
+    if annotations:
+        meta["annotations"] = annotations
+    return _call(
+        cluster,
+        f"the update of ServiceAccount {sa.namespace}/{sa.name}",
+        lambda api: _service_account(
+            client.CoreV1Api(api).patch_namespaced_service_account(sa.name, sa.namespace, {"metadata": meta})
+        ),
+    )
+
+
+def delete_service_account(cluster: Cluster, namespace: str, name: str, *, uid: str = "") -> None:
+    """Delete the ServiceAccount (only the one with `uid`, when given); already gone is fine."""
+
+    def delete(api: client.ApiClient) -> None:
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None)
+        try:
+            client.CoreV1Api(api).delete_namespaced_service_account(name, namespace, body=options)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    _call(cluster, f"the deletion of ServiceAccount {namespace}/{name}", delete)
+
+
+def request_token(cluster: Cluster, namespace: str, name: str, *, audience: str, seconds: int = TOKEN_SECONDS) -> str:
+    """A fresh token for the ServiceAccount (TokenRequest), as a pod with a projected token would get."""
+    body = client.AuthenticationV1TokenRequest(
+        api_version="authentication.k8s.io/v1",
+        kind="TokenRequest",
+        spec=client.V1TokenRequestSpec(audiences=[audience], expiration_seconds=seconds),
+    )
+    return _call(
+        cluster,
+        f"a token for ServiceAccount {namespace}/{name}",
+        lambda api: client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, body).status.token,
+    )

@@ -1,0 +1,359 @@
+"""Forms of the portal: the identity request (with its role-grant rows), the approval decision, audit filters.
+
+Validation is all server-side; the browser script only helps. A request is validated as a whole
+(`RequestSubmission`) because a grant is only valid for the chosen cluster's catalogue and subscriptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.http import QueryDict
+
+from . import naming, workflow
+from .models import ACTIVE_STATUSES, AllowedRole, AuditEvent, Cluster, IdentityRequest
+
+AUDIENCE = "api://AzureADTokenExchange"
+GRANTS_PREFIX = "grants"
+MAX_GRANTS = 20
+# The label provisioning puts on ServiceAccounts it creates (shown on the review page).
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+
+
+# ---- what a request will create ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Exactly what provisioning will create for a request: shown on review, approval and request pages."""
+
+    cluster: Cluster
+    namespace: str
+    service_account: str
+    grants: list[tuple[str, str]]  # (role name, scope)
+    identity_name: str = field(init=False)
+    fic_name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        c, ns, sa = self.cluster.name, self.namespace, self.service_account
+        object.__setattr__(self, "identity_name", naming.identity_name(c, ns, sa))
+        object.__setattr__(self, "fic_name", naming.fic_name(c, ns, sa))
+
+    @property
+    def issuer(self) -> str:
+        return self.cluster.oidc_issuer_url
+
+    @property
+    def subject(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    @property
+    def audience(self) -> str:
+        return AUDIENCE
+
+    @property
+    def managed_by_label(self) -> str:
+        return MANAGED_BY_LABEL
+
+    @classmethod
+    def of(cls, req: IdentityRequest) -> Plan:
+        grants = [(g.role_name, g.scope) for g in req.grants.all()]
+        return cls(cluster=req.cluster, namespace=req.namespace, service_account=req.service_account, grants=grants)
+
+
+# ---- widgets that tell the browser script which cluster an option belongs to ----------------------------
+
+
+class ClusterSelect(forms.Select):
+    """Options carry `data-name` (the cluster's name) for the identity-name hint."""
+
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(name, value, *args, **kwargs)
+        instance = getattr(value, "instance", None)
+        if instance is not None:
+            option["attrs"]["data-name"] = instance.name
+        return option
+
+
+class GroupedByClusterSelect(forms.Select):
+    """A select whose option groups are clusters; each option carries `data-cluster` (the cluster's pk)."""
+
+    def __init__(self, *args: Any, group_clusters: dict[str, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_clusters = group_clusters or {}
+
+    def optgroups(self, name: str, value: Any, attrs: dict[str, Any] | None = None) -> list[Any]:
+        groups = super().optgroups(name, value, attrs)
+        for group_name, options, _index in groups:
+            cluster_pk = self.group_clusters.get(group_name)
+            if cluster_pk is not None:
+                for option in options:
+                    option["attrs"]["data-cluster"] = str(cluster_pk)
+        return groups
+
+
+def _cluster_groups(items: dict[Cluster, list[tuple[str, str]]], empty: str) -> tuple[list[Any], dict[str, int]]:
+    """Select choices grouped by cluster, and the group label -> cluster pk map for the widget."""
+    choices: list[Any] = [("", empty)]
+    labels: dict[str, int] = {}
+    for cluster, options in items.items():
+        label = f"{cluster} ({cluster.name})" if str(cluster) != cluster.name else cluster.name
+        labels[label] = cluster.pk
+        choices.append((label, options))
+    return choices, labels
+
+
+# ---- the request form -----------------------------------------------------------------------------------
+
+
+class RequestForm(forms.Form):
+    cluster = forms.ModelChoiceField(
+        queryset=Cluster.objects.all(), widget=ClusterSelect, empty_label="Choose a cluster"
+    )
+    namespace = forms.CharField(
+        help_text="Only the namespaces the cluster allows are offered.",
+        widget=GroupedByClusterSelect,
+    )
+    service_account = forms.CharField(
+        label="ServiceAccount name",
+        help_text="Lower-case letters, digits, '-' and '.'. The portal creates it, annotated for workload identity.",
+    )
+    purpose = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="What the workload does with these roles; approvers read this.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        clusters = list(Cluster.objects.all())
+        choices, labels = _cluster_groups(
+            {c: [(ns, ns) for ns in c.allowed_namespaces] for c in clusters}, "Choose a namespace"
+        )
+        widget = self.fields["namespace"].widget
+        widget.choices, widget.group_clusters = choices, labels
+
+    def clean_namespace(self) -> str:
+        value = self.cleaned_data["namespace"]
+        if error := naming.label_error(value):
+            raise ValidationError(f"The namespace {error}.")
+        return value
+
+    def clean_service_account(self) -> str:
+        value = self.cleaned_data["service_account"]
+        if error := naming.subdomain_error(value):
+            raise ValidationError(f"The ServiceAccount name {error}.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        cluster, namespace, sa = data.get("cluster"), data.get("namespace"), data.get("service_account")
+        if cluster and namespace and namespace not in cluster.allowed_namespaces:
+            self.add_error("namespace", f"The namespace {namespace} is not open for identities on {cluster.name}.")
+            return data
+        if cluster and namespace and sa:
+            if workflow.active_request_exists(cluster, namespace, sa):
+                self.add_error(
+                    "service_account", "There is already an active request for this ServiceAccount on this cluster."
+                )
+            elif identity_name_taken(naming.identity_name(cluster.name, namespace, sa)):
+                # Each request makes its own identity with one FIC; a second request on the same identity
+                # would fight over it (and over the per-identity FIC limit).
+                self.add_error(
+                    None,
+                    "The identity name this request derives is already used by an active "
+                    "request; choose another ServiceAccount name.",
+                )
+        return data
+
+
+def identity_name_taken(name: str) -> bool:
+    return IdentityRequest.objects.filter(identity_name=name, status__in=[s.value for s in ACTIVE_STATUSES]).exists()
+
+
+class GrantForm(forms.Form):
+    role = forms.ModelChoiceField(
+        queryset=AllowedRole.objects.select_related("cluster"),
+        widget=GroupedByClusterSelect,
+        error_messages={"invalid_choice": "Choose a role from the cluster's catalogue."},
+    )
+    scope = forms.CharField(
+        max_length=512,
+        widget=forms.TextInput(attrs={"placeholder": "/subscriptions/…/resourceGroups/…/providers/…", "size": 80}),
+        help_text="The Azure resource ID the role is granted on.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        by_cluster: dict[Cluster, list[tuple[str, str]]] = {}
+        for role in AllowedRole.objects.select_related("cluster").order_by("cluster__name", "role_name"):
+            by_cluster.setdefault(role.cluster, []).append((str(role.pk), role.role_name))
+        choices, labels = _cluster_groups(by_cluster, "Choose a role")
+        widget = self.fields["role"].widget
+        widget.choices, widget.group_clusters = choices, labels
+
+    def clean_scope(self) -> str:
+        value = self.cleaned_data["scope"]
+        if error := naming.scope_error(value):
+            raise ValidationError(f"The scope {error}.")
+        return value
+
+    def check_for(self, cluster: Cluster) -> None:
+        """Errors for this grant on `cluster`: role in its catalogue, scope in the role's patterns and subscriptions."""
+        role, scope = self.cleaned_data.get("role"), self.cleaned_data.get("scope")
+        if role and role.cluster_id != cluster.pk:
+            self.add_error("role", f"{role.role_name} is not in the catalogue of {cluster.name}.")
+            return
+        if not (role and scope):
+            return
+        if not any(naming.scope_matches(scope, p) for p in role.scope_patterns):
+            patterns = "; ".join(role.scope_patterns) or "(none)"
+            self.add_error("scope", f"{role.role_name} may only be granted on scopes like: {patterns}")
+            return
+        allowed = {s.lower() for s in (cluster.allowed_subscriptions or [cluster.subscription_id])}
+        if naming.subscription_of(scope) not in allowed:
+            self.add_error("scope", f"The subscription of this scope is not allowed for {cluster.name}.")
+
+
+class BaseGrantFormSet(forms.BaseFormSet):
+    """Grant rows. Every row is optional on its own (a blank row is ignored); at least one is required."""
+
+    def initial_form_count(self) -> int:
+        # No row is "existing": rows are re-rendered from what was typed, and any may be blanked.
+        return 0
+
+    def get_form_kwargs(self, index: int | None) -> dict[str, Any]:
+        return {**super().get_form_kwargs(index), "empty_permitted": True, "use_required_attribute": False}
+
+    def filled_forms(self) -> list[GrantForm]:
+        return [f for f in self.forms if f.has_changed()]
+
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        filled = self.filled_forms()
+        if not filled:
+            raise ValidationError("Ask for at least one role on one scope.")
+        seen: set[tuple[int, str]] = set()
+        for form in filled:
+            key = (form.cleaned_data["role"].pk, form.cleaned_data["scope"].lower())
+            if key in seen:
+                form.add_error("scope", "This role on this scope is already listed.")
+            seen.add(key)
+
+
+GrantFormSet = forms.formset_factory(
+    GrantForm, formset=BaseGrantFormSet, extra=1, max_num=MAX_GRANTS, absolute_max=MAX_GRANTS, validate_max=True
+)
+
+
+class RequestSubmission:
+    """The request form and its grant rows, validated together.
+
+    Bound (`data`) to validate what was posted; or unbound from raw `values` to re-show what was typed without
+    error messages (after "Add another grant" or "Edit").
+    """
+
+    def __init__(self, data: QueryDict | None = None, *, values: QueryDict | None = None, add_rows: int = 0):
+        if data is not None:
+            self.form = RequestForm(data)
+            self.grants = GrantFormSet(data, prefix=GRANTS_PREFIX)
+            return
+        values = values if values is not None else QueryDict()
+        rows = grant_rows(values)
+        self.form = RequestForm(initial={k: values.get(k, "") for k in RequestForm.base_fields})
+        self.grants = GrantFormSet(initial=rows, prefix=GRANTS_PREFIX)
+        self.grants.extra = min(max(len(rows) + add_rows, 1), MAX_GRANTS)
+
+    def is_valid(self) -> bool:
+        # Evaluate both so every error is shown at once.
+        form_ok, grants_ok = self.form.is_valid(), self.grants.is_valid()
+        cluster = self.form.cleaned_data.get("cluster")
+        if cluster is not None and grants_ok:
+            for grant in self.grants.filled_forms():
+                grant.check_for(cluster)
+            grants_ok = not any(f.errors for f in self.grants.forms)
+        return form_ok and grants_ok
+
+    def grant_requests(self) -> list[workflow.GrantRequest]:
+        return [
+            workflow.GrantRequest(role=f.cleaned_data["role"], scope=f.cleaned_data["scope"])
+            for f in self.grants.filled_forms()
+        ]
+
+    def plan(self) -> Plan:
+        data = self.form.cleaned_data
+        return Plan(
+            cluster=data["cluster"],
+            namespace=data["namespace"],
+            service_account=data["service_account"],
+            grants=[(g.role.role_name, g.scope) for g in self.grant_requests()],
+        )
+
+
+def grant_rows(values: QueryDict) -> list[dict[str, str]]:
+    """The grant rows typed so far (blank ones dropped), read from posted data."""
+    try:
+        total = int(values.get(f"{GRANTS_PREFIX}-TOTAL_FORMS", "0"))
+    except ValueError:
+        total = 0
+    rows = []
+    for i in range(min(max(total, 0), MAX_GRANTS)):
+        row = {k: values.get(f"{GRANTS_PREFIX}-{i}-{k}", "").strip() for k in ("role", "scope")}
+        if any(row.values()):
+            rows.append(row)
+    return rows
+
+
+# ---- approval decision ----------------------------------------------------------------------------------
+
+
+class DecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")])
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        required=False,
+        max_length=2000,
+        help_text="Required when rejecting: the requester reads it.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("decision") == "reject" and not data.get("comment", "").strip():
+            self.add_error("comment", "Say why you reject the request.")
+        return data
+
+
+# ---- audit filters --------------------------------------------------------------------------------------
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.CharField(required=False, label="Actor name contains", max_length=256)
+    action = forms.ChoiceField(required=False)
+    cluster = forms.ModelChoiceField(queryset=Cluster.objects.all(), required=False, empty_label="Any cluster")
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        actions = AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()
+        self.fields["action"].choices = [("", "Any action"), *((a, a) for a in actions)]
+
+    def filter(self, qs: Any) -> Any:
+        """`qs` narrowed by the valid filters (an invalid one is ignored and shown as an error)."""
+        self.is_valid()
+        data = self.cleaned_data  # only the fields that validated
+        if data.get("actor"):
+            qs = qs.filter(actor_name__icontains=data["actor"])
+        if data.get("action"):
+            qs = qs.filter(action=data["action"])
+        if data.get("cluster"):
+            qs = qs.filter(cluster=data["cluster"])  # audit.record fills it from the request
+        if data.get("date_from"):
+            qs = qs.filter(created_at__date__gte=data["date_from"])
+        if data.get("date_to"):
+            qs = qs.filter(created_at__date__lte=data["date_to"])
+        return qs

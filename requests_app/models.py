@@ -1,0 +1,258 @@
+"""The portal's records: people, clusters and their role catalogue, identity requests, steps, audit events."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class User(AbstractUser):
+    """A person signed in through Entra ID, keyed by tenant + object ID (never by e-mail or name)."""
+
+    tenant_id = models.CharField(max_length=36, blank=True)
+    object_id = models.CharField(max_length=36, blank=True)
+    display_name = models.CharField(max_length=256, blank=True)
+    # Refreshed at every sign-in from the id_token (or Graph on group overage).
+    entra_groups = models.JSONField(default=list, blank=True)
+    entra_roles = models.JSONField(default=list, blank=True)
+    is_approver = models.BooleanField(default=False)
+    is_portal_admin = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "object_id"], condition=~models.Q(object_id=""), name="unique_entra_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.username
+
+    def in_group(self, group_id: str) -> bool:
+        return bool(group_id) and group_id.lower() in {g.lower() for g in self.entra_groups}
+
+
+class Cluster(models.Model):
+    """An AKS cluster teams may request identities on. Holds no credential: see `api_auth`."""
+
+    class ApiAuth(models.TextChoices):
+        ENTRA = "entra", "Entra token of the portal's own identity"
+        KUBECONFIG = "kubeconfig", "Kubeconfig context"
+        IN_CLUSTER = "in-cluster", "In-cluster service account"
+
+    name = models.SlugField(max_length=63, unique=True)
+    display_name = models.CharField(max_length=128, blank=True)
+    subscription_id = models.CharField(max_length=36)
+    resource_group = models.CharField(max_length=90, help_text="Resource group the identities are created in.")
+    location = models.CharField(max_length=64)
+    # Stored exactly as the cluster reports it (AKS issuers end in "/"); Entra compares it byte for byte.
+    oidc_issuer_url = models.URLField(max_length=512)
+    api_server_url = models.URLField(max_length=512)
+    api_server_ca = models.TextField(blank=True, help_text="PEM of the API server's CA (blank: system CAs).")
+    api_auth = models.CharField(max_length=16, choices=ApiAuth.choices, default=ApiAuth.ENTRA)
+    kubeconfig_context = models.CharField(max_length=128, blank=True)
+    devops_group_id = models.CharField(max_length=36, help_text="Entra group whose members see client IDs.")
+    allowed_namespaces = models.JSONField(default=list, blank=True)
+    allowed_subscriptions = models.JSONField(default=list, blank=True, help_text="Blank: the cluster's own.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.display_name or self.name
+
+
+class AllowedRole(models.Model):
+    """One entry of a cluster's role catalogue: a role and the scopes it may be granted on."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="roles")
+    role_name = models.CharField(max_length=128)
+    role_definition_id = models.CharField(max_length=36, help_text="The role definition GUID.")
+    # ARM resource-ID patterns with `*` for one path segment, e.g.
+    # /subscriptions/*/resourceGroups/rg-team-*/providers/Microsoft.KeyVault/vaults/*
+    scope_patterns = models.JSONField(default=list)
+    description = models.CharField(max_length=256, blank=True)
+
+    class Meta:
+        ordering = ["role_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "role_definition_id"], name="unique_role_per_cluster")
+        ]
+
+    def __str__(self) -> str:
+        return self.role_name
+
+
+class Status(models.TextChoices):
+    SUBMITTED = "submitted", "Waiting for approval"
+    APPROVED = "approved", "Approved"
+    PROVISIONING = "provisioning", "Provisioning"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+    REVOKING = "revoking", "Revoking"
+    REVOKED = "revoked", "Revoked"
+
+
+ACTIVE_STATUSES = (Status.SUBMITTED, Status.APPROVED, Status.PROVISIONING, Status.READY, Status.FAILED, Status.REVOKING)
+
+
+class IdentityRequest(models.Model):
+    """A request for a workload identity: cluster + namespace + ServiceAccount, with role grants.
+
+    `status` moves only through `workflow` (one table of allowed transitions). The Azure IDs are filled in
+    by provisioning and shown only to the cluster's DevOps members and admins.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)  # not guessable in URLs
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="requests")
+    namespace = models.CharField(max_length=63)
+    service_account = models.CharField(max_length=253)
+    purpose = models.TextField()
+    identity_name = models.CharField(max_length=128)
+    requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="identity_requests")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUBMITTED, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    decided_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+
+    # Filled by provisioning.
+    identity_resource_id = models.CharField(max_length=512, blank=True)
+    client_id = models.CharField(max_length=36, blank=True)
+    principal_id = models.CharField(max_length=36, blank=True)
+    tenant_id = models.CharField(max_length=36, blank=True)
+    failed_step = models.CharField(max_length=32, blank=True)
+    failure_message = models.TextField(blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # At most one live request per cluster/namespace/ServiceAccount.
+            models.UniqueConstraint(
+                fields=["cluster", "namespace", "service_account"],
+                condition=models.Q(status__in=[s.value for s in ACTIVE_STATUSES]),
+                name="one_active_request_per_service_account",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cluster.name}/{self.namespace}/{self.service_account}"
+
+    @property
+    def subject(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    @property
+    def fic_name(self) -> str:
+        # One FIC per request; named after the cluster + SA so it is readable in the portal and in Azure.
+        from .naming import fic_name
+
+        return fic_name(self.cluster.name, self.namespace, self.service_account)
+
+
+class RoleGrant(models.Model):
+    """A role on a scope, asked for in a request; provisioning fills in the assignment's ID."""
+
+    request = models.ForeignKey(IdentityRequest, on_delete=models.CASCADE, related_name="grants")
+    role_name = models.CharField(max_length=128)
+    role_definition_id = models.CharField(max_length=36)
+    scope = models.CharField(max_length=512)
+    assignment_id = models.CharField(max_length=700, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.role_name} on {self.scope}"
+
+
+class Step(models.Model):
+    """One provisioning or revocation step of a request, with its attempts, timings and last error."""
+
+    class Name(models.TextChoices):
+        IDENTITY = "identity", "Managed identity"
+        FIC = "fic", "Federated credential"
+        ROLES = "roles", "Role assignments"
+        SERVICE_ACCOUNT = "service_account", "ServiceAccount"
+        VERIFY = "verify", "Verification"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    request = models.ForeignKey(IdentityRequest, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=32, choices=Name.choices)
+    position = models.PositiveSmallIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["request", "name"], name="one_step_per_name")]
+
+    def __str__(self) -> str:
+        return f"{self.get_name_display()}: {self.state}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class AuditEventQuerySet(models.QuerySet):
+    """Audit events are append-only: bulk updates and deletes are refused."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise PermissionError("audit events are append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, from where. Written in the same transaction as the change it records.
+
+    `actor` is empty for the system (provisioning jobs); `actor_name` keeps the name as it was then.
+    `action` is a dotted name such as `request.approved` or `step.identity.failed`.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    actor_name = models.CharField(max_length=256)
+    action = models.CharField(max_length=64, db_index=True)
+    request = models.ForeignKey(IdentityRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    details = models.JSONField(default=dict, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit events are append-only")

@@ -1,0 +1,60 @@
+"""E-mail through Django's mail framework: approvers on a new request; the requester on each outcome.
+
+Called on commit with a request id. Each message is a template triplet under templates/emails/:
+`<name>_subject.txt`, `<name>.txt`, `<name>.html`. Client and principal IDs never go into e-mail.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from .models import IdentityRequest, Status, User
+
+log = logging.getLogger(__name__)
+
+
+def _send(template: str, req: IdentityRequest, to: list[str]) -> None:
+    to = [a for a in to if a]
+    if not to:
+        return
+    ctx = {"req": req, "url": settings.PORTAL_URL.rstrip("/") + reverse("request_detail", args=[req.pk])}
+    subject = " ".join(render_to_string(f"emails/{template}_subject.txt", ctx).split())
+    msg = EmailMultiAlternatives(subject, render_to_string(f"emails/{template}.txt", ctx), to=to)
+    msg.attach_alternative(render_to_string(f"emails/{template}.html", ctx), "text/html")
+    try:
+        msg.send()
+    except OSError:
+        # Mail is a courtesy: an SMTP outage must not fail a transition that already committed.
+        log.exception("could not send %s mail for request %s", template, req.pk)
+
+
+def _load(request_id: uuid.UUID) -> IdentityRequest:
+    return IdentityRequest.objects.select_related("cluster", "requester", "decided_by").get(pk=request_id)
+
+
+def request_submitted(request_id: uuid.UUID) -> None:
+    req = _load(request_id)
+    approvers = User.objects.filter(is_approver=True, is_active=True).exclude(pk=req.requester_id)
+    _send("request_submitted", req, [u.email for u in approvers])
+
+
+def request_decided(request_id: uuid.UUID) -> None:
+    req = _load(request_id)
+    template = "request_approved" if req.status != Status.REJECTED else "request_rejected"
+    _send(template, req, [req.requester.email])
+
+
+def request_ready(request_id: uuid.UUID) -> None:
+    req = _load(request_id)
+    _send("request_ready", req, [req.requester.email])
+
+
+def request_failed(request_id: uuid.UUID) -> None:
+    req = _load(request_id)
+    _send("request_failed", req, [req.requester.email])

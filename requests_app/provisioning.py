@@ -1,0 +1,239 @@
+"""Provisioning an approved request: identity → federated credential → role assignments → ServiceAccount →
+verification → ready.
+
+Every step is recorded (workflow.step_*) and idempotent: names are deterministic, what exists and is ours is
+adopted, what exists and is not ours is never taken over. So the job may run twice, or again after a crash in
+any step, and creates nothing twice. A failed step leaves the request `failed` with a message a person can act
+on; a retry re-enqueues the job, which skips the steps that succeeded and re-runs the failed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from . import workflow
+from .cloud import identities, kubernetes, rbac, verification
+from .cloud.errors import CloudError
+from .models import IdentityRequest, Status, Step
+
+log = logging.getLogger(__name__)
+
+PORTAL = identities.MANAGED_BY  # "workload-identity-portal"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+REQUEST_ANNOTATION = "workload-identity-portal/request-id"
+CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
+TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
+# Annotations that say who owns a ServiceAccount; their values are shown when we refuse to take one over.
+OWNER_ANNOTATION_PREFIXES = ("meta.helm.sh/", "argocd.argoproj.io/", "kustomize.toolkit.fluxcd.io/", REQUEST_ANNOTATION)
+
+Detail = dict[str, Any]
+
+
+def provision(request_id: uuid.UUID) -> None:
+    """Run (or resume) provisioning of one request. Safe to call any number of times."""
+    req = IdentityRequest.objects.select_related("cluster").filter(pk=request_id).first()
+    if req is None:
+        log.warning("provision: request %s does not exist", request_id)
+        return
+    # `provisioning` found here means a worker died mid-job: resume it (issue 4 adds leases against two runners).
+    if req.status == Status.APPROVED:
+        if not workflow.begin_provisioning(req):
+            log.info("provision: request %s was taken by another worker or changed", request_id)
+            return
+    elif req.status != Status.PROVISIONING:
+        log.info("provision: request %s is %s; nothing to do", request_id, req.status)
+        return
+    steps = {s.name: s for s in req.steps.all()}
+    for name, run in STEPS:
+        step = steps[name]
+        step.request = req  # one instance, so status changes made by workflow are seen here
+        if step.state == Step.State.SUCCEEDED and _still_done(req, step):
+            continue
+        if not _run_step(step, run):
+            return
+    workflow.mark_ready(req)
+
+
+def _run_step(step: Step, run: Callable[[IdentityRequest], Detail]) -> bool:
+    workflow.step_started(step)
+    try:
+        detail = run(step.request)
+    except CloudError as e:
+        workflow.step_failed(step, e.message, {"code": e.code, "status": e.status, "permanent": e.permanent})
+        return False
+    except Exception as e:  # a bug or an SDK surprise: fail the step visibly rather than leave it running
+        log.exception("provision: step %s of request %s crashed", step.name, step.request_id)
+        workflow.step_failed(
+            step,
+            f"The portal hit an unexpected error ({type(e).__name__}). Retrying may help; "
+            "if it does not, an admin can find the details in the worker's log.",
+            {"code": type(e).__name__, "permanent": False},
+        )
+        return False
+    workflow.step_succeeded(step, detail)
+    return True
+
+
+def _still_done(req: IdentityRequest, step: Step) -> bool:
+    """Whether a step that succeeded before still holds, judged from the database alone (free to check).
+
+    The identity and roles steps must have left their IDs. The credential step is re-run when the cluster's
+    issuer was corrected since (an admin fixing an AADSTS700211), so a retry writes the right credential.
+    """
+    if step.name == Step.Name.IDENTITY:
+        return bool(req.principal_id and req.client_id and req.tenant_id and req.identity_resource_id)
+    if step.name == Step.Name.FIC:
+        return step.detail.get("issuer") == req.cluster.oidc_issuer_url and step.detail.get("subject") == req.subject
+    if step.name == Step.Name.ROLES:
+        return all(g.assignment_id for g in req.grants.all())
+    return True
+
+
+# ---- 1. the managed identity -------------------------------------------------------------------------------
+
+
+def identity_tags(req: IdentityRequest) -> dict[str, str]:
+    return {
+        identities.MANAGED_BY_TAG: PORTAL,
+        identities.REQUEST_TAG: str(req.pk),
+        "cluster": req.cluster.name,
+        "namespace": req.namespace,
+        "service-account": req.service_account,
+    }
+
+
+def create_identity(req: IdentityRequest) -> Detail:
+    cluster = req.cluster
+    existing = identities.get_identity(cluster.subscription_id, cluster.resource_group, req.identity_name)
+    if existing is not None and existing.tags.get(identities.REQUEST_TAG) != str(req.pk):
+        raise CloudError(
+            f"An identity named {req.identity_name} already exists in resource group {cluster.resource_group} and "
+            "was not created for this request. The portal never takes over an identity: ask an admin to remove or "
+            "rename it, then retry.",
+            permanent=True,
+            code="IdentityNotOurs",
+        )
+    tags = identity_tags(req)
+    if existing is not None and all(existing.tags.get(k) == v for k, v in tags.items()):
+        ident = existing  # ours, as we left it: nothing to write
+    else:
+        # Keep tags others added to our identity; ours win.
+        merged = {**(existing.tags if existing else {}), **tags}
+        ident = identities.put_identity(
+            cluster.subscription_id,
+            cluster.resource_group,
+            req.identity_name,
+            location=existing.location if existing else cluster.location,
+            tags=merged,
+        )
+    req.identity_resource_id, req.client_id = ident.id, ident.client_id
+    req.principal_id, req.tenant_id = ident.principal_id, ident.tenant_id
+    req.save(update_fields=["identity_resource_id", "client_id", "principal_id", "tenant_id", "updated_at"])
+    return {"identity": ident.name, "created": existing is None}
+
+
+# ---- 2. the federated identity credential --------------------------------------------------------------------
+
+
+def create_federated_credential(req: IdentityRequest) -> Detail:
+    cluster = req.cluster
+    issuer = cluster.oidc_issuer_url  # exactly as stored: Entra compares it byte for byte
+    audience = identities.TOKEN_EXCHANGE_AUDIENCE
+    where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
+    same = [f for f in identities.list_federated_credentials(*where) if f.issuer == issuer and f.subject == req.subject]
+    if same and list(same[0].audiences) == [audience]:
+        return {"credential": same[0].name, "adopted": True, "issuer": issuer, "subject": req.subject}
+    # Azure allows one credential per issuer+subject, so a stale one is corrected under its own name.
+    name = same[0].name if same else req.fic_name
+    fic = identities.put_federated_credential(*where, name, issuer=issuer, subject=req.subject, audiences=[audience])
+    return {"credential": fic.name, "adopted": False, "issuer": fic.issuer, "subject": fic.subject}
+
+
+# ---- 3. role assignments -------------------------------------------------------------------------------------
+
+
+def assign_roles(req: IdentityRequest) -> Detail:
+    done = []
+    for grant in req.grants.all():
+        if not grant.assignment_id:
+            ra = rbac.assign_role(grant.scope, grant.role_definition_id, req.principal_id, role_name=grant.role_name)
+            grant.assignment_id = ra.id
+            grant.save(update_fields=["assignment_id"])
+        done.append({"role": grant.role_name, "scope": grant.scope})
+    return {"assignments": done}
+
+
+# ---- 4. the ServiceAccount -------------------------------------------------------------------------------------
+
+
+def _owner_description(sa: kubernetes.ServiceAccount) -> str:
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(sa.labels.items())) or "none"
+    owners = [f"{k}={v}" for k, v in sorted(sa.annotations.items()) if k.startswith(OWNER_ANNOTATION_PREFIXES)]
+    others = [k for k in sorted(sa.annotations) if not k.startswith(OWNER_ANNOTATION_PREFIXES)]
+    annotations = ", ".join(owners + others) or "none"
+    return f"labels: {labels}; annotations: {annotations}"
+
+
+def _is_ours(sa: kubernetes.ServiceAccount, req: IdentityRequest) -> bool:
+    return sa.labels.get(MANAGED_BY_LABEL) == PORTAL and sa.annotations.get(REQUEST_ANNOTATION) == str(req.pk)
+
+
+def create_service_account(req: IdentityRequest) -> Detail:
+    cluster, ns, name = req.cluster, req.namespace, req.service_account
+    annotations = {
+        CLIENT_ID_ANNOTATION: req.client_id,
+        TENANT_ID_ANNOTATION: req.tenant_id,
+        REQUEST_ANNOTATION: str(req.pk),
+    }
+    sa = kubernetes.get_service_account(cluster, ns, name)
+    if sa is None:
+        try:
+            kubernetes.create_service_account(
+                cluster, ns, name, labels={MANAGED_BY_LABEL: PORTAL}, annotations=annotations
+            )
+            return {"service_account": f"{ns}/{name}", "created": True}
+        except CloudError as e:
+            if e.code != "AlreadyExists":
+                raise
+        sa = kubernetes.get_service_account(cluster, ns, name)  # someone created it a moment ago
+        if sa is None:
+            raise CloudError(
+                f"The ServiceAccount {ns}/{name} appeared and vanished while the portal created it. Retry.",
+                permanent=False,
+                code="AlreadyExists",
+            )
+    if not _is_ours(sa, req):
+        raise CloudError(
+            f"A ServiceAccount {ns}/{name} already exists on cluster {cluster.name} and was not created by the portal "
+            f"for this request ({_owner_description(sa)}). The portal never takes over a ServiceAccount: remove it "
+            "or ask for another name.",
+            permanent=True,
+            code="ServiceAccountNotOurs",
+        )
+    missing = {k: v for k, v in annotations.items() if sa.annotations.get(k) != v}
+    if missing:
+        kubernetes.patch_service_account(cluster, sa, annotations=missing)
+    return {"service_account": f"{ns}/{name}", "created": False, "updated": bool(missing)}
+
+
+# ---- 5. verification ---------------------------------------------------------------------------------------------
+
+
+def verify(req: IdentityRequest) -> Detail:
+    result = verification.verify_federation(
+        req.cluster, req.namespace, req.service_account, tenant_id=req.tenant_id, client_id=req.client_id
+    )
+    return {"issuer": result.issuer, "subject": result.subject, "token_exchange": "ok"}
+
+
+STEPS: list[tuple[str, Callable[[IdentityRequest], Detail]]] = [
+    (Step.Name.IDENTITY, create_identity),
+    (Step.Name.FIC, create_federated_credential),
+    (Step.Name.ROLES, assign_roles),
+    (Step.Name.SERVICE_ACCOUNT, create_service_account),
+    (Step.Name.VERIFY, verify),
+]
+assert [n for n, _ in STEPS] == workflow.PROVISIONING_STEPS

@@ -1,0 +1,62 @@
+"""Approver pages: the queue of pending requests and the decision (GET confirms, POST decides)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+
+from .. import access, audit, workflow
+from ..forms import DecisionForm, Plan
+from ..models import IdentityRequest, Status, User
+
+
+def _require_approver(user: User) -> None:
+    if not (user.is_approver or user.is_portal_admin):
+        raise PermissionDenied("Only approvers and admins see approvals.")
+
+
+@login_required
+def queue(request: HttpRequest) -> HttpResponse:
+    _require_approver(request.user)
+    pending = (
+        IdentityRequest.objects.filter(status=Status.SUBMITTED)
+        .select_related("cluster", "requester")
+        .prefetch_related("grants")
+        .order_by("created_at")
+    )
+    items = [{"req": r, "plan": Plan.of(r), "own": r.requester_id == request.user.pk} for r in pending]
+    return render(request, "approvals/queue.html", {"items": items})
+
+
+@login_required
+def decide(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    _require_approver(request.user)
+    req = get_object_or_404(IdentityRequest.objects.select_related("cluster", "requester", "decided_by"), pk=pk)
+    form = DecisionForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        return _decide(request, req, form.cleaned_data["decision"], form.cleaned_data["comment"])
+    context = {"req": req, "plan": Plan.of(req), "form": form, "can_decide": access.can_decide(request.user, req)}
+    return render(request, "approvals/decide.html", context)
+
+
+def _decide(request: HttpRequest, req: IdentityRequest, decision: str, comment: str) -> HttpResponse:
+    ip = audit.client_ip(request)
+    try:
+        if decision == "approve":
+            workflow.approve_request(req, actor=request.user, comment=comment, source_ip=ip)
+        else:
+            workflow.reject_request(req, actor=request.user, comment=comment, source_ip=ip)
+    except workflow.WorkflowError as e:
+        # Self-approval, already decided (a second approver was faster), no longer an approver.
+        messages.error(request, f"{req.identity_name}: {e}")
+        return redirect("approvals")
+    if decision == "approve":
+        messages.success(request, f"Approved {req.identity_name}; provisioning starts now.")
+    else:
+        messages.success(request, f"Rejected {req.identity_name}; the requester is told why.")
+    return redirect("approvals")

@@ -1,0 +1,218 @@
+"""Requester pages: dashboard, new request (form → review → submit), my requests, request page, cancel, retry."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from .. import access, audit, workflow
+from ..forms import Plan, RequestSubmission
+from ..models import Cluster, IdentityRequest, Status, Step
+
+# While a request is in one of these, the page polls request_status for live step updates.
+LIVE_STATUSES = {Status.APPROVED, Status.PROVISIONING, Status.REVOKING}
+PAGE_SIZE = 50
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    mine = IdentityRequest.objects.filter(requester=user).select_related("cluster")[:10]
+    waiting = IdentityRequest.objects.none()
+    if user.is_approver or user.is_portal_admin:
+        waiting = (
+            IdentityRequest.objects.filter(status=Status.SUBMITTED)
+            .exclude(requester=user)
+            .select_related("cluster", "requester")
+            .order_by("created_at")[:10]
+        )
+    return render(request, "requests/home.html", {"mine": mine, "waiting": waiting})
+
+
+@login_required
+def my_requests(request: HttpRequest) -> HttpResponse:
+    qs = IdentityRequest.objects.filter(requester=request.user).select_related("cluster").order_by("-created_at")
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "requests/my_requests.html", {"page": page})
+
+
+@login_required
+def new_request(request: HttpRequest) -> HttpResponse:
+    """GET: the form. POST `action`: add (one more grant row), edit (back from review), review, submit.
+
+    Review and submit both validate everything server-side (review's hidden fields may have been altered).
+    Whatever the outcome, the form comes back with what was typed.
+    """
+    if request.method != "POST":
+        return _form_page(request, RequestSubmission())
+    action = request.POST.get("action", "review")
+    if action in ("add", "edit"):
+        return _form_page(request, RequestSubmission(values=request.POST, add_rows=1 if action == "add" else 0))
+    submission = RequestSubmission(request.POST)
+    if not submission.is_valid():
+        return _form_page(request, submission)
+    if action != "submit":
+        return render(request, "requests/review.html", {"submission": submission, "plan": submission.plan()})
+    data = submission.form.cleaned_data
+    try:
+        req = workflow.submit_request(
+            requester=request.user,
+            cluster=data["cluster"],
+            namespace=data["namespace"],
+            service_account=data["service_account"],
+            purpose=data["purpose"],
+            grants=submission.grant_requests(),
+            source_ip=audit.client_ip(request),
+        )
+    except workflow.WorkflowError as e:
+        submission.form.add_error(None, str(e))
+        return _form_page(request, submission)
+    messages.success(request, f"Request submitted. Identity {req.identity_name} will be created once approved.")
+    return redirect("request_detail", pk=req.pk)
+
+
+def _form_page(request: HttpRequest, submission: RequestSubmission) -> HttpResponse:
+    catalogue = Cluster.objects.prefetch_related("roles")
+    return render(request, "requests/new_request.html", {"submission": submission, "catalogue": catalogue})
+
+
+def _visible_request(request: HttpRequest, pk: uuid.UUID) -> IdentityRequest:
+    """The request if this user may see it; 404 otherwise, so a request's existence is not leaked."""
+    req = get_object_or_404(IdentityRequest.objects.select_related("cluster", "requester", "decided_by"), pk=pk)
+    if not access.can_view(request.user, req):
+        raise Http404("No such request.")
+    return req
+
+
+@never_cache
+@login_required
+def request_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    req = _visible_request(request, pk)
+    user = request.user
+    show_ids = access.can_see_ids(user, req)
+    context: dict[str, Any] = {
+        **_live_context(req, show_ids),
+        "plan": Plan.of(req),
+        "show_ids": show_ids,
+        "can_cancel": access.can_cancel(user, req),
+        "can_retry": access.can_retry(user, req),
+        "can_decide": access.can_decide(user, req),
+        "history": req.events.order_by("created_at", "id").values("created_at", "actor_name", "action"),
+    }
+    if show_ids:
+        tenant_id = req.tenant_id or settings.ENTRA_TENANT_ID
+        context |= {
+            "tenant_id": tenant_id,
+            "service_account_yaml": service_account_yaml(req, tenant_id),
+            "pod_yaml": pod_yaml(req),
+        }
+    return render(request, "requests/detail.html", context)
+
+
+@never_cache
+@login_required
+def request_status(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    """The live part of the request page (status, steps, failure) for the page's poller. Never carries IDs."""
+    req = _visible_request(request, pk)
+    return render(request, "requests/_live.html", _live_context(req, access.can_see_ids(request.user, req)))
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    req = _visible_request(request, pk)
+    try:
+        workflow.cancel_request(req, actor=request.user, source_ip=audit.client_ip(request))
+    except workflow.WorkflowError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, "Request cancelled.")
+    return redirect("request_detail", pk=req.pk)
+
+
+@login_required
+@require_POST
+def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    req = _visible_request(request, pk)
+    try:
+        workflow.retry_provisioning(req, actor=request.user, source_ip=audit.client_ip(request))
+    except workflow.WorkflowError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, "Provisioning restarted; finished steps are not repeated.")
+    return redirect("request_detail", pk=req.pk)
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
+    steps = list(req.steps.all())
+    if not show_ids:
+        # Cloud error messages can quote the principal (e.g. PrincipalNotFound): keep IDs out of the page.
+        for step in steps:
+            step.error = redact_ids(step.error, req)
+    return {
+        "req": req,
+        "steps": steps,
+        "failure_message": req.failure_message if show_ids else redact_ids(req.failure_message, req),
+        "failed_step_label": Step.Name(req.failed_step).label
+        if req.failed_step in Step.Name.values
+        else req.failed_step,
+        "live": req.status in LIVE_STATUSES,
+    }
+
+
+def redact_ids(text: str, req: IdentityRequest) -> str:
+    """`text` with the request's client/principal/tenant/resource IDs replaced, for people who may not see them."""
+    for value, label in (
+        (req.identity_resource_id, "identity resource ID"),
+        (req.client_id, "client ID"),
+        (req.principal_id, "principal ID"),
+        (req.tenant_id, "tenant ID"),
+    ):
+        if value:
+            text = _replace_casefold(text, value, f"[{label}]")
+    return text
+
+
+def _replace_casefold(text: str, old: str, new: str) -> str:
+    lower, needle, out, i = text.lower(), old.lower(), [], 0
+    while (j := lower.find(needle, i)) >= 0:
+        out += [text[i:j], new]
+        i = j + len(old)
+    return "".join(out) + text[i:]
+
+
+def service_account_yaml(req: IdentityRequest, tenant_id: str) -> str:
+    # Namespace and name passed DNS-1123 validation, so they need no YAML quoting; IDs are GUIDs, quoted anyway.
+    return (
+        "apiVersion: v1\n"
+        "kind: ServiceAccount\n"
+        "metadata:\n"
+        f"  name: {req.service_account}\n"
+        f"  namespace: {req.namespace}\n"
+        "  annotations:\n"
+        f'    azure.workload.identity/client-id: "{req.client_id}"\n'
+        f'    azure.workload.identity/tenant-id: "{tenant_id}"\n'
+    )
+
+
+def pod_yaml(req: IdentityRequest) -> str:
+    return (
+        "# In the pod template (e.g. a Deployment's spec.template):\n"
+        "metadata:\n"
+        "  labels:\n"
+        '    azure.workload.identity/use: "true"\n'
+        "spec:\n"
+        f"  serviceAccountName: {req.service_account}\n"
+    )

@@ -1,0 +1,233 @@
+"""Workflow transitions of an identity request. Views and jobs never change `status` themselves.
+
+Each transition is one function: guard first (raising WorkflowError with a message for people), then a
+compare-and-swap on `status` so two clicks at once give one winner, then the audit event in the same
+transaction, then side effects (jobs, e-mail) on commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import audit, naming, notifications
+from .models import ACTIVE_STATUSES, AllowedRole, Cluster, IdentityRequest, RoleGrant, Status, Step, User
+
+# The only status changes there are. Anything else is a bug or a race lost.
+TRANSITIONS: dict[str, set[str]] = {
+    Status.SUBMITTED: {Status.APPROVED, Status.REJECTED, Status.CANCELLED},
+    Status.APPROVED: {Status.PROVISIONING, Status.FAILED},
+    Status.PROVISIONING: {Status.READY, Status.FAILED},
+    Status.FAILED: {Status.APPROVED},  # retry
+    Status.READY: {Status.REVOKING},
+    Status.REVOKING: {Status.REVOKED, Status.FAILED},
+}
+
+PROVISIONING_STEPS = [Step.Name.IDENTITY, Step.Name.FIC, Step.Name.ROLES, Step.Name.SERVICE_ACCOUNT, Step.Name.VERIFY]
+
+
+class WorkflowError(Exception):
+    """A transition that is not allowed now; the message is shown to the person who tried."""
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    role: AllowedRole
+    scope: str
+
+
+def can_move(old: str, new: str) -> bool:
+    return new in TRANSITIONS.get(old, set())
+
+
+def _swap(req: IdentityRequest, old: str, new: str, **fields: object) -> bool:
+    """Move `req` from `old` to `new` if nobody else moved it first; update the instance on success."""
+    assert can_move(old, new), f"{old} -> {new} is not a transition"
+    fields["status"] = new
+    fields["updated_at"] = timezone.now()
+    won = IdentityRequest.objects.filter(pk=req.pk, status=old).update(**fields) == 1
+    if won:
+        for k, v in fields.items():
+            setattr(req, k, v)
+    return won
+
+
+def enqueue_provisioning(req: IdentityRequest) -> None:
+    from .jobs import enqueue_provision
+
+    request_id = req.pk
+    transaction.on_commit(lambda: enqueue_provision(request_id))
+
+
+def submit_request(
+    *,
+    requester: User,
+    cluster: Cluster,
+    namespace: str,
+    service_account: str,
+    purpose: str,
+    grants: Iterable[GrantRequest],
+    source_ip: str | None = None,
+) -> IdentityRequest:
+    """Create a request waiting for approval. Input is validated by the form; this guards the invariants."""
+    grants = list(grants)
+    if not grants:
+        raise WorkflowError("Ask for at least one role.")
+    try:
+        with transaction.atomic():
+            req = IdentityRequest.objects.create(
+                cluster=cluster,
+                namespace=namespace,
+                service_account=service_account,
+                purpose=purpose,
+                identity_name=naming.identity_name(cluster.name, namespace, service_account),
+                requester=requester,
+            )
+            RoleGrant.objects.bulk_create(
+                RoleGrant(
+                    request=req, role_name=g.role.role_name, role_definition_id=g.role.role_definition_id, scope=g.scope
+                )
+                for g in grants
+            )
+            audit.record(
+                "request.submitted",
+                actor=requester,
+                request=req,
+                source_ip=source_ip,
+                details={
+                    "namespace": namespace,
+                    "service_account": service_account,
+                    "identity_name": req.identity_name,
+                    "grants": [{"role": g.role.role_name, "scope": g.scope} for g in grants],
+                },
+            )
+            transaction.on_commit(lambda: notifications.request_submitted(req.pk))
+    except IntegrityError:
+        # The partial unique index: someone submitted the same SA a moment ago.
+        raise WorkflowError("There is already an active request for this ServiceAccount on this cluster.") from None
+    return req
+
+
+def approve_request(req: IdentityRequest, *, actor: User, comment: str = "", source_ip: str | None = None) -> None:
+    _guard_decision(req, actor)
+    with transaction.atomic():
+        if not _swap(
+            req,
+            Status.SUBMITTED,
+            Status.APPROVED,
+            decided_by=actor,
+            decided_at=timezone.now(),
+            decision_comment=comment,
+        ):
+            raise WorkflowError("This request was already decided.")
+        audit.record("request.approved", actor=actor, request=req, source_ip=source_ip, details={"comment": comment})
+        enqueue_provisioning(req)
+        transaction.on_commit(lambda: notifications.request_decided(req.pk))
+
+
+def reject_request(req: IdentityRequest, *, actor: User, comment: str, source_ip: str | None = None) -> None:
+    _guard_decision(req, actor)
+    if not comment.strip():
+        raise WorkflowError("Say why you reject the request.")
+    with transaction.atomic():
+        if not _swap(
+            req,
+            Status.SUBMITTED,
+            Status.REJECTED,
+            decided_by=actor,
+            decided_at=timezone.now(),
+            decision_comment=comment,
+        ):
+            raise WorkflowError("This request was already decided.")
+        audit.record("request.rejected", actor=actor, request=req, source_ip=source_ip, details={"comment": comment})
+        transaction.on_commit(lambda: notifications.request_decided(req.pk))
+
+
+def cancel_request(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:
+    if actor.pk != req.requester_id:
+        raise WorkflowError("Only the requester can cancel a request.")
+    with transaction.atomic():
+        if not _swap(req, Status.SUBMITTED, Status.CANCELLED):
+            raise WorkflowError("Only a request waiting for approval can be cancelled.")
+        audit.record("request.cancelled", actor=actor, request=req, source_ip=source_ip)
+
+
+def retry_provisioning(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:
+    if not (actor.pk == req.requester_id or actor.is_portal_admin):
+        raise WorkflowError("Only the requester or an admin can retry.")
+    with transaction.atomic():
+        if not _swap(req, Status.FAILED, Status.APPROVED, failed_step="", failure_message=""):
+            raise WorkflowError("Only a failed request can be retried.")
+        audit.record("request.retried", actor=actor, request=req, source_ip=source_ip)
+        enqueue_provisioning(req)
+
+
+def _guard_decision(req: IdentityRequest, actor: User) -> None:
+    if not (actor.is_approver or actor.is_portal_admin):
+        raise WorkflowError("Only approvers can decide requests.")
+    if actor.pk == req.requester_id:
+        raise WorkflowError("You cannot decide your own request.")
+    if req.status != Status.SUBMITTED:
+        raise WorkflowError("This request was already decided.")
+
+
+# ---- transitions made by the provisioning job (actor: the system) ---------------------------------------
+
+
+def begin_provisioning(req: IdentityRequest) -> bool:
+    """approved -> provisioning, creating the step rows; False if the request is not approved (any more)."""
+    with transaction.atomic():
+        if not _swap(req, Status.APPROVED, Status.PROVISIONING):
+            return False
+        for position, name in enumerate(PROVISIONING_STEPS):
+            Step.objects.get_or_create(request=req, name=name, defaults={"position": position})
+        audit.record("provisioning.started", actor=None, request=req)
+    return True
+
+
+def step_started(step: Step) -> None:
+    with transaction.atomic():
+        Step.objects.filter(pk=step.pk).update(
+            state=Step.State.RUNNING, attempts=step.attempts + 1, started_at=timezone.now(), finished_at=None, error=""
+        )
+        step.refresh_from_db()
+        audit.record(f"step.{step.name}.started", actor=None, request=step.request, details={"attempt": step.attempts})
+
+
+def step_succeeded(step: Step, detail: dict | None = None) -> None:
+    with transaction.atomic():
+        step.state, step.finished_at = Step.State.SUCCEEDED, timezone.now()
+        step.detail = {**step.detail, **(detail or {})}
+        step.save(update_fields=["state", "finished_at", "detail"])
+        audit.record(f"step.{step.name}.succeeded", actor=None, request=step.request, details=detail or {})
+
+
+def step_failed(step: Step, message: str, detail: dict | None = None) -> None:
+    """The step failed for good: the request becomes `failed`, naming the step, and can be retried."""
+    with transaction.atomic():
+        step.state, step.finished_at, step.error = Step.State.FAILED, timezone.now(), message
+        step.save(update_fields=["state", "finished_at", "error"])
+        req = step.request
+        _swap(req, Status.PROVISIONING, Status.FAILED, failed_step=step.name, failure_message=message)
+        audit.record(f"step.{step.name}.failed", actor=None, request=req, details={"error": message, **(detail or {})})
+        transaction.on_commit(lambda: notifications.request_failed(req.pk))
+
+
+def mark_ready(req: IdentityRequest) -> None:
+    with transaction.atomic():
+        if _swap(req, Status.PROVISIONING, Status.READY, ready_at=timezone.now()):
+            audit.record("request.ready", actor=None, request=req)
+            transaction.on_commit(lambda: notifications.request_ready(req.pk))
+
+
+def active_request_exists(cluster: Cluster, namespace: str, service_account: str) -> bool:
+    return IdentityRequest.objects.filter(
+        Q(status__in=[s.value for s in ACTIVE_STATUSES]),
+        cluster=cluster,
+        namespace=namespace,
+        service_account=service_account,
+    ).exists()

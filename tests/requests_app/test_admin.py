@@ -1,0 +1,141 @@
+"""The Django admin: pages load for admins; requests and audit events are read-only; clusters discover issuers."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from emulator import Emulator
+from requests_app import workflow
+from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status, User
+
+from .conftest import DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+
+
+def client_for(user: User) -> Client:
+    c = Client()
+    c.force_login(user)
+    return c
+
+
+@pytest.fixture
+def pending(offline_cluster, requester) -> IdentityRequest:
+    role = offline_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    return workflow.submit_request(
+        requester=requester,
+        cluster=offline_cluster,
+        namespace="team-payments",
+        service_account="payments-api",
+        purpose="x",
+        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
+    )
+
+
+def cluster_form(**over: str) -> dict[str, str]:
+    return {
+        "name": "aks-new",
+        "display_name": "",
+        "subscription_id": SUBSCRIPTION,
+        "resource_group": "rg-ids",
+        "location": "westeurope",
+        "oidc_issuer_url": "",
+        "api_server_url": "https://localhost:1/k8s/aks-new",
+        "api_server_ca": "",
+        "api_auth": "entra",
+        "kubeconfig_context": "",
+        "devops_group_id": DEVOPS,
+        "allowed_namespaces": '["team-a"]',
+        "allowed_subscriptions": "[]",
+        "roles-TOTAL_FORMS": "1",
+        "roles-INITIAL_FORMS": "0",
+        "roles-MIN_NUM_FORMS": "0",
+        "roles-MAX_NUM_FORMS": "1000",
+        "roles-0-role_name": "Key Vault Secrets User",
+        "roles-0-role_definition_id": KEY_VAULT_SECRETS_USER,
+        "roles-0-scope_patterns": f'["/subscriptions/{SUBSCRIPTION}/resourceGroups/*"]',
+        "roles-0-description": "",
+        **over,
+    }
+
+
+def test_admin_pages_load_for_an_admin(admin, pending):
+    c = client_for(admin)
+    event = AuditEvent.objects.first()
+    urls = [
+        reverse("admin:index"),
+        reverse("admin:requests_app_cluster_changelist"),
+        reverse("admin:requests_app_cluster_add"),
+        reverse("admin:requests_app_cluster_change", args=[pending.cluster_id]),
+        reverse("admin:requests_app_identityrequest_changelist"),
+        reverse("admin:requests_app_identityrequest_change", args=[pending.pk]),
+        reverse("admin:requests_app_auditevent_changelist"),
+        reverse("admin:requests_app_auditevent_change", args=[event.pk]),
+        reverse("admin:requests_app_user_changelist"),
+        reverse("admin:requests_app_user_change", args=[admin.pk]),
+    ]
+    for url in urls:
+        assert c.get(url).status_code == 200, url
+
+
+def test_the_admin_is_closed_to_others(requester):
+    response = client_for(requester).get(reverse("admin:index"))
+    assert response.status_code == 302
+    assert "/admin/login/" in response.url
+
+
+def test_requests_are_read_only_in_the_admin(admin, pending):
+    c = client_for(admin)
+    assert c.get(reverse("admin:requests_app_identityrequest_add")).status_code == 403
+    assert c.get(reverse("admin:requests_app_identityrequest_delete", args=[pending.pk])).status_code == 403
+    page = c.get(reverse("admin:requests_app_identityrequest_change", args=[pending.pk])).content.decode()
+    assert 'name="_save"' not in page
+    response = c.post(reverse("admin:requests_app_identityrequest_change", args=[pending.pk]), {"status": "ready"})
+    assert response.status_code == 403
+    pending.refresh_from_db()
+    assert pending.status == Status.SUBMITTED
+
+
+def test_audit_events_cannot_be_added_changed_or_deleted(admin, pending):
+    c = client_for(admin)
+    event = AuditEvent.objects.get()
+    assert c.get(reverse("admin:requests_app_auditevent_add")).status_code == 403
+    assert c.get(reverse("admin:requests_app_auditevent_delete", args=[event.pk])).status_code == 403
+    assert c.post(reverse("admin:requests_app_auditevent_change", args=[event.pk]), {"action": "x"}).status_code == 403
+    changelist = c.get(reverse("admin:requests_app_auditevent_changelist")).content.decode()
+    assert "delete_selected" not in changelist
+    event.refresh_from_db()
+    assert event.action == "request.submitted"
+
+
+def test_a_cluster_with_an_issuer_is_registered_and_audited(admin):
+    response = client_for(admin).post(
+        reverse("admin:requests_app_cluster_add"), cluster_form(oidc_issuer_url="https://issuer.example/abc/")
+    )
+    assert response.status_code == 302, response.content.decode()
+    cluster = Cluster.objects.get(name="aks-new")
+    assert cluster.oidc_issuer_url == "https://issuer.example/abc/"
+    assert [r.role_name for r in cluster.roles.all()] == ["Key Vault Secrets User"]
+    event = AuditEvent.objects.get(action="cluster.registered")
+    assert (event.actor, event.cluster) == (admin, cluster)
+
+
+def test_a_blank_issuer_is_discovered_from_the_cluster(admin, cloud, emu: Emulator):
+    data = cluster_form(
+        name="aks-demo", api_server_url=f"{emu.url}/k8s/aks-demo", api_server_ca=emu.tls.ca_cert.read_text()
+    )
+    response = client_for(admin).post(reverse("admin:requests_app_cluster_add"), data)
+    assert response.status_code == 302, response.content.decode()
+    issuer = Cluster.objects.get(name="aks-demo").oidc_issuer_url
+    assert issuer == emu.cluster_issuer(emu.config.cluster("aks-demo"))
+
+
+def test_a_failed_discovery_is_a_form_error(admin, cloud, emu: Emulator, control):
+    control.add_fault(r"/k8s/aks-demo/\.well-known/openid-configuration", status=503)
+    data = cluster_form(
+        name="aks-demo", api_server_url=f"{emu.url}/k8s/aks-demo", api_server_ca=emu.tls.ca_cert.read_text()
+    )
+    response = client_for(admin).post(reverse("admin:requests_app_cluster_add"), data)
+    assert response.status_code == 200
+    assert "Could not discover the issuer" in response.content.decode()
+    assert not Cluster.objects.filter(name="aks-demo").exists()

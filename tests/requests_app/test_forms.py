@@ -1,0 +1,234 @@
+"""The request form's server-side rules, the decision form and the audit filters (no network)."""
+
+from __future__ import annotations
+
+import pytest
+from django.http import QueryDict
+
+from requests_app import workflow
+from requests_app.forms import AuditFilterForm, DecisionForm, RequestSubmission
+from requests_app.models import AuditEvent, Cluster, IdentityRequest
+
+from .conftest import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+
+OTHER_SUBSCRIPTION = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+
+
+def request_data(cluster: Cluster, **over: str) -> QueryDict:
+    """What the browser posts for a one-grant request on `cluster`; `over` replaces or adds fields."""
+    role = cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    data = {
+        "cluster": str(cluster.pk),
+        "namespace": "team-payments",
+        "service_account": "payments-api",
+        "purpose": "Read the payment provider's API key",
+        "grants-TOTAL_FORMS": "1",
+        "grants-INITIAL_FORMS": "0",
+        "grants-MIN_NUM_FORMS": "0",
+        "grants-MAX_NUM_FORMS": "20",
+        "grants-0-role": str(role.pk),
+        "grants-0-scope": VAULT_SCOPE,
+    }
+    data.update(over)
+    q = QueryDict(mutable=True)
+    q.update(data)
+    return q
+
+
+def errors_of(sub: RequestSubmission) -> list[str]:
+    found = [e for errs in sub.form.errors.values() for e in errs]
+    found += list(sub.grants.non_form_errors())
+    found += [e for f in sub.grants.forms for errs in f.errors.values() for e in errs]
+    return found
+
+
+@pytest.fixture
+def other_cluster(db) -> Cluster:
+    cluster = Cluster.objects.create(
+        name="aks-other",
+        subscription_id=OTHER_SUBSCRIPTION,
+        resource_group="rg",
+        location="westeurope",
+        oidc_issuer_url="https://localhost:1/oidc/y/",
+        api_server_url="https://localhost:1/k8s/aks-other",
+        devops_group_id="0f1e2d3c-0009-4000-8000-000000000009",
+        allowed_namespaces=["team-payments"],
+    )
+    cluster.roles.create(
+        role_name="Reader",
+        role_definition_id="acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        scope_patterns=["/subscriptions/*/resourceGroups/*"],
+    )
+    return cluster
+
+
+def test_it_accepts_a_valid_request_and_plans_the_identity(offline_cluster):
+    sub = RequestSubmission(request_data(offline_cluster))
+    assert sub.is_valid(), errors_of(sub)
+    plan = sub.plan()
+    assert plan.identity_name == "aks-demo-team-payments-payments-api"
+    assert plan.subject == "system:serviceaccount:team-payments:payments-api"
+    assert plan.issuer == offline_cluster.oidc_issuer_url
+    assert plan.audience == "api://AzureADTokenExchange"
+    assert plan.grants == [("Key Vault Secrets User", VAULT_SCOPE)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("namespace", "Team_Payments", "The namespace must consist of lower case letters"),
+        ("namespace", "kube-system", "The namespace kube-system is not open for identities on aks-demo."),
+        ("service_account", "Payments API", "The ServiceAccount name must consist of lower case letters"),
+        ("service_account", "a" * 254, "The ServiceAccount name must be no more than 253 characters"),
+        ("grants-0-scope", "/subscriptions/not-a-guid", "The scope must start with /subscriptions/<subscription GUID>"),
+        ("grants-0-scope", VAULT_SCOPE + "/../x", "The scope has an invalid resource type or name"),
+        (
+            "grants-0-scope",
+            f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-team-payments",
+            "Key Vault Secrets User may only be granted on scopes like",
+        ),
+        ("purpose", "", "This field is required."),
+        ("grants-0-role", "999999", "Choose a role from the cluster's catalogue."),
+    ],
+)
+def test_it_refuses_bad_input_with_a_field_error(offline_cluster, field, value, message):
+    sub = RequestSubmission(request_data(offline_cluster, **{field: value}))
+    assert not sub.is_valid()
+    assert any(message in e for e in errors_of(sub)), errors_of(sub)
+
+
+def test_it_refuses_a_role_from_another_clusters_catalogue(offline_cluster, other_cluster):
+    sub = RequestSubmission(request_data(offline_cluster, **{"grants-0-role": str(other_cluster.roles.get().pk)}))
+    assert not sub.is_valid()
+    assert sub.grants.forms[0].errors["role"] == ["Reader is not in the catalogue of aks-demo."]
+
+
+def test_it_refuses_a_scope_in_a_subscription_the_cluster_does_not_allow(offline_cluster):
+    offline_cluster.roles.create(
+        role_name="Reader",
+        role_definition_id="acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        scope_patterns=["/subscriptions/*/resourceGroups/*"],
+    )
+    role = offline_cluster.roles.get(role_name="Reader")
+    data = request_data(
+        offline_cluster,
+        **{"grants-0-role": str(role.pk), "grants-0-scope": f"/subscriptions/{OTHER_SUBSCRIPTION}/resourceGroups/rg"},
+    )
+    sub = RequestSubmission(data)
+    assert not sub.is_valid()
+    assert sub.grants.forms[0].errors["scope"] == ["The subscription of this scope is not allowed for aks-demo."]
+
+
+def test_allowed_subscriptions_replace_the_clusters_own(offline_cluster):
+    offline_cluster.allowed_subscriptions = [OTHER_SUBSCRIPTION.upper()]
+    offline_cluster.save()
+    role = offline_cluster.roles.get()
+    role.scope_patterns = ["/subscriptions/*/resourceGroups/*/providers/Microsoft.KeyVault/vaults/*"]
+    role.save()
+    other_vault = VAULT_SCOPE.replace(SUBSCRIPTION, OTHER_SUBSCRIPTION)
+    assert RequestSubmission(request_data(offline_cluster, **{"grants-0-scope": other_vault})).is_valid()
+    assert not RequestSubmission(request_data(offline_cluster)).is_valid()
+
+
+def test_it_refuses_a_second_active_request_for_the_same_service_account(offline_cluster, requester):
+    role = offline_cluster.roles.get()
+    workflow.submit_request(
+        requester=requester,
+        cluster=offline_cluster,
+        namespace="team-payments",
+        service_account="payments-api",
+        purpose="x",
+        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
+    )
+    sub = RequestSubmission(request_data(offline_cluster))
+    assert not sub.is_valid()
+    assert sub.form.errors["service_account"] == [
+        "There is already an active request for this ServiceAccount on this cluster."
+    ]
+
+
+def test_it_refuses_a_derived_identity_name_an_active_request_already_uses(offline_cluster, requester):
+    # Another namespace/SA pair that (by construction here) derived the same identity name.
+    IdentityRequest.objects.create(
+        cluster=offline_cluster,
+        namespace="team-search",
+        service_account="other",
+        purpose="x",
+        identity_name="aks-demo-team-payments-payments-api",
+        requester=requester,
+    )
+    sub = RequestSubmission(request_data(offline_cluster))
+    assert not sub.is_valid()
+    assert "already used by an active request" in sub.form.non_field_errors()[0]
+
+
+def test_a_finished_request_does_not_block_a_new_one(offline_cluster, requester):
+    IdentityRequest.objects.create(
+        cluster=offline_cluster,
+        namespace="team-payments",
+        service_account="payments-api",
+        purpose="x",
+        identity_name="aks-demo-team-payments-payments-api",
+        requester=requester,
+        status="rejected",
+    )
+    assert RequestSubmission(request_data(offline_cluster)).is_valid()
+
+
+def test_it_needs_at_least_one_grant(offline_cluster):
+    sub = RequestSubmission(request_data(offline_cluster, **{"grants-0-role": "", "grants-0-scope": ""}))
+    assert not sub.is_valid()
+    assert list(sub.grants.non_form_errors()) == ["Ask for at least one role on one scope."]
+
+
+def test_it_ignores_blank_rows_and_refuses_duplicates(offline_cluster):
+    role = offline_cluster.roles.get()
+    data = request_data(
+        offline_cluster,
+        **{
+            "grants-TOTAL_FORMS": "3",
+            "grants-1-role": "",
+            "grants-1-scope": "",
+            "grants-2-role": str(role.pk),
+            "grants-2-scope": VAULT_SCOPE.upper(),
+        },
+    )
+    sub = RequestSubmission(data)
+    assert not sub.is_valid()
+    assert sub.grants.forms[2].errors["scope"] == ["This role on this scope is already listed."]
+    del data["grants-2-role"], data["grants-2-scope"]
+    sub = RequestSubmission(data)
+    assert sub.is_valid(), errors_of(sub)
+    assert len(sub.grant_requests()) == 1
+
+
+def test_unbound_forms_show_typed_values_with_one_more_row(offline_cluster):
+    data = request_data(offline_cluster, service_account="Bad Name")
+    sub = RequestSubmission(values=data, add_rows=1)
+    assert not sub.form.is_bound
+    assert sub.form["service_account"].value() == "Bad Name"
+    assert len(sub.grants.forms) == 2
+    assert sub.grants.forms[0]["scope"].value() == VAULT_SCOPE
+    assert sub.grants.management_form["TOTAL_FORMS"].value() == 2
+
+
+def test_the_namespace_and_role_options_carry_their_cluster(offline_cluster):
+    html = str(RequestSubmission().form["namespace"]) + str(RequestSubmission().grants.forms[0]["role"])
+    assert f'data-cluster="{offline_cluster.pk}"' in html
+    assert 'value="team-payments"' in html
+
+
+def test_rejecting_needs_a_comment():
+    assert not DecisionForm({"decision": "reject", "comment": "  "}).is_valid()
+    assert DecisionForm({"decision": "reject", "comment": "too broad"}).is_valid()
+    assert DecisionForm({"decision": "approve", "comment": ""}).is_valid()
+    assert not DecisionForm({"decision": "maybe"}).is_valid()
+
+
+def test_audit_filters_offer_the_actions_there_are(db):
+    AuditEvent.objects.create(actor_name="system", action="step.fic.started")
+    AuditEvent.objects.create(actor_name="system", action="request.ready")
+    choices = [c[0] for c in AuditFilterForm().fields["action"].choices]
+    assert choices == ["", "request.ready", "step.fic.started"]
+    qs = AuditFilterForm({"action": "request.ready"}).filter(AuditEvent.objects.all())
+    assert [e.action for e in qs] == ["request.ready"]

@@ -1,0 +1,99 @@
+"""The provisioning job through a real Redis and an RQ worker (in-process, burst mode), enqueued on commit."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+import django_rq
+import pytest
+from rq import SimpleWorker
+
+from requests_app import jobs, workflow
+from requests_app.models import IdentityRequest, Status
+from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
+
+# A Redis database of its own, so tests never touch the queues of a portal running on the same Redis.
+TEST_REDIS_DB = 15
+
+
+def test_redis_url() -> str:
+    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+    return urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
+
+
+test_redis_url.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture
+def queue(cloud, transactional_db):
+    """The provisioning queue on the test Redis, empty; SDK retries off so injected faults fail at once."""
+    url = test_redis_url()
+    cloud.RQ_QUEUES = {
+        "default": {"URL": url, "DEFAULT_TIMEOUT": 600},
+        "provisioning": {"URL": url, "DEFAULT_TIMEOUT": 900},
+    }
+    cloud.PORTAL_ARM_RETRY_TOTAL = 0
+    q = django_rq.get_queue(jobs.QUEUE)
+    q.empty()
+    yield q
+    q.empty()
+
+
+@pytest.fixture
+def approved(queue, demo_cluster, requester, approver) -> IdentityRequest:
+    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    req = workflow.submit_request(
+        requester=requester,
+        cluster=demo_cluster,
+        namespace="team-payments",
+        service_account="payments-api",
+        purpose="read the payments database password",
+        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
+    )
+    workflow.approve_request(req, actor=approver)  # autocommit: the job is enqueued on commit, right here
+    return req
+
+
+def work() -> None:
+    django_rq.get_worker(jobs.QUEUE, worker_class=SimpleWorker).work(burst=True)
+
+
+def status(req: IdentityRequest) -> str:
+    return IdentityRequest.objects.get(pk=req.pk).status
+
+
+def test_approval_enqueues_the_job_on_commit(approved, queue) -> None:
+    assert queue.job_ids == [f"provision-{approved.pk}"]
+    assert queue.fetch_job(f"provision-{approved.pk}").args == (str(approved.pk),)
+
+
+def test_the_worker_provisions_an_approved_request_to_ready(approved, control) -> None:
+    work()
+    assert status(approved) == Status.READY
+    state = control.state()
+    assert len(state["identities"]) == len(state["fics"]) == len(state["role_assignments"]) == 1
+    assert len(state["service_accounts"]) == 1
+
+
+def test_enqueueing_twice_creates_nothing_twice(approved, queue, control) -> None:
+    jobs.enqueue_provision(approved.pk)  # a redelivery while queued (rq keeps both entries of the one job id)
+    work()
+    seq = control.last_seq()
+    jobs.provision.delay(str(approved.pk))  # and a late duplicate after it finished
+    work()
+    assert status(approved) == Status.READY
+    assert control.calls(since=seq) == []  # the runs after the first found the request ready
+    assert len(control.state()["identities"]) == 1
+
+
+def test_a_failed_request_retried_is_enqueued_again_and_completes(approved, requester, queue, control) -> None:
+    control.add_fault(r"/roleAssignments/", method="PUT", status=400, code="PrincipalNotFound", times=1)
+    work()
+    req = IdentityRequest.objects.get(pk=approved.pk)
+    assert (req.status, req.failed_step) == (Status.FAILED, "roles")
+    workflow.retry_provisioning(req, actor=requester)
+    assert queue.count == 1
+    work()
+    assert status(approved) == Status.READY
+    assert len(control.state()["role_assignments"]) == 1
