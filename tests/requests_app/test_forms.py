@@ -9,29 +9,15 @@ from requests_app import workflow
 from requests_app.forms import AuditFilterForm, DecisionForm, RequestSubmission
 from requests_app.models import AuditEvent, Cluster, IdentityRequest
 
-from .conftest import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+from .conftest import SUBSCRIPTION, VAULT_SCOPE
+from .factories import form_data
 
 OTHER_SUBSCRIPTION = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 
 
 def request_data(cluster: Cluster, **over: str) -> QueryDict:
-    """What the browser posts for a one-grant request on `cluster`; `over` replaces or adds fields."""
-    role = cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
-    data = {
-        "cluster": str(cluster.pk),
-        "namespace": "team-payments",
-        "service_account": "payments-api",
-        "purpose": "Read the payment provider's API key",
-        "grants-TOTAL_FORMS": "1",
-        "grants-INITIAL_FORMS": "0",
-        "grants-MIN_NUM_FORMS": "0",
-        "grants-MAX_NUM_FORMS": "20",
-        "grants-0-role": str(role.pk),
-        "grants-0-scope": VAULT_SCOPE,
-    }
-    data.update(over)
     q = QueryDict(mutable=True)
-    q.update(data)
+    q.update(form_data(cluster, **over))
     return q
 
 

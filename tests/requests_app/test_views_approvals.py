@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from requests_app import workflow
-from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status, User
+from requests_app.models import AuditEvent, IdentityRequest, Status
 
-from .conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
+from .conftest import VAULT_SCOPE
+from .factories import client_for, submitted
 
 ENQUEUE = "enqueue_provisioning.<locals>.<lambda>"
-
-
-def client_for(user: User) -> Client:
-    c = Client()
-    c.force_login(user)
-    return c
-
-
-def submitted(cluster: Cluster, requester: User, sa: str = "payments-api") -> IdentityRequest:
-    role = cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
-    return workflow.submit_request(
-        requester=requester,
-        cluster=cluster,
-        namespace="team-payments",
-        service_account=sa,
-        purpose="Read the payment provider's API key",
-        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
-    )
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from requests_app import workflow
-from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status, Step, User
+from requests_app.models import AuditEvent, IdentityRequest, Status, Step
 
-from .conftest import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+from .conftest import SUBSCRIPTION, VAULT_SCOPE
+from .factories import client_for, form_data, submitted
 
 CLIENT_ID = "c1c1c1c1-0000-4000-8000-00000000c11d"
 PRINCIPAL_ID = "d2d2d2d2-0000-4000-8000-0000000000f1"
@@ -19,42 +20,6 @@ RESOURCE_ID = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo-identities/providers/"
     "Microsoft.ManagedIdentity/userAssignedIdentities/aks-demo-team-payments-payments-api"
 )
-
-
-def form_data(cluster: Cluster, **over: str) -> dict[str, str]:
-    role = cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
-    return {
-        "cluster": str(cluster.pk),
-        "namespace": "team-payments",
-        "service_account": "payments-api",
-        "purpose": "Read the payment provider's API key",
-        "grants-TOTAL_FORMS": "1",
-        "grants-INITIAL_FORMS": "0",
-        "grants-MIN_NUM_FORMS": "0",
-        "grants-MAX_NUM_FORMS": "20",
-        "grants-0-role": str(role.pk),
-        "grants-0-scope": VAULT_SCOPE,
-        "action": "review",
-        **over,
-    }
-
-
-def client_for(user: User) -> Client:
-    c = Client()
-    c.force_login(user)
-    return c
-
-
-def submitted(cluster: Cluster, requester: User, sa: str = "payments-api") -> IdentityRequest:
-    role = cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
-    return workflow.submit_request(
-        requester=requester,
-        cluster=cluster,
-        namespace="team-payments",
-        service_account=sa,
-        purpose="Read secrets",
-        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
-    )
 
 
 @pytest.fixture

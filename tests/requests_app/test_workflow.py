@@ -9,20 +9,10 @@ from django.db import connection
 
 from requests_app import workflow
 from requests_app.models import AuditEvent, IdentityRequest, Status
-from requests_app.workflow import GrantRequest, WorkflowError
+from requests_app.workflow import WorkflowError
 
 from .conftest import VAULT_SCOPE
-
-
-def submit(cluster, requester, sa: str = "payments-api") -> IdentityRequest:
-    return workflow.submit_request(
-        requester=requester,
-        cluster=cluster,
-        namespace="team-payments",
-        service_account=sa,
-        purpose="read the database password",
-        grants=[GrantRequest(cluster.roles.get(), VAULT_SCOPE)],
-    )
+from .factories import submitted
 
 
 def actions(req: IdentityRequest) -> list[str]:
@@ -38,7 +28,7 @@ def test_the_transition_table_allows_only_the_documented_moves() -> None:
 
 
 def test_submit_derives_the_identity_name_and_audits(offline_cluster, requester) -> None:
-    req = submit(offline_cluster, requester)
+    req = submitted(offline_cluster, requester)
     assert req.identity_name == "aks-demo-team-payments-payments-api"
     assert req.grants.get().scope == VAULT_SCOPE
     assert actions(req) == ["request.submitted"]
@@ -46,20 +36,20 @@ def test_submit_derives_the_identity_name_and_audits(offline_cluster, requester)
 
 
 def test_a_second_active_request_for_the_same_service_account_is_refused(offline_cluster, requester) -> None:
-    submit(offline_cluster, requester)
+    submitted(offline_cluster, requester)
     with pytest.raises(WorkflowError, match="already an active request"):
-        submit(offline_cluster, requester)
+        submitted(offline_cluster, requester)
 
 
 def test_a_request_can_be_made_again_after_the_first_was_rejected(offline_cluster, requester, approver) -> None:
-    workflow.reject_request(submit(offline_cluster, requester), actor=approver, comment="no")
-    assert submit(offline_cluster, requester).status == Status.SUBMITTED
+    workflow.reject_request(submitted(offline_cluster, requester), actor=approver, comment="no")
+    assert submitted(offline_cluster, requester).status == Status.SUBMITTED
 
 
 def test_approve_moves_to_approved_and_enqueues_provisioning_on_commit(
     offline_cluster, requester, approver, django_capture_on_commit_callbacks
 ) -> None:
-    req = submit(offline_cluster, requester)
+    req = submitted(offline_cluster, requester)
     with django_capture_on_commit_callbacks() as callbacks:
         workflow.approve_request(req, actor=approver, comment="ok")
     req.refresh_from_db()
@@ -69,7 +59,7 @@ def test_approve_moves_to_approved_and_enqueues_provisioning_on_commit(
 
 
 def test_nobody_approves_their_own_request(offline_cluster, approver) -> None:
-    req = submit(offline_cluster, approver)
+    req = submitted(offline_cluster, approver)
     with pytest.raises(WorkflowError, match="your own request"):
         workflow.approve_request(req, actor=approver)
     req.refresh_from_db()
@@ -78,13 +68,13 @@ def test_nobody_approves_their_own_request(offline_cluster, approver) -> None:
 
 def test_only_approvers_decide(offline_cluster, requester, outsider) -> None:
     with pytest.raises(WorkflowError, match="Only approvers"):
-        workflow.approve_request(submit(offline_cluster, requester), actor=outsider)
+        workflow.approve_request(submitted(offline_cluster, requester), actor=outsider)
 
 
 def test_two_approvers_at_once_give_one_approval(
     offline_cluster, requester, approver, admin, django_capture_on_commit_callbacks
 ) -> None:
-    req = submit(offline_cluster, requester)
+    req = submitted(offline_cluster, requester)
     first, second = IdentityRequest.objects.get(pk=req.pk), IdentityRequest.objects.get(pk=req.pk)
     with django_capture_on_commit_callbacks() as callbacks:
         workflow.approve_request(first, actor=approver)
@@ -97,7 +87,7 @@ def test_two_approvers_at_once_give_one_approval(
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="needs a database that serves two connections")
 def test_two_approvers_in_two_threads_give_one_approval(offline_cluster, requester, approver, admin) -> None:
-    req = submit(offline_cluster, requester)
+    req = submitted(offline_cluster, requester)
     outcomes: list[str] = []
     barrier = threading.Barrier(2)
 
@@ -124,11 +114,11 @@ def test_two_approvers_in_two_threads_give_one_approval(offline_cluster, request
 
 def test_reject_needs_a_comment(offline_cluster, requester, approver) -> None:
     with pytest.raises(WorkflowError, match="Say why"):
-        workflow.reject_request(submit(offline_cluster, requester), actor=approver, comment=" ")
+        workflow.reject_request(submitted(offline_cluster, requester), actor=approver, comment=" ")
 
 
 def test_only_the_requester_cancels_and_only_while_pending(offline_cluster, requester, approver) -> None:
-    req = submit(offline_cluster, requester)
+    req = submitted(offline_cluster, requester)
     with pytest.raises(WorkflowError, match="Only the requester"):
         workflow.cancel_request(req, actor=approver)
     workflow.cancel_request(req, actor=requester)
@@ -140,7 +130,7 @@ def test_only_the_requester_cancels_and_only_while_pending(offline_cluster, requ
 def test_retry_is_for_failed_requests_by_the_requester_or_an_admin(
     offline_cluster, requester, approver, admin, outsider
 ) -> None:
-    req = submit(offline_cluster, requester)
+    req = submitted(offline_cluster, requester)
     workflow.approve_request(req, actor=approver)
     with pytest.raises(WorkflowError, match="Only a failed request"):
         workflow.retry_provisioning(req, actor=requester)
@@ -154,7 +144,7 @@ def test_retry_is_for_failed_requests_by_the_requester_or_an_admin(
 
 
 def test_audit_events_cannot_be_changed_or_deleted(offline_cluster, requester) -> None:
-    submit(offline_cluster, requester)
+    submitted(offline_cluster, requester)
     event = AuditEvent.objects.get()
     event.action = "forged"
     with pytest.raises(PermissionError):
