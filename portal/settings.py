@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from portal.env import env_bool, env_int, env_list, env_str, local_secret_key
+from portal.env import env_bool, env_float, env_int, env_list, env_str, local_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -132,6 +132,26 @@ PORTAL_ARM_RETRY_TOTAL = env_int("PORTAL_ARM_RETRY_TOTAL", -1)
 if PORTAL_ARM_RETRY_TOTAL < 0:
     PORTAL_ARM_RETRY_TOTAL = None
 AKS_SERVER_APP_ID = env_str("AKS_SERVER_APP_ID", "6dae42f8-4368-4678-94ff-3960e28e3630")
+
+# ---- Provisioning: retries, leases, limits, periodic work ------------------------------------------------
+# Transient failures (429, 5xx, timeouts, FIC write conflicts, Kubernetes conflicts) are retried with
+# exponential backoff and full jitter, honouring Retry-After, within a budget per step.
+PORTAL_RETRY_BASE_SECONDS = env_float("PORTAL_RETRY_BASE_SECONDS", 2.0)
+PORTAL_RETRY_MAX_DELAY_SECONDS = env_float("PORTAL_RETRY_MAX_DELAY_SECONDS", 60.0)
+PORTAL_STEP_MAX_ATTEMPTS = env_int("PORTAL_STEP_MAX_ATTEMPTS", 8)
+PORTAL_STEP_RETRY_WINDOW_SECONDS = env_float("PORTAL_STEP_RETRY_WINDOW_SECONDS", 600.0)
+# A new identity's principal takes a while to replicate (PrincipalNotFound), a new FIC to propagate (AADSTS70021).
+PORTAL_REPLICATION_WINDOW_SECONDS = env_float("PORTAL_REPLICATION_WINDOW_SECONDS", 300.0)
+PORTAL_VERIFY_WINDOW_SECONDS = env_float("PORTAL_VERIFY_WINDOW_SECONDS", 300.0)
+# A worker holds a request for this long and renews it at every step; a dead worker's requests are resumed
+# by the sweep once it runs out.
+PORTAL_LEASE_SECONDS = env_float("PORTAL_LEASE_SECONDS", 120.0)
+# The portal's own ARM write budget per subscription (ARM allows a bucket of 200 refilling 10/s), so a burst
+# of approvals does not run into throttling in the first place.
+PORTAL_ARM_WRITES_PER_SECOND = env_float("PORTAL_ARM_WRITES_PER_SECOND", 8.0)
+PORTAL_ARM_WRITE_BURST = env_int("PORTAL_ARM_WRITE_BURST", 40)
+PORTAL_SWEEP_SECONDS = env_float("PORTAL_SWEEP_SECONDS", 15.0)
+PORTAL_RECONCILE_SECONDS = env_float("PORTAL_RECONCILE_SECONDS", 3600.0)
 
 LOGGING = {
     "version": 1,

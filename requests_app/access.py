@@ -39,4 +39,12 @@ def can_cancel(user: User, req: IdentityRequest) -> bool:
 
 
 def can_retry(user: User, req: IdentityRequest) -> bool:
-    return req.status == Status.FAILED and (req.requester_id == user.pk or user.is_portal_admin)
+    if req.status != Status.FAILED:
+        return False
+    if req.failed_step.startswith("revoke_"):
+        return user.is_portal_admin or is_devops_member(user, req.cluster)
+    return req.requester_id == user.pk or user.is_portal_admin
+
+
+def can_revoke(user: User, req: IdentityRequest) -> bool:
+    return req.status == Status.READY and (user.is_portal_admin or is_devops_member(user, req.cluster))

@@ -133,6 +133,17 @@ class IdentityRequest(models.Model):
     failure_message = models.TextField(blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
 
+    # Who is working on it: a worker holds the lease while it runs a job and renews it at every step and
+    # retry. A lease that ran out means the worker died; the sweep hands the request to another worker.
+    lease_owner = models.CharField(max_length=128, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # When the job should run next (a retry waiting on backoff); the sweep does not hurry it.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    revoked_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoke_reason = models.TextField(blank=True)
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
@@ -184,10 +195,16 @@ class Step(models.Model):
         ROLES = "roles", "Role assignments"
         SERVICE_ACCOUNT = "service_account", "ServiceAccount"
         VERIFY = "verify", "Verification"
+        # Revocation, in this order: nothing may point at a principal that is already gone.
+        REVOKE_SERVICE_ACCOUNT = "revoke_service_account", "Remove the ServiceAccount"
+        REVOKE_ROLES = "revoke_roles", "Remove the role assignments"
+        REVOKE_FIC = "revoke_fic", "Remove the federated credential"
+        REVOKE_IDENTITY = "revoke_identity", "Delete the managed identity"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
         RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting to retry"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
@@ -198,7 +215,8 @@ class Step(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True)  # the last error, also while waiting to retry
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -213,6 +231,47 @@ class Step(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class DriftFinding(models.Model):
+    """A difference between what was approved for a ready request and what Azure or the cluster holds now.
+
+    Open while `resolved_at` is empty; a later reconcile that no longer sees it, or a repair, resolves it.
+    """
+
+    class Kind(models.TextChoices):
+        IDENTITY_MISSING = "identity_missing", "Managed identity missing"
+        FIC_MISSING = "fic_missing", "Federated credential missing"
+        FIC_CHANGED = "fic_changed", "Federated credential changed"
+        FIC_UNEXPECTED = "fic_unexpected", "Federated credential the portal did not write"
+        ROLE_MISSING = "role_missing", "Role assignment missing"
+        ROLE_UNEXPECTED = "role_unexpected", "Role assignment the portal did not grant"
+        SA_MISSING = "sa_missing", "ServiceAccount missing"
+        SA_CHANGED = "sa_changed", "ServiceAccount annotations changed"
+
+    request = models.ForeignKey(IdentityRequest, on_delete=models.PROTECT, related_name="drift")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    # What identifies the thing within the request (a FIC name, a scope+role, an annotation), so a finding
+    # seen again on the next reconcile is the same row, not a new one.
+    key = models.CharField(max_length=700)
+    details = models.JSONField(default=dict, blank=True)
+    detected_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-detected_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "kind", "key"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="one_open_finding_per_thing",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.key}"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -58,3 +58,8 @@ def request_ready(request_id: uuid.UUID) -> None:
 def request_failed(request_id: uuid.UUID) -> None:
     req = _load(request_id)
     _send("request_failed", req, [req.requester.email])
+
+
+def request_revoked(request_id: uuid.UUID) -> None:
+    req = _load(request_id)
+    _send("request_revoked", req, [req.requester.email])

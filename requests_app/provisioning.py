@@ -10,11 +10,15 @@ on; a retry re-enqueues the job, which skips the steps that succeeded and re-run
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from . import workflow
+from django.conf import settings
+
+from . import leases, limits, retry, workflow
 from .cloud import identities, kubernetes, rbac, verification
 from .cloud.errors import CloudError
 from .models import IdentityRequest, Status, Step
@@ -32,49 +36,94 @@ OWNER_ANNOTATION_PREFIXES = ("meta.helm.sh/", "argocd.argoproj.io/", "kustomize.
 Detail = dict[str, Any]
 
 
-def provision(request_id: uuid.UUID) -> None:
-    """Run (or resume) provisioning of one request. Safe to call any number of times."""
-    req = IdentityRequest.objects.select_related("cluster").filter(pk=request_id).first()
-    if req is None:
-        log.warning("provision: request %s does not exist", request_id)
-        return
-    # `provisioning` found here means a worker died mid-job: resume it (issue 4 adds leases against two runners).
-    if req.status == Status.APPROVED:
-        if not workflow.begin_provisioning(req):
-            log.info("provision: request %s was taken by another worker or changed", request_id)
-            return
-    elif req.status != Status.PROVISIONING:
-        log.info("provision: request %s is %s; nothing to do", request_id, req.status)
-        return
-    steps = {s.name: s for s in req.steps.all()}
-    for name, run in STEPS:
-        step = steps[name]
-        step.request = req  # one instance, so status changes made by workflow are seen here
-        if step.state == Step.State.SUCCEEDED and _still_done(req, step):
-            continue
-        if not _run_step(step, run):
-            return
-    workflow.mark_ready(req)
+@dataclass(frozen=True)
+class Operation:
+    """A run of ordered, idempotent steps on a request: provisioning or revocation."""
+
+    name: str
+    start: Callable[[IdentityRequest], bool]  # take the request into the running status; False: nothing to do
+    steps: list[tuple[str, Callable[[IdentityRequest], Detail]]]
+    finish: Callable[[IdentityRequest], None]
 
 
-def _run_step(step: Step, run: Callable[[IdentityRequest], Detail]) -> bool:
-    workflow.step_started(step)
+def provision(request_id: uuid.UUID, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Run (or resume) provisioning of one request. Safe to call any number of times, from any worker."""
+    run(request_id, PROVISIONING, sleep=sleep)
+
+
+def revoke(request_id: uuid.UUID, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Run (or resume) revocation: ServiceAccount → role assignments → FIC → identity."""
+    run(request_id, REVOCATION, sleep=sleep)
+
+
+def run(request_id: uuid.UUID, op: Operation, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    # The lease makes this worker the only one on the request; a dead worker's lease runs out and the sweep
+    # hands the request to another, which resumes here: finished steps are skipped, nothing is made twice.
+    if not leases.acquire(request_id):
+        log.info("%s: request %s is leased by another worker", op.name, request_id)
+        return
     try:
-        detail = run(step.request)
-    except CloudError as e:
-        workflow.step_failed(step, e.message, {"code": e.code, "status": e.status, "permanent": e.permanent})
-        return False
-    except Exception as e:  # a bug or an SDK surprise: fail the step visibly rather than leave it running
-        log.exception("provision: step %s of request %s crashed", step.name, step.request_id)
-        workflow.step_failed(
-            step,
-            f"The portal hit an unexpected error ({type(e).__name__}). Retrying may help; "
-            "if it does not, an admin can find the details in the worker's log.",
-            {"code": type(e).__name__, "permanent": False},
-        )
-        return False
-    workflow.step_succeeded(step, detail)
-    return True
+        req = IdentityRequest.objects.select_related("cluster").filter(pk=request_id).first()
+        if req is None or not op.start(req):
+            return
+        steps = {s.name: s for s in req.steps.all()}
+        for name, step_fn in op.steps:
+            step = steps[name]
+            step.request = req  # one instance, so status changes made by workflow are seen here
+            if step.state == Step.State.SUCCEEDED and _still_done(req, step):
+                continue
+            if not leases.renew(req.pk):
+                log.warning("%s: lost the lease on request %s; stopping", op.name, request_id)
+                return
+            if not _run_step(step, step_fn, sleep):
+                return
+        op.finish(req)
+    finally:
+        leases.release(request_id)
+
+
+def _start_provisioning(req: IdentityRequest) -> bool:
+    if req.status == Status.APPROVED:
+        return workflow.begin_provisioning(req)
+    return req.status == Status.PROVISIONING  # a run that a dead worker left behind
+
+
+def _start_revocation(req: IdentityRequest) -> bool:
+    return req.status == Status.REVOKING
+
+
+def _run_step(step: Step, step_fn: Callable[[IdentityRequest], Detail], sleep: Callable[[float], None]) -> bool:
+    """Run one step, retrying transient errors within its budget; False when the request failed or was lost."""
+    workflow.step_started(step)
+    began = time.monotonic()
+    while True:
+        try:
+            detail = step_fn(step.request)
+        except CloudError as e:
+            decision = retry.decide(e, attempts=step.attempts, elapsed=time.monotonic() - began)
+            facts = {"code": e.code, "status": e.status, "permanent": e.permanent}
+            if not decision.retry:
+                message = e.message if e.permanent else f"{e.message} The portal {decision.reason}."
+                workflow.step_failed(step, message, facts)
+                return False
+            workflow.step_waiting(step, e.message, decision.delay, facts)
+            # Keep the lease through the wait; if we die meanwhile it runs out soon after the retry was due.
+            if not leases.renew(step.request_id, seconds=decision.delay + settings.PORTAL_LEASE_SECONDS):
+                return False
+            sleep(decision.delay)
+            workflow.step_attempt(step)
+            continue
+        except Exception as e:  # a bug or an SDK surprise: fail the step visibly rather than leave it running
+            log.exception("step %s of request %s crashed", step.name, step.request_id)
+            workflow.step_failed(
+                step,
+                f"The portal hit an unexpected error ({type(e).__name__}). Retrying may help; "
+                "if it does not, an admin can find the details in the worker's log.",
+                {"code": type(e).__name__, "permanent": False},
+            )
+            return False
+        workflow.step_succeeded(step, detail)
+        return True
 
 
 def _still_done(req: IdentityRequest, step: Step) -> bool:
@@ -143,12 +192,18 @@ def create_federated_credential(req: IdentityRequest) -> Detail:
     issuer = cluster.oidc_issuer_url  # exactly as stored: Entra compares it byte for byte
     audience = identities.TOKEN_EXCHANGE_AUDIENCE
     where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
-    same = [f for f in identities.list_federated_credentials(*where) if f.issuer == issuer and f.subject == req.subject]
-    if same and list(same[0].audiences) == [audience]:
-        return {"credential": same[0].name, "adopted": True, "issuer": issuer, "subject": req.subject}
-    # Azure allows one credential per issuer+subject, so a stale one is corrected under its own name.
-    name = same[0].name if same else req.fic_name
-    fic = identities.put_federated_credential(*where, name, issuer=issuer, subject=req.subject, audiences=[audience])
+    # Azure refuses concurrent FIC writes on one identity (409): one writer per identity across all workers.
+    with limits.fic_writer(req.identity_resource_id or req.identity_name):
+        same = [
+            f for f in identities.list_federated_credentials(*where) if f.issuer == issuer and f.subject == req.subject
+        ]
+        if same and list(same[0].audiences) == [audience]:
+            return {"credential": same[0].name, "adopted": True, "issuer": issuer, "subject": req.subject}
+        # Azure allows one credential per issuer+subject, so a stale one is corrected under its own name.
+        name = same[0].name if same else req.fic_name
+        fic = identities.put_federated_credential(
+            *where, name, issuer=issuer, subject=req.subject, audiences=[audience]
+        )
     return {"credential": fic.name, "adopted": False, "issuer": fic.issuer, "subject": fic.subject}
 
 
@@ -229,6 +284,60 @@ def verify(req: IdentityRequest) -> Detail:
     return {"issuer": result.issuer, "subject": result.subject, "token_exchange": "ok"}
 
 
+# ---- revocation: the reverse order, so nothing points at a principal that is already gone ----------------------
+
+
+def remove_service_account(req: IdentityRequest) -> Detail:
+    sa = kubernetes.get_service_account(req.cluster, req.namespace, req.service_account)
+    if sa is None:
+        return {"service_account": "absent"}
+    if not _is_ours(sa, req):
+        # Someone else's now (re-created outside the portal): not ours to delete.
+        return {"service_account": "left alone: not created by the portal for this request"}
+    kubernetes.delete_service_account(req.cluster, req.namespace, req.service_account, uid=sa.uid)
+    return {"service_account": "deleted"}
+
+
+def remove_role_assignments(req: IdentityRequest) -> Detail:
+    removed = []
+    for grant in req.grants.all():
+        if not req.principal_id:
+            break  # the identity never got as far as a principal: nothing was granted
+        found = rbac.find_assignment(grant.scope, grant.role_definition_id, req.principal_id)
+        for assignment_id in {a for a in (grant.assignment_id, found.id if found else "") if a}:
+            rbac.delete_assignment(assignment_id)
+        removed.append({"role": grant.role_name, "scope": grant.scope, "existed": bool(found)})
+    return {"assignments": removed}
+
+
+def remove_federated_credential(req: IdentityRequest) -> Detail:
+    cluster = req.cluster
+    where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
+    if identities.get_identity(*where) is None:
+        return {"credential": "absent"}
+    with limits.fic_writer(req.identity_resource_id or req.identity_name):
+        ours = [f for f in identities.list_federated_credentials(*where) if f.subject == req.subject]
+        for fic in ours:
+            identities.delete_federated_credential(*where, fic.name)
+    return {"credentials_deleted": [f.name for f in ours]}
+
+
+def remove_identity(req: IdentityRequest) -> Detail:
+    cluster = req.cluster
+    existing = identities.get_identity(cluster.subscription_id, cluster.resource_group, req.identity_name)
+    if existing is None:
+        return {"identity": "absent"}
+    if existing.tags.get(identities.REQUEST_TAG) != str(req.pk):
+        raise CloudError(
+            f"The identity {req.identity_name} is no longer tagged for this request; the portal does not delete "
+            "identities it does not own. Ask an admin to check it.",
+            permanent=True,
+            code="IdentityNotOurs",
+        )
+    identities.delete_identity(cluster.subscription_id, cluster.resource_group, req.identity_name)
+    return {"identity": "deleted"}
+
+
 STEPS: list[tuple[str, Callable[[IdentityRequest], Detail]]] = [
     (Step.Name.IDENTITY, create_identity),
     (Step.Name.FIC, create_federated_credential),
@@ -237,3 +346,14 @@ STEPS: list[tuple[str, Callable[[IdentityRequest], Detail]]] = [
     (Step.Name.VERIFY, verify),
 ]
 assert [n for n, _ in STEPS] == workflow.PROVISIONING_STEPS
+
+REVOKE_STEPS: list[tuple[str, Callable[[IdentityRequest], Detail]]] = [
+    (Step.Name.REVOKE_SERVICE_ACCOUNT, remove_service_account),
+    (Step.Name.REVOKE_ROLES, remove_role_assignments),
+    (Step.Name.REVOKE_FIC, remove_federated_credential),
+    (Step.Name.REVOKE_IDENTITY, remove_identity),
+]
+assert [n for n, _ in REVOKE_STEPS] == workflow.REVOCATION_STEPS
+
+PROVISIONING = Operation("provisioning", _start_provisioning, STEPS, workflow.mark_ready)
+REVOCATION = Operation("revocation", _start_revocation, REVOKE_STEPS, workflow.mark_revoked)

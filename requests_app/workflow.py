@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audit, naming, notifications
+from . import access, audit, naming, notifications
 from .models import ACTIVE_STATUSES, AllowedRole, Cluster, IdentityRequest, RoleGrant, Status, Step, User
 
 # The only status changes there are. Anything else is a bug or a race lost.
@@ -22,12 +23,18 @@ TRANSITIONS: dict[str, set[str]] = {
     Status.SUBMITTED: {Status.APPROVED, Status.REJECTED, Status.CANCELLED},
     Status.APPROVED: {Status.PROVISIONING, Status.FAILED},
     Status.PROVISIONING: {Status.READY, Status.FAILED},
-    Status.FAILED: {Status.APPROVED},  # retry
+    Status.FAILED: {Status.APPROVED, Status.REVOKING},  # retry provisioning, or retry revocation
     Status.READY: {Status.REVOKING},
     Status.REVOKING: {Status.REVOKED, Status.FAILED},
 }
 
 PROVISIONING_STEPS = [Step.Name.IDENTITY, Step.Name.FIC, Step.Name.ROLES, Step.Name.SERVICE_ACCOUNT, Step.Name.VERIFY]
+REVOCATION_STEPS = [
+    Step.Name.REVOKE_SERVICE_ACCOUNT,
+    Step.Name.REVOKE_ROLES,
+    Step.Name.REVOKE_FIC,
+    Step.Name.REVOKE_IDENTITY,
+]
 
 
 class WorkflowError(Exception):
@@ -61,6 +68,13 @@ def enqueue_provisioning(req: IdentityRequest) -> None:
 
     request_id = req.pk
     transaction.on_commit(lambda: enqueue_provision(request_id))
+
+
+def enqueue_revocation(req: IdentityRequest) -> None:
+    from .jobs import enqueue_revoke
+
+    request_id = req.pk
+    transaction.on_commit(lambda: enqueue_revoke(request_id))
 
 
 def submit_request(
@@ -157,13 +171,49 @@ def cancel_request(req: IdentityRequest, *, actor: User, source_ip: str | None =
 
 
 def retry_provisioning(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:
-    if not (actor.pk == req.requester_id or actor.is_portal_admin):
+    """Retry a failed request: provisioning resumes, or a failed revocation carries on."""
+    revoking = req.failed_step.startswith("revoke_")
+    if revoking:
+        if not (actor.is_portal_admin or access.is_devops_member(actor, req.cluster)):
+            raise WorkflowError("Only the cluster's DevOps members or an admin can retry a revocation.")
+    elif not (actor.pk == req.requester_id or actor.is_portal_admin):
         raise WorkflowError("Only the requester or an admin can retry.")
     with transaction.atomic():
-        if not _swap(req, Status.FAILED, Status.APPROVED, failed_step="", failure_message=""):
+        target = Status.REVOKING if revoking else Status.APPROVED
+        if not _swap(req, Status.FAILED, target, failed_step="", failure_message="", next_attempt_at=None):
             raise WorkflowError("Only a failed request can be retried.")
-        audit.record("request.retried", actor=actor, request=req, source_ip=source_ip)
-        enqueue_provisioning(req)
+        audit.record(
+            "request.retried",
+            actor=actor,
+            request=req,
+            source_ip=source_ip,
+            details={"operation": "revocation" if revoking else "provisioning"},
+        )
+        if revoking:
+            enqueue_revocation(req)
+        else:
+            enqueue_provisioning(req)
+
+
+def revoke_request(req: IdentityRequest, *, actor: User, reason: str, source_ip: str | None = None) -> None:
+    """Start revoking a ready identity: the ServiceAccount, role assignments, FIC and identity go, in that order."""
+    if not (actor.is_portal_admin or access.is_devops_member(actor, req.cluster)):
+        raise WorkflowError("Only the cluster's DevOps members or an admin can revoke an identity.")
+    if not reason.strip():
+        raise WorkflowError("Say why the identity is revoked.")
+    with transaction.atomic():
+        if not _swap(req, Status.READY, Status.REVOKING, revoked_by=actor, revoke_reason=reason.strip()):
+            raise WorkflowError("Only a ready identity can be revoked.")
+        for position, name in enumerate(REVOCATION_STEPS, start=len(PROVISIONING_STEPS)):
+            Step.objects.get_or_create(request=req, name=name, defaults={"position": position})
+        audit.record(
+            "request.revoke_requested",
+            actor=actor,
+            request=req,
+            source_ip=source_ip,
+            details={"reason": reason.strip()},
+        )
+        enqueue_revocation(req)
 
 
 def _guard_decision(req: IdentityRequest, actor: User) -> None:
@@ -198,11 +248,37 @@ def step_started(step: Step) -> None:
         audit.record(f"step.{step.name}.started", actor=None, request=step.request, details={"attempt": step.attempts})
 
 
+def step_attempt(step: Step) -> None:
+    """The next attempt of a step that was waiting to retry (its start time stays the first attempt's)."""
+    with transaction.atomic():
+        Step.objects.filter(pk=step.pk).update(
+            state=Step.State.RUNNING, attempts=step.attempts + 1, next_attempt_at=None
+        )
+        IdentityRequest.objects.filter(pk=step.request_id).update(next_attempt_at=None)
+        step.refresh_from_db()
+
+
+def step_waiting(step: Step, message: str, delay: float, detail: dict | None = None) -> None:
+    """A transient failure: the step waits `delay` seconds before its next attempt; the page shows when."""
+    due = timezone.now() + timedelta(seconds=delay)
+    with transaction.atomic():
+        step.state, step.error, step.next_attempt_at = Step.State.WAITING, message, due
+        step.save(update_fields=["state", "error", "next_attempt_at"])
+        IdentityRequest.objects.filter(pk=step.request_id).update(next_attempt_at=due)
+        audit.record(
+            f"step.{step.name}.retrying",
+            actor=None,
+            request=step.request,
+            details={"error": message, "attempt": step.attempts, "retry_in_seconds": round(delay, 2), **(detail or {})},
+        )
+
+
 def step_succeeded(step: Step, detail: dict | None = None) -> None:
     with transaction.atomic():
-        step.state, step.finished_at = Step.State.SUCCEEDED, timezone.now()
+        step.state, step.finished_at, step.error = Step.State.SUCCEEDED, timezone.now(), ""
+        step.next_attempt_at = None
         step.detail = {**step.detail, **(detail or {})}
-        step.save(update_fields=["state", "finished_at", "detail"])
+        step.save(update_fields=["state", "finished_at", "detail", "error", "next_attempt_at"])
         audit.record(f"step.{step.name}.succeeded", actor=None, request=step.request, details=detail or {})
 
 
@@ -210,9 +286,11 @@ def step_failed(step: Step, message: str, detail: dict | None = None) -> None:
     """The step failed for good: the request becomes `failed`, naming the step, and can be retried."""
     with transaction.atomic():
         step.state, step.finished_at, step.error = Step.State.FAILED, timezone.now(), message
-        step.save(update_fields=["state", "finished_at", "error"])
+        step.next_attempt_at = None
+        step.save(update_fields=["state", "finished_at", "error", "next_attempt_at"])
         req = step.request
-        _swap(req, Status.PROVISIONING, Status.FAILED, failed_step=step.name, failure_message=message)
+        running = Status.REVOKING if step.name in REVOCATION_STEPS else Status.PROVISIONING
+        _swap(req, running, Status.FAILED, failed_step=step.name, failure_message=message, next_attempt_at=None)
         audit.record(f"step.{step.name}.failed", actor=None, request=req, details={"error": message, **(detail or {})})
         transaction.on_commit(lambda: notifications.request_failed(req.pk))
 
@@ -222,6 +300,13 @@ def mark_ready(req: IdentityRequest) -> None:
         if _swap(req, Status.PROVISIONING, Status.READY, ready_at=timezone.now()):
             audit.record("request.ready", actor=None, request=req)
             transaction.on_commit(lambda: notifications.request_ready(req.pk))
+
+
+def mark_revoked(req: IdentityRequest) -> None:
+    with transaction.atomic():
+        if _swap(req, Status.REVOKING, Status.REVOKED, revoked_at=timezone.now()):
+            audit.record("request.revoked", actor=None, request=req)
+            transaction.on_commit(lambda: notifications.request_revoked(req.pk))
 
 
 def active_request_exists(cluster: Cluster, namespace: str, service_account: str) -> bool:

@@ -44,6 +44,10 @@ def cloud(settings, emu: Emulator, monkeypatch):
     settings.PORTAL_CA_BUNDLE = str(emu.tls.ca_bundle)
     settings.PORTAL_APPROVER_GROUPS = [APPROVERS]
     settings.PORTAL_ADMIN_GROUPS = [ADMINS]
+    # The shared ARM write budget is tested on its own; here it must not slow the suite down.
+    settings.PORTAL_ARM_WRITES_PER_SECOND = 0
+    settings.PORTAL_RETRY_BASE_SECONDS = 0.01
+    settings.PORTAL_LEASE_SECONDS = 30
     monkeypatch.setenv("EMULATOR_URL", emu.url)
     monkeypatch.setenv("EMULATOR_CA_FILE", str(emu.tls.ca_cert))
     return settings

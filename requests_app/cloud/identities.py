@@ -23,6 +23,7 @@ from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
 from django.conf import settings
 
+from .. import limits
 from .credentials import connection_verify, portal_credential
 from .errors import CloudError
 
@@ -188,6 +189,7 @@ def put_identity(
 ) -> ManagedIdentity:
     """Create the identity, or update its tags if it exists (PUT is idempotent; the IDs never change)."""
     body = Identity(location=location, tags=tags)
+    limits.spend_arm_write(subscription_id)
     return call_arm(
         f"the managed identity {name}",
         lambda: _identity(
@@ -198,6 +200,7 @@ def put_identity(
 
 def delete_identity(subscription_id: str, resource_group: str, name: str) -> None:
     """Delete the identity (and with it its federated credentials); absent is fine."""
+    limits.spend_arm_write(subscription_id)
     call_arm(
         f"the deletion of managed identity {name}",
         lambda: _client(subscription_id).user_assigned_identities.delete(resource_group, name),
@@ -235,6 +238,7 @@ def put_federated_credential(
 ) -> FederatedCredential:
     """Create or replace the credential `name`. `issuer` goes to Azure exactly as given (never normalised)."""
     body = FederatedIdentityCredential(issuer=issuer, subject=subject, audiences=audiences or [TOKEN_EXCHANGE_AUDIENCE])
+    limits.spend_arm_write(subscription_id)
     return call_arm(
         f"the federated credential {name}",
         lambda: _credential(
@@ -246,6 +250,7 @@ def put_federated_credential(
 
 
 def delete_federated_credential(subscription_id: str, resource_group: str, identity: str, name: str) -> None:
+    limits.spend_arm_write(subscription_id)
     call_arm(
         f"the deletion of federated credential {name}",
         lambda: _client(subscription_id).federated_identity_credentials.delete(resource_group, identity, name),

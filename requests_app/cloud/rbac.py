@@ -13,7 +13,7 @@ from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.authorization.models import RoleAssignment as SdkRoleAssignment
 from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 
-from .. import naming
+from .. import limits, naming
 from .credentials import portal_credential
 from .errors import CloudError
 from .identities import arm_error, arm_options, call_arm
@@ -76,6 +76,7 @@ def assign_role(scope: str, role_guid: str, principal_id: str, *, role_name: str
         principal_type="ServicePrincipal",
     )
     what = f"the role assignment {role_name or role_guid} on {scope}"
+    limits.spend_arm_write(naming.subscription_of(scope))
     try:
         return _assignment(_client(scope).role_assignments.create(scope, name, body))
     except ResourceExistsError as e:
@@ -117,6 +118,7 @@ def find_assignment(scope: str, role_guid: str, principal_id: str) -> RoleAssign
 def delete_assignment(assignment_id: str) -> None:
     """Remove an assignment by its full ID; already gone is fine."""
     scope = assignment_id.split("/providers/Microsoft.Authorization/", 1)[0] or "/"
+    limits.spend_arm_write(naming.subscription_of(scope) if scope.startswith("/subscriptions/") else "tenant")
 
     def delete() -> None:
         try:

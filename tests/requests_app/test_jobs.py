@@ -88,7 +88,7 @@ def test_enqueueing_twice_creates_nothing_twice(approved, queue, control) -> Non
 
 
 def test_a_failed_request_retried_is_enqueued_again_and_completes(approved, requester, queue, control) -> None:
-    control.add_fault(r"/roleAssignments/", method="PUT", status=400, code="PrincipalNotFound", times=1)
+    control.add_fault(r"/roleAssignments/", method="PUT", status=403, code="AuthorizationFailed", times=1)
     work()
     req = IdentityRequest.objects.get(pk=approved.pk)
     assert (req.status, req.failed_step) == (Status.FAILED, "roles")

@@ -224,13 +224,25 @@ def test_a_refused_federated_credential_fails_at_its_step(req, admin, control) -
     assert control.calls(since=seq, method="PUT", path=r"userAssignedIdentities/[^/]+$") == []  # step 1 skipped
 
 
-def test_a_principal_not_yet_replicated_fails_with_a_retry_hint(req, requester, control) -> None:
-    control.add_fault(r"/roleAssignments/", method="PUT", status=400, code="PrincipalNotFound", times=1)
+def test_a_principal_not_yet_replicated_is_retried_until_it_appears(req, control) -> None:
+    control.add_fault(r"/roleAssignments/", method="PUT", status=400, code="PrincipalNotFound", times=2)
     provisioning.provision(req.pk)
+    assert fresh(req).status == Status.READY
+    retries = AuditEvent.objects.filter(request=req, action="step.roles.retrying")
+    assert [e.details["code"] for e in retries] == ["PrincipalNotFound", "PrincipalNotFound"]
+    assert steps(req)["roles"].attempts == 3
+    assert_provisioned_once(control, req)
+
+
+def test_a_principal_still_missing_after_its_window_fails_with_a_retry_hint(req, requester, control, settings) -> None:
+    settings.PORTAL_REPLICATION_WINDOW_SECONDS = 0.05
+    control.add_fault(r"/roleAssignments/", method="PUT", status=400, code="PrincipalNotFound")
+    provisioning.provision(req.pk)
+    control.clear_faults()
     failed = assert_failed_at(req, "roles")
-    assert failed.failure_message == (
+    assert failed.failure_message.startswith(
         f"Azure refused the role assignment Key Vault Secrets User on {VAULT_SCOPE}: "
-        "the principal does not exist yet (PrincipalNotFound). Retry in a minute."
+        "the principal does not exist yet (PrincipalNotFound). Retry in a minute. The portal gave up after"
     )
     event = AuditEvent.objects.get(request=req, action="step.roles.failed")
     assert event.details["code"] == "PrincipalNotFound" and event.details["permanent"] is False
@@ -347,7 +359,7 @@ def test_an_identity_not_made_for_this_request_is_never_taken_over(req, control)
 
 
 def test_an_existing_credential_for_the_same_issuer_and_subject_is_adopted(req, requester, control) -> None:
-    control.add_fault(r"/federatedIdentityCredentials/", method="PUT", status=503, times=1)
+    control.add_fault(r"/federatedIdentityCredentials/", method="PUT", status=403, code="AuthorizationFailed", times=1)
     provisioning.provision(req.pk)
     assert_failed_at(req, "fic")
     identities.put_federated_credential(
@@ -361,7 +373,7 @@ def test_an_existing_credential_for_the_same_issuer_and_subject_is_adopted(req, 
 
 
 def test_a_role_assignment_existing_under_another_name_is_adopted(req, requester, control) -> None:
-    control.add_fault(r"/roleAssignments/", method="PUT", status=500, times=1)
+    control.add_fault(r"/roleAssignments/", method="PUT", status=403, code="AuthorizationFailed", times=1)
     provisioning.provision(req.pk)
     r = assert_failed_at(req, "roles")
     other = str(uuid.uuid4())
