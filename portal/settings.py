@@ -5,6 +5,7 @@ Defaults are the embedded ones `make run` uses (SQLite, the emulator); productio
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -65,8 +66,8 @@ DATABASES = {
     "default": dj_database_url.parse(env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A file, not memory, so a worker process in the tests sees the test database too.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".run" / "test-db.sqlite3")}
+    # A file, not memory, so a worker process in the tests sees the test database too; one per test run.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".run" / f"test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "requests_app.User"
 AUTHENTICATION_BACKENDS = ["requests_app.auth.backend.EntraBackend"]

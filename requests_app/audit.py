@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
-from .models import AuditEvent, Cluster, IdentityRequest, User
+from .models import AuditChainHead, AuditEvent, Cluster, IdentityRequest, User
 
 SYSTEM = "system"
 
@@ -30,12 +34,57 @@ def record(
     """Append one event. `actor=None` means the system (a provisioning job)."""
     if cluster is None and request is not None:
         cluster = request.cluster
-    return AuditEvent.objects.create(
+    event = AuditEvent(
+        created_at=timezone.now(),
         actor=actor,
         actor_name=str(actor) if actor else SYSTEM,
         action=action,
         request=request,
         cluster=cluster,
-        details=details or {},
+        # Round-trip through JSON so the hash covers exactly what the database will hand back.
+        details=json.loads(json.dumps(details or {}, default=str)),
         source_ip=source_ip,
     )
+    with transaction.atomic():
+        # The head row is locked until the surrounding transaction commits: appends are serialised.
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
+        event.seq, event.prev_hash = head.seq + 1, head.hash
+        event.hash = event_hash(event)
+        event.save()
+        AuditChainHead.objects.filter(pk=1).update(seq=event.seq, hash=event.hash)
+    return event
+
+
+def event_hash(event: AuditEvent) -> str:
+    """SHA-256 over the previous hash and every recorded field of the event, in a canonical JSON form."""
+    body = {
+        "seq": event.seq,
+        "prev": event.prev_hash,
+        "at": event.created_at.isoformat(timespec="microseconds"),
+        "actor": event.actor_id,
+        "actor_name": event.actor_name,
+        "action": event.action,
+        "request": str(event.request_id) if event.request_id else None,
+        "cluster": event.cluster_id,
+        "details": event.details,
+        "ip": event.source_ip,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def verify_chain() -> list[str]:
+    """Every break in the chain, as sentences; empty when the log is intact."""
+    problems: list[str] = []
+    expected_seq, prev = 1, ""
+    for event in AuditEvent.objects.order_by("seq").iterator():
+        if event.seq != expected_seq:
+            problems.append(f"events {expected_seq}–{event.seq - 1} are missing (deleted?) before event {event.seq}")
+        if event.prev_hash != prev:
+            problems.append(f"event {event.seq} does not follow the event before it (deleted or reordered)")
+        if event_hash(event) != event.hash:
+            problems.append(f"event {event.seq} ({event.action}) was changed after it was written")
+        expected_seq, prev = event.seq + 1, event.hash
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head and (head.seq, head.hash) != (expected_seq - 1, prev):
+        problems.append(f"the chain should end at event {head.seq}, but the last event is {expected_seq - 1}")
+    return problems

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
 
 
 class User(AbstractUser):
@@ -274,6 +275,16 @@ class DriftFinding(models.Model):
         return f"{self.get_kind_display()}: {self.key}"
 
 
+class AuditChainHead(models.Model):
+    """The end of the audit hash chain: one row, locked while an event is appended, so the chain never forks."""
+
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"audit chain at event {self.seq}"
+
+
 class AuditEventQuerySet(models.QuerySet):
     """Audit events are append-only: bulk updates and deletes are refused."""
 
@@ -291,7 +302,7 @@ class AuditEvent(models.Model):
     `action` is a dotted name such as `request.approved` or `step.identity.failed`.
     """
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     actor_name = models.CharField(max_length=256)
     action = models.CharField(max_length=64, db_index=True)
@@ -299,6 +310,11 @@ class AuditEvent(models.Model):
     cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     details = models.JSONField(default=dict, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
+    # The hash chain: `seq` counts events without gaps; `hash` covers this event's fields and `prev_hash`,
+    # so editing, deleting or reordering any event breaks every hash after it (manage.py verify_audit).
+    seq = models.PositiveBigIntegerField(unique=True, null=True)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 
