@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint emulator bench bench-emulator clean
+.PHONY: run test emulator-only bench bench-emulator bench-provisioning audit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,15 +19,22 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -c pyproject.toml -r portal requests_app emulator 2>/dev/null
 	$(BIN)/pytest
 
-
-
 ## make bench: every benchmark; figures go to stdout (and by hand into bench/README.md)
-bench: bench-emulator
+bench: bench-emulator bench-provisioning
 
 bench-emulator: $(STAMP)
 	$(BIN)/python bench/emulator_throughput.py
+
+## make bench-provisioning: 500 approvals at once, 4 workers, ARM throttling on (needs PostgreSQL and Redis)
+bench-provisioning: $(STAMP)
+	$(BIN)/python bench/provisioning_burst.py
+
+## make audit: known vulnerabilities in the pinned dependencies (needs PyPI's per-version JSON API or OSV)
+audit: $(STAMP)
+	$(BIN)/pip-audit --strict -r requirements.txt -r requirements-dev.txt
 
 clean:
 	rm -rf $(VENV) .emulator .run

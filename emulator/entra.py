@@ -681,7 +681,12 @@ class Entra:
             claims={"oid": oid, "sub": oid, "appid": app_id, "azp": app_id, "idtyp": "app", **(extra or {})},
         )
         return web.json_response(
-            {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access}
+            {
+                "token_type": "Bearer",  # nosec B105 # the OAuth token type name, not a secret
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": access,
+            }
         )
 
     # --- user flows ----------------------------------------------------------------------------------
@@ -851,7 +856,7 @@ class Entra:
             },
         )
         body: dict[str, Any] = {
-            "token_type": "Bearer",
+            "token_type": "Bearer",  # nosec B105 # the OAuth token type name, not a secret
             "scope": " ".join(scopes),
             "expires_in": lifetime,
             "ext_expires_in": lifetime,

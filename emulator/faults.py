@@ -72,7 +72,7 @@ def _dig(data: Any, dotted: str) -> Any:
 class Faults:
     def __init__(self, seed: int | None = None):
         self.rules: list[FaultRule] = []
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # nosec B311 # seeded fault injection must be reproducible, not secret
 
     def add(self, **spec: Any) -> FaultRule:
         rule = FaultRule(**spec)

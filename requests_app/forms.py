@@ -13,7 +13,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
-from . import naming, workflow
+from . import naming, policy, workflow
 from .models import ACTIVE_STATUSES, AllowedRole, AuditEvent, Cluster, IdentityRequest
 
 AUDIENCE = "api://AzureADTokenExchange"
@@ -34,6 +34,11 @@ class Plan:
     namespace: str
     service_account: str
     grants: list[tuple[str, str]]  # (role name, scope)
+    # Why it is high-risk (empty: normal risk), what it takes to approve, and the approvals so far.
+    risk_reasons: list[str] = field(default_factory=list)
+    approval_needs: str = ""
+    approval_progress: str = ""
+    approvals: list[Any] = field(default_factory=list)
     identity_name: str = field(init=False)
     fic_name: str = field(init=False)
 
@@ -58,10 +63,25 @@ class Plan:
     def managed_by_label(self) -> str:
         return MANAGED_BY_LABEL
 
+    @property
+    def high_risk(self) -> bool:
+        return bool(self.risk_reasons)
+
     @classmethod
     def of(cls, req: IdentityRequest) -> Plan:
         grants = [(g.role_name, g.scope) for g in req.grants.all()]
-        return cls(cluster=req.cluster, namespace=req.namespace, service_account=req.service_account, grants=grants)
+        approvals = list(req.approvals.all())
+        requirement = policy.required_approvals(req)
+        return cls(
+            cluster=req.cluster,
+            namespace=req.namespace,
+            service_account=req.service_account,
+            grants=grants,
+            risk_reasons=list(req.risk_reasons),
+            approval_needs=requirement.needs(),
+            approval_progress=requirement.progress(policy.votes(approvals)),
+            approvals=approvals,
+        )
 
 
 # ---- widgets that tell the browser script which cluster an option belongs to ----------------------------
@@ -207,14 +227,17 @@ class GrantForm(forms.Form):
         if role and role.cluster_id != cluster.pk:
             self.add_error("role", f"{role.role_name} is not in the catalogue of {cluster.name}.")
             return
+        if role and (reason := policy.entry_forbidden_reason(role)):
+            # Registered before the rule, or its definition changed: the catalogue entry is never granted.
+            self.add_error("role", f"{role.role_name} cannot be requested: {reason}")
+            return
         if not (role and scope):
             return
         if not any(naming.scope_matches(scope, p) for p in role.scope_patterns):
             patterns = "; ".join(role.scope_patterns) or "(none)"
             self.add_error("scope", f"{role.role_name} may only be granted on scopes like: {patterns}")
             return
-        allowed = {s.lower() for s in (cluster.allowed_subscriptions or [cluster.subscription_id])}
-        if naming.subscription_of(scope) not in allowed:
+        if not policy.scope_allowed(cluster, scope):
             self.add_error("scope", f"The subscription of this scope is not allowed for {cluster.name}.")
 
 
@@ -286,11 +309,16 @@ class RequestSubmission:
 
     def plan(self) -> Plan:
         data = self.form.cleaned_data
+        grants = self.grant_requests()
+        reasons = policy.grant_risk_reasons(policy.facts_of(grants))
+        needs = policy.Requirement(policy.high_risk_mode() if reasons else "one").needs()
         return Plan(
             cluster=data["cluster"],
             namespace=data["namespace"],
             service_account=data["service_account"],
-            grants=[(g.role.role_name, g.scope) for g in self.grant_requests()],
+            grants=[(g.role.role_name, g.scope) for g in grants],
+            risk_reasons=reasons,
+            approval_needs=needs,
         )
 
 

@@ -9,10 +9,25 @@ from __future__ import annotations
 import uuid
 
 import django_rq
+import rq
 from django_rq import job
 
 QUEUE = "provisioning"
 _ALIVE = ("queued", "started", "deferred", "scheduled")
+
+
+class Worker(rq.Worker):
+    """RQ's forking worker (settings.RQ["WORKER_CLASS"]) with the cloud SDKs imported once, in the parent.
+
+    Every job runs in a fresh fork; without this, each one imported the SDKs again: about a second of CPU per
+    job, most of it the kubernetes client's CoreV1Api (thousands of pydantic models, imported on first use).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from kubernetes.client import CoreV1Api  # noqa: F401
+
+        from . import provisioning  # noqa: F401
 
 
 @job(QUEUE)
@@ -29,6 +44,27 @@ def revoke(request_id: str) -> None:
     provisioning.revoke(uuid.UUID(str(request_id)))
 
 
+@job(QUEUE)
+def verify_again(request_id: str) -> None:
+    from . import provisioning
+
+    provisioning.reverify(uuid.UUID(str(request_id)))
+
+
+@job(QUEUE)
+def repair(request_id: str, actor_id: int | None) -> None:
+    from . import drift
+
+    drift.run_repair(uuid.UUID(str(request_id)), actor_id=actor_id)
+
+
+@job("default")
+def reconcile(request_id: str) -> None:
+    from . import drift
+
+    drift.reconcile_one(uuid.UUID(str(request_id)))
+
+
 @job("default")
 def sweep() -> int:
     from . import sweeping
@@ -36,22 +72,39 @@ def sweep() -> int:
     return sweeping.sweep()
 
 
-def _enqueue(func, request_id: uuid.UUID, kind: str) -> None:
+def _enqueue(
+    func, request_id: uuid.UUID, kind: str, *args: object, queue_name: str = QUEUE, resume: bool = False
+) -> None:
     """Queue `func` for a request unless a job for it is already waiting or running.
 
     The check is not atomic; a rare second job is harmless: the lease lets one run, and steps are idempotent.
+    `resume`: the sweep found the request without a live lease, so a job still marked "started" is dead (a
+    SIGKILLed worker leaves that status behind until RQ's own cleanup, much later): queue a new one.
     """
-    queue = django_rq.get_queue(QUEUE)
+    queue = django_rq.get_queue(queue_name)
     job_id = f"{kind}-{request_id}"
     existing = queue.fetch_job(job_id)
-    if existing is not None and existing.get_status(refresh=True) in _ALIVE:
+    alive = tuple(s for s in _ALIVE if not (resume and s == "started"))
+    if existing is not None and existing.get_status(refresh=True) in alive:
         return
-    queue.enqueue(func, str(request_id), job_id=job_id)
+    queue.enqueue(func, str(request_id), *args, job_id=job_id)
 
 
-def enqueue_provision(request_id: uuid.UUID) -> None:
-    _enqueue(provision, request_id, "provision")
+def enqueue_provision(request_id: uuid.UUID, *, resume: bool = False) -> None:
+    _enqueue(provision, request_id, "provision", resume=resume)
 
 
-def enqueue_revoke(request_id: uuid.UUID) -> None:
-    _enqueue(revoke, request_id, "revoke")
+def enqueue_revoke(request_id: uuid.UUID, *, resume: bool = False) -> None:
+    _enqueue(revoke, request_id, "revoke", resume=resume)
+
+
+def enqueue_verify(request_id: uuid.UUID) -> None:
+    _enqueue(verify_again, request_id, "verify")
+
+
+def enqueue_repair(request_id: uuid.UUID, actor_id: int | None) -> None:
+    _enqueue(repair, request_id, "repair", actor_id)
+
+
+def enqueue_reconcile(request_id: uuid.UUID) -> None:
+    _enqueue(reconcile, request_id, "reconcile", queue_name="default")

@@ -51,9 +51,15 @@ def spend_arm_write(subscription_id: str, *, sleep=time.sleep) -> float:
 
 
 @contextlib.contextmanager
-def fic_writer(identity_id: str, *, timeout: float = 120.0) -> Iterator[None]:
-    """Hold the one right to write federated credentials on `identity_id` (Azure refuses concurrent writes)."""
-    lock = _redis().lock(f"portal:fic-writer:{identity_id.lower()}", timeout=timeout, blocking_timeout=timeout)
+def fic_writer(identity_id: str, *, timeout: float | None = None) -> Iterator[None]:
+    """Hold the one right to write federated credentials on `identity_id` (Azure refuses concurrent writes).
+
+    The lock runs out after `timeout` (default: one lease), so a SIGKILLed holder blocks the identity no
+    longer than its lease blocks its request. Running out early is safe: an overlap gets Azure's 409, retried.
+    """
+    timeout = timeout or settings.PORTAL_LEASE_SECONDS
+    # Wait a little longer than the lock can live, so a dead holder's lock is outlasted rather than raced.
+    lock = _redis().lock(f"portal:fic-writer:{identity_id.lower()}", timeout=timeout, blocking_timeout=timeout + 1)
     if not lock.acquire():
         from .cloud.errors import CloudError
 

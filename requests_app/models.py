@@ -77,6 +77,11 @@ class AllowedRole(models.Model):
     # /subscriptions/*/resourceGroups/rg-team-*/providers/Microsoft.KeyVault/vaults/*
     scope_patterns = models.JSONField(default=list)
     description = models.CharField(max_length=256, blank=True)
+    # Set from the role definition when the entry is registered (policy.grants_write): a write role makes a
+    # request high-risk. `permissions` keeps the definition's actions/notActions/dataActions/notDataActions
+    # as registered, so request validation can apply the forbidden-role rule without calling Azure.
+    grants_write = models.BooleanField(default=False)
+    permissions = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["role_name"]
@@ -145,6 +150,9 @@ class IdentityRequest(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoke_reason = models.TextField(blank=True)
 
+    # Why the request is high-risk (policy.risk_reasons at submit), shown to approvers; empty: normal risk.
+    risk_reasons = models.JSONField(default=list, blank=True)
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
@@ -185,6 +193,25 @@ class RoleGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role_name} on {self.scope}"
+
+
+class Approval(models.Model):
+    """One approver's approval of a request. A high-risk request needs several (policy.required_approvals);
+    the request moves to approved when the approvals recorded are enough. `as_admin` is whether the approver
+    was an admin when they approved (admin rights come and go with Entra groups)."""
+
+    request = models.ForeignKey(IdentityRequest, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    as_admin = models.BooleanField(default=False)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["request", "approver"], name="one_approval_per_approver")]
+
+    def __str__(self) -> str:
+        return f"{self.approver} approved {self.request_id}"
 
 
 class Step(models.Model):

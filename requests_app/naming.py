@@ -28,7 +28,7 @@ def label_error(value: str) -> str | None:
     """Why `value` is not a Kubernetes namespace name (DNS-1123 label), or None."""
     if len(value) > 63:
         return "must be no more than 63 characters"
-    if not DNS1123_LABEL.match(value):
+    if not DNS1123_LABEL.fullmatch(value):  # fullmatch: `$` would let a trailing newline through
         return "must consist of lower case letters, digits or '-', and start and end with a letter or digit"
     return None
 
@@ -37,7 +37,7 @@ def subdomain_error(value: str) -> str | None:
     """Why `value` is not a Kubernetes ServiceAccount name (DNS-1123 subdomain), or None."""
     if len(value) > 253:
         return "must be no more than 253 characters"
-    if not DNS1123_SUBDOMAIN.match(value):
+    if not DNS1123_SUBDOMAIN.fullmatch(value):
         return "must consist of lower case letters, digits, '-' or '.', and start and end with a letter or digit"
     return None
 

@@ -42,10 +42,11 @@ def sweep(now: datetime | None = None) -> int:
                 request=req,
                 details={"previous_worker": req.lease_owner, "status": req.status},
             )
+        # No live lease: any job still marked "started" for the request is dead, so resume=True.
         if req.status == Status.REVOKING:
-            jobs.enqueue_revoke(req.pk)
+            jobs.enqueue_revoke(req.pk, resume=True)
         else:
-            jobs.enqueue_provision(req.pk)
+            jobs.enqueue_provision(req.pk, resume=True)
     if found:
         log.info("sweep: re-enqueued %d request(s)", len(found))
     return len(found)

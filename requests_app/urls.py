@@ -2,16 +2,17 @@
 
 from django.urls import path
 
+from . import ratelimits
 from .auth import views as auth_views
 from .views import admin_audit, approvals, drift, requests, revocation
 
 urlpatterns = [
     path("", requests.home, name="home"),
-    path("login/", auth_views.login, name="login"),
-    path("auth/callback", auth_views.callback, name="auth_callback"),
+    path("login/", ratelimits.signin(auth_views.login), name="login"),
+    path("auth/callback", ratelimits.signin(auth_views.callback, methods=("GET",)), name="auth_callback"),
     path("logout/", auth_views.logout, name="logout"),
     path("requests/", requests.my_requests, name="my_requests"),
-    path("requests/new/", requests.new_request, name="new_request"),
+    path("requests/new/", ratelimits.submission(requests.new_request), name="new_request"),
     path("requests/<uuid:pk>/", requests.request_detail, name="request_detail"),
     path("requests/<uuid:pk>/status/", requests.request_status, name="request_status"),
     path("requests/<uuid:pk>/cancel/", requests.cancel, name="request_cancel"),

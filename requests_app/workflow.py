@@ -15,8 +15,18 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import access, audit, naming, notifications
-from .models import ACTIVE_STATUSES, AllowedRole, Cluster, IdentityRequest, RoleGrant, Status, Step, User
+from . import access, audit, naming, notifications, policy
+from .models import (
+    ACTIVE_STATUSES,
+    AllowedRole,
+    Approval,
+    Cluster,
+    IdentityRequest,
+    RoleGrant,
+    Status,
+    Step,
+    User,
+)
 
 # The only status changes there are. Anything else is a bug or a race lost.
 TRANSITIONS: dict[str, set[str]] = {
@@ -53,7 +63,8 @@ def can_move(old: str, new: str) -> bool:
 
 def _swap(req: IdentityRequest, old: str, new: str, **fields: object) -> bool:
     """Move `req` from `old` to `new` if nobody else moved it first; update the instance on success."""
-    assert can_move(old, new), f"{old} -> {new} is not a transition"
+    if not can_move(old, new):  # a bug in the caller; checked under `python -O` too, unlike an assert
+        raise ValueError(f"{old} -> {new} is not a transition")
     fields["status"] = new
     fields["updated_at"] = timezone.now()
     won = IdentityRequest.objects.filter(pk=req.pk, status=old).update(**fields) == 1
@@ -77,6 +88,13 @@ def enqueue_revocation(req: IdentityRequest) -> None:
     transaction.on_commit(lambda: enqueue_revoke(request_id))
 
 
+def enqueue_verification(req: IdentityRequest) -> None:
+    from .jobs import enqueue_verify
+
+    request_id = req.pk
+    transaction.on_commit(lambda: enqueue_verify(request_id))
+
+
 def submit_request(
     *,
     requester: User,
@@ -91,6 +109,8 @@ def submit_request(
     grants = list(grants)
     if not grants:
         raise WorkflowError("Ask for at least one role.")
+    _guard_grants(cluster, grants)
+    reasons = policy.grant_risk_reasons(policy.facts_of(grants))
     try:
         with transaction.atomic():
             req = IdentityRequest.objects.create(
@@ -100,6 +120,7 @@ def submit_request(
                 purpose=purpose,
                 identity_name=naming.identity_name(cluster.name, namespace, service_account),
                 requester=requester,
+                risk_reasons=reasons,
             )
             RoleGrant.objects.bulk_create(
                 RoleGrant(
@@ -117,6 +138,7 @@ def submit_request(
                     "service_account": service_account,
                     "identity_name": req.identity_name,
                     "grants": [{"role": g.role.role_name, "scope": g.scope} for g in grants],
+                    "risk_reasons": reasons,
                 },
             )
             transaction.on_commit(lambda: notifications.request_submitted(req.pk))
@@ -126,9 +148,49 @@ def submit_request(
     return req
 
 
-def approve_request(req: IdentityRequest, *, actor: User, comment: str = "", source_ip: str | None = None) -> None:
+def _guard_grants(cluster: Cluster, grants: list[GrantRequest]) -> None:
+    """The policy's invariants on what is asked for (the form checks them too, with friendlier wording)."""
+    for g in grants:
+        if g.role.cluster_id != cluster.pk:
+            raise WorkflowError(f"{g.role.role_name} is not in the catalogue of {cluster.name}.")
+        if reason := policy.entry_forbidden_reason(g.role):
+            raise WorkflowError(f"{g.role.role_name} cannot be requested: {reason}")
+        if not policy.scope_allowed(cluster, g.scope):
+            raise WorkflowError(f"The subscription of {g.scope} is not allowed for {cluster.name}.")
+
+
+def approve_request(req: IdentityRequest, *, actor: User, comment: str = "", source_ip: str | None = None) -> bool:
+    """Record `actor`'s approval; approve the request once the approvals are enough.
+
+    A normal-risk request needs one approver; a high-risk one what policy.required_approvals says (an admin's
+    approval or two approvers). Returns True when the request is now approved and provisioning was enqueued,
+    False when the approval was recorded and more are needed (audited as `request.approval_recorded`).
+    """
     _guard_decision(req, actor)
     with transaction.atomic():
+        # The row lock makes approvals of one request count one at a time: two approvers at once never both
+        # see "1 of 2". The swap below still refuses a request that was decided meanwhile.
+        status = IdentityRequest.objects.select_for_update().filter(pk=req.pk).values_list("status", flat=True)
+        if status.first() != Status.SUBMITTED:
+            raise WorkflowError("This request was already decided.")
+        if Approval.objects.filter(request=req, approver=actor).exists():
+            raise WorkflowError("You have already approved this request.")
+        try:
+            with transaction.atomic():
+                Approval.objects.create(request=req, approver=actor, as_admin=actor.is_portal_admin, comment=comment)
+        except IntegrityError:  # the same person, twice at once (databases without row locks)
+            raise WorkflowError("You have already approved this request.") from None
+        requirement = policy.required_approvals(req)
+        votes = policy.votes(Approval.objects.filter(request=req))
+        if not requirement.is_met(votes):
+            audit.record(
+                "request.approval_recorded",
+                actor=actor,
+                request=req,
+                source_ip=source_ip,
+                details={"comment": comment, "progress": requirement.progress(votes), "needs": requirement.needs()},
+            )
+            return False
         if not _swap(
             req,
             Status.SUBMITTED,
@@ -138,9 +200,15 @@ def approve_request(req: IdentityRequest, *, actor: User, comment: str = "", sou
             decision_comment=comment,
         ):
             raise WorkflowError("This request was already decided.")
-        audit.record("request.approved", actor=actor, request=req, source_ip=source_ip, details={"comment": comment})
+        details: dict[str, object] = {"comment": comment}
+        if requirement.high_risk:
+            details["risk_reasons"] = list(req.risk_reasons)
+            approvals = Approval.objects.filter(request=req).select_related("approver")
+            details["approvers"] = [str(a.approver) for a in approvals]
+        audit.record("request.approved", actor=actor, request=req, source_ip=source_ip, details=details)
         enqueue_provisioning(req)
         transaction.on_commit(lambda: notifications.request_decided(req.pk))
+    return True
 
 
 def reject_request(req: IdentityRequest, *, actor: User, comment: str, source_ip: str | None = None) -> None:
@@ -214,6 +282,25 @@ def revoke_request(req: IdentityRequest, *, actor: User, reason: str, source_ip:
             details={"reason": reason.strip()},
         )
         enqueue_revocation(req)
+
+
+def rerun_verification(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:
+    """Run the token-exchange check of a ready identity again (after a fix outside the portal, or to be sure).
+
+    Only the verify step runs; whatever it finds is recorded on that step and the request stays ready.
+    """
+    if not (actor.pk == req.requester_id or actor.is_portal_admin or access.is_devops_member(actor, req.cluster)):
+        raise WorkflowError("Only the requester, the cluster's DevOps members or an admin can re-run verification.")
+    with transaction.atomic():
+        # Locked, so a revocation cannot begin between this check and the audit event.
+        if not IdentityRequest.objects.select_for_update().filter(pk=req.pk, status=Status.READY).exists():
+            raise WorkflowError("Only a ready identity can be verified again.")
+        # Shown as pending until the worker picks it up; a check already under way is left to finish.
+        Step.objects.filter(request=req, name=Step.Name.VERIFY).exclude(
+            state__in=[Step.State.RUNNING, Step.State.WAITING]
+        ).update(state=Step.State.PENDING, error="", next_attempt_at=None)
+        audit.record("request.verification_requested", actor=actor, request=req, source_ip=source_ip)
+        enqueue_verification(req)
 
 
 def _guard_decision(req: IdentityRequest, actor: User) -> None:
@@ -290,9 +377,10 @@ def step_failed(step: Step, message: str, detail: dict | None = None) -> None:
         step.save(update_fields=["state", "finished_at", "error", "next_attempt_at"])
         req = step.request
         running = Status.REVOKING if step.name in REVOCATION_STEPS else Status.PROVISIONING
-        _swap(req, running, Status.FAILED, failed_step=step.name, failure_message=message, next_attempt_at=None)
+        moved = _swap(req, running, Status.FAILED, failed_step=step.name, failure_message=message, next_attempt_at=None)
         audit.record(f"step.{step.name}.failed", actor=None, request=req, details={"error": message, **(detail or {})})
-        transaction.on_commit(lambda: notifications.request_failed(req.pk))
+        if moved:  # a re-run check on a ready request fails its step only: the request did not fail
+            transaction.on_commit(lambda: notifications.request_failed(req.pk))
 
 
 def mark_ready(req: IdentityRequest) -> None:

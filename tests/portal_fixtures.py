@@ -28,6 +28,13 @@ VAULT_SCOPE = (
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limits(settings):
+    """The suites sign in and submit far more often than people do: rate limits are off except in
+    tests/requests_app/test_ratelimits.py, which turns them on over a local-memory cache."""
+    settings.RATELIMIT_ENABLE = False
+
+
 @pytest.fixture
 def cloud(settings, emu: Emulator, monkeypatch):
     """Settings that point the portal at the emulator, exactly as `make run` does with environment variables."""

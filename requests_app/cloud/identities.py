@@ -69,7 +69,7 @@ _GUIDS = re.compile(r"\b[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA
 MANAGED_BY_TAG = "managed-by"
 MANAGED_BY = "workload-identity-portal"
 REQUEST_TAG = "portal-request-id"
-TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"  # nosec B105 # the FIC audience Entra requires, public
 
 
 @dataclass(frozen=True)

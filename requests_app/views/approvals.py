@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
-from .. import access, audit, workflow
+from .. import access, audit, policy, workflow
 from ..forms import DecisionForm, Plan
 from ..models import IdentityRequest, Status, User
 
@@ -26,10 +26,13 @@ def queue(request: HttpRequest) -> HttpResponse:
     pending = (
         IdentityRequest.objects.filter(status=Status.SUBMITTED)
         .select_related("cluster", "requester")
-        .prefetch_related("grants")
+        .prefetch_related("grants", "approvals__approver")
         .order_by("created_at")
     )
-    items = [{"req": r, "plan": Plan.of(r), "own": r.requester_id == request.user.pk} for r in pending]
+    items = [
+        {"req": r, "plan": Plan.of(r), "own": r.requester_id == request.user.pk, "mine": _approved_by(r, request.user)}
+        for r in pending
+    ]
     return render(request, "approvals/queue.html", {"items": items})
 
 
@@ -40,22 +43,41 @@ def decide(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     form = DecisionForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         return _decide(request, req, form.cleaned_data["decision"], form.cleaned_data["comment"])
-    context = {"req": req, "plan": Plan.of(req), "form": form, "can_decide": access.can_decide(request.user, req)}
+    context = {
+        "req": req,
+        "plan": Plan.of(req),
+        "form": form,
+        "can_decide": access.can_decide(request.user, req),
+        "mine": _approved_by(req, request.user),
+    }
     return render(request, "approvals/decide.html", context)
+
+
+def _approved_by(req: IdentityRequest, user: User) -> bool:
+    return any(a.approver_id == user.pk for a in req.approvals.all())
 
 
 def _decide(request: HttpRequest, req: IdentityRequest, decision: str, comment: str) -> HttpResponse:
     ip = audit.client_ip(request)
+    approved = False
     try:
         if decision == "approve":
-            workflow.approve_request(req, actor=request.user, comment=comment, source_ip=ip)
+            approved = workflow.approve_request(req, actor=request.user, comment=comment, source_ip=ip)
         else:
             workflow.reject_request(req, actor=request.user, comment=comment, source_ip=ip)
     except workflow.WorkflowError as e:
-        # Self-approval, already decided (a second approver was faster), no longer an approver.
+        # Self-approval, already decided (a second approver was faster), approved twice, no longer an approver.
         messages.error(request, f"{req.identity_name}: {e}")
         return redirect("approvals")
-    if decision == "approve":
+    if decision == "approve" and not approved:
+        requirement = policy.required_approvals(req)
+        progress = requirement.progress(policy.votes(req.approvals.all()))
+        messages.success(
+            request,
+            f"Recorded your approval of {req.identity_name}: {progress}. "
+            f"This high-risk request needs {requirement.needs()}.",
+        )
+    elif decision == "approve":
         messages.success(request, f"Approved {req.identity_name}; provisioning starts now.")
     else:
         messages.success(request, f"Rejected {req.identity_name}; the requester is told why.")

@@ -21,6 +21,7 @@ from ..models import Cluster, IdentityRequest, Status, Step
 # While a request is in one of these, the page polls request_status for live step updates.
 LIVE_STATUSES = {Status.APPROVED, Status.PROVISIONING, Status.REVOKING}
 PAGE_SIZE = 50
+UNFINISHED_STEP_STATES = {Step.State.PENDING, Step.State.RUNNING, Step.State.WAITING}
 
 
 @login_required
@@ -87,7 +88,9 @@ def _form_page(request: HttpRequest, submission: RequestSubmission) -> HttpRespo
 
 def _visible_request(request: HttpRequest, pk: uuid.UUID) -> IdentityRequest:
     """The request if this user may see it; 404 otherwise, so a request's existence is not leaked."""
-    req = get_object_or_404(IdentityRequest.objects.select_related("cluster", "requester", "decided_by"), pk=pk)
+    req = get_object_or_404(
+        IdentityRequest.objects.select_related("cluster", "requester", "decided_by", "revoked_by"), pk=pk
+    )
     if not access.can_view(request.user, req):
         raise Http404("No such request.")
     return req
@@ -106,6 +109,8 @@ def request_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         "can_cancel": access.can_cancel(user, req),
         "can_retry": access.can_retry(user, req),
         "can_decide": access.can_decide(user, req),
+        "can_revoke": access.can_revoke(user, req),
+        "can_verify": access.can_verify(user, req),
         "history": req.events.order_by("created_at", "id").values("created_at", "actor_name", "action"),
     }
     if show_ids:
@@ -148,7 +153,8 @@ def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     except workflow.WorkflowError as e:
         messages.error(request, str(e))
     else:
-        messages.success(request, "Provisioning restarted; finished steps are not repeated.")
+        what = "Revocation resumed" if req.status == Status.REVOKING else "Provisioning restarted"
+        messages.success(request, f"{what}; finished steps are not repeated.")
     return redirect("request_detail", pk=req.pk)
 
 
@@ -161,14 +167,30 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
         # Cloud error messages can quote the principal (e.g. PrincipalNotFound): keep IDs out of the page.
         for step in steps:
             step.error = redact_ids(step.error, req)
+    revoking = {s.value for s in workflow.REVOCATION_STEPS}
+    # A re-run verification on a ready request is followed live too (the status itself does not change).
+    checking = req.status == Status.READY and any(s.state in UNFINISHED_STEP_STATES for s in steps)
     return {
         "req": req,
         "steps": steps,
+        # Revocation steps come after the provisioning ones (by position); the page heads each group.
+        "step_groups": [
+            (title, group)
+            for title, group in (
+                ("Provisioning", [s for s in steps if s.name not in revoking]),
+                ("Revocation", [s for s in steps if s.name in revoking]),
+            )
+            if group
+        ],
+        "failed_operation": "revocation" if req.failed_step in revoking else "provisioning",
+        "verify_failed": req.status == Status.READY
+        and any(s.name == Step.Name.VERIFY and s.state == Step.State.FAILED for s in steps),
         "failure_message": req.failure_message if show_ids else redact_ids(req.failure_message, req),
         "failed_step_label": Step.Name(req.failed_step).label
         if req.failed_step in Step.Name.values
         else req.failed_step,
-        "live": req.status in LIVE_STATUSES,
+        "live": req.status in LIVE_STATUSES or checking,
+        "checking": checking,
     }
 
 

@@ -1,8 +1,53 @@
-from django.http import HttpResponse
+"""Actions on a ready identity from its request page: revoke it (with a reason), or re-run its verification.
+
+Both are POST only (a GET changes nothing: 405); the outcome comes back as a message on the request page.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
+
+from .. import audit, workflow
+from .requests import _visible_request
+
+# The reason goes into the audit log and the requester's e-mail: a sentence or a ticket link, not an essay.
+MAX_REASON = 2000
 
 
-def _todo(*a, **k):
-    return HttpResponse("not yet", status=501)
+@login_required
+@require_POST
+def revoke(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    req = _visible_request(request, pk)
+    reason = request.POST.get("reason", "").strip()
+    try:
+        if len(reason) > MAX_REASON:
+            raise workflow.WorkflowError(f"Keep the reason under {MAX_REASON} characters.")
+        workflow.revoke_request(req, actor=request.user, reason=reason, source_ip=audit.client_ip(request))
+    except workflow.WorkflowError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(
+            request,
+            f"Revoking {req.identity_name}: the ServiceAccount, role assignments, federated credential and "
+            "identity are removed in that order.",
+        )
+    return redirect("request_detail", pk=req.pk)
 
 
-revoke = verify_again = _todo
+@login_required
+@require_POST
+def verify_again(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    req = _visible_request(request, pk)
+    try:
+        workflow.rerun_verification(req, actor=request.user, source_ip=audit.client_ip(request))
+    except workflow.WorkflowError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, "Verification queued: the token exchange is tried again in a moment.")
+    return redirect("request_detail", pk=req.pk)

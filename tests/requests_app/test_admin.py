@@ -108,7 +108,7 @@ def test_audit_events_cannot_be_added_changed_or_deleted(admin, pending):
     assert event.action == "request.submitted"
 
 
-def test_a_cluster_with_an_issuer_is_registered_and_audited(admin):
+def test_a_cluster_with_an_issuer_is_registered_and_audited(admin, cloud):  # the catalogue is checked in ARM
     response = client_for(admin).post(
         reverse("admin:requests_app_cluster_add"), cluster_form(oidc_issuer_url="https://issuer.example/abc/")
     )

@@ -1,0 +1,102 @@
+"""Rate limits on sign-in and on request submission (django-ratelimit, counting in the shared cache).
+
+The views stay as they are; requests_app/urls.py wraps them:
+
+    path("login/", ratelimits.signin(auth_views.login), name="login")
+
+Over the limit, the answer is a friendly 429 page with Retry-After, never an error. Limits are settings
+(PORTAL_SIGNIN_RATE per client IP, PORTAL_SUBMIT_RATE per user). If the cache cannot be reached the request goes
+through and the failure is logged: the limits slow down guessing and floods, while sign-in itself is protected
+by Entra, so an outage of Redis should not lock everybody out.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django_ratelimit.core import get_usage
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+View = Callable[..., HttpResponse]
+# The one bucket of requests without a valid address (a key, not an address to bind to).
+NO_ADDRESS = "0.0.0.0"  # nosec B104 # a bucket key, never bound  # noqa: S104
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address for per-IP limits (RATELIMIT_IP_META_KEY).
+
+    Behind the TLS-terminating ingress (PORTAL_BEHIND_TLS_PROXY) every request comes from the ingress, so the
+    address it appended last to X-Forwarded-For is the client's; earlier entries are whatever the client sent.
+    """
+    if settings.PORTAL_BEHIND_TLS_PROXY:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if _is_ip(forwarded[-1].strip()):
+            return forwarded[-1].strip()
+    remote = request.META.get("REMOTE_ADDR") or ""
+    return remote if _is_ip(remote) else NO_ADDRESS
+
+
+def signin(view: View, *, methods: tuple[str, ...] = ("POST",)) -> View:
+    """Sign-in starts (POST /login/) and Entra's redirects back (GET /auth/callback), per client IP."""
+    return _limited(
+        view,
+        group=f"signin.{view.__name__}",
+        key="ip",
+        rate_setting="PORTAL_SIGNIN_RATE",
+        applies=lambda request: request.method in methods,
+    )
+
+
+def submission(view: View) -> View:
+    """Request submissions (POST /requests/new/ with action=submit), per signed-in user."""
+    return _limited(view, group="submit", key="user", rate_setting="PORTAL_SUBMIT_RATE", applies=_is_submit)
+
+
+def _is_submit(request: HttpRequest) -> bool:
+    # Anonymous callers are sent to sign in by the view itself; adding rows or reviewing is not submitting.
+    return request.method == "POST" and request.user.is_authenticated and request.POST.get("action") == "submit"
+
+
+def _limited(view: View, *, group: str, key: str, rate_setting: str, applies: Callable[[HttpRequest], bool]) -> View:
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if applies(request):
+            usage = _usage(request, group=group, key=key, rate=getattr(settings, rate_setting))
+            if usage and usage["should_limit"]:
+                return too_many(request, retry_after=usage["time_left"])
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _usage(request: HttpRequest, *, group: str, key: str, rate: str) -> dict[str, Any] | None:
+    try:
+        return get_usage(request, group=group, key=key, rate=rate, increment=True)
+    except (RedisError, OSError):  # the cache is down: let the request through, loudly
+        log.exception("rate limit %s not checked: the cache failed", group)
+        return None
+
+
+def too_many(request: HttpRequest, *, retry_after: int) -> HttpResponse:
+    seconds = max(int(retry_after), 1)
+    log.warning("rate limit hit on %s %s", request.method, request.path)
+    response = render(request, "429.html", {"retry_after": seconds}, status=429)
+    response["Retry-After"] = str(seconds)
+    return response
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

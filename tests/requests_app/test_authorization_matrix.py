@@ -1,0 +1,407 @@
+"""Who gets what, on every URL and method of the portal, for every kind of person, on requests in every state.
+
+The URL list is read from Django's resolver: a URL added to the portal without a row here fails
+`test_every_url_has_a_matrix_entry`. The Django admin and django-rq's dashboard are only checked at their entry
+pages (their own views do the rest), which must be staff-only.
+
+How to read a table: rows are request states (`*`: every state), columns are people:
+    anon      not signed in
+    owner     the requester of the request
+    other     another requester (no relation to the request or its cluster)
+    approver  a portal approver
+    devops    a member of the request's cluster's DevOps group
+    devops2   a DevOps member of ANOTHER cluster
+    admin     a portal admin
+A cell is the expected HTTP status; `*` after it means the action took effect (an audit event was written),
+no `*` means nothing changed (status and audit trail as before). An anonymous 302 must go to the sign-in page.
+
+Every response (body, headers, the page that shows the flash message after a POST, error pages) is searched for
+the request's client and principal IDs: only the cluster's DevOps members and admins may see them, and only on
+a ready request's page.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+
+from requests_app import audit, naming, workflow
+from requests_app.models import AuditEvent, Cluster, IdentityRequest, RoleGrant, Status, Step, User
+
+from ..portal_fixtures import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+
+# Fake Azure IDs, stored on every request whatever its state (a failed request can hold them too).
+CLIENT_ID = "c11e47c1-d000-4000-8000-00000000c1d0"
+PRINCIPAL_ID = "9a1c1a1e-0000-4000-8000-00000000b1d0"
+SECRET_IDS = (CLIENT_ID, PRINCIPAL_ID)
+OTHER_DEVOPS = "0f1e2d3c-0009-4000-8000-000000000009"
+ROLES = ["anon", "owner", "other", "approver", "devops", "devops2", "admin"]
+STATES = [
+    "submitted",
+    "approved",
+    "provisioning",
+    "ready",
+    "failed",
+    "failed_revoke",
+    "rejected",
+    "cancelled",
+    "revoking",
+    "revoked",
+]
+
+# ---- the tables -----------------------------------------------------------------------------------------------
+
+# Pages that are not about one request (there are requests of every state in the database). Columns:
+#                    state  anon owner other approver devops devops2 admin
+PAGES = {
+    ("", "GET"): "*  302 200 200 200 200 200 200",
+    ("", "POST"): "*  302 200 200 200 200 200 200",  # renders like GET, changes nothing
+    ("requests/", "GET"): "*  302 200 200 200 200 200 200",
+    ("requests/", "POST"): "*  302 200 200 200 200 200 200",
+    ("requests/new/", "GET"): "*  302 200 200 200 200 200 200",
+    ("requests/new/", "POST"): "*  302 200 200 200 200 200 200",  # an empty form comes back with errors
+    ("approvals/", "GET"): "*  302 403 403 200 403 403 200",
+    ("approvals/", "POST"): "*  302 403 403 200 403 403 200",
+    ("audit/", "GET"): "*  302 403 403 403 403 403 200",
+    ("audit/", "POST"): "*  302 403 403 403 403 403 200",
+    ("audit.csv", "GET"): "*  302 403 403 403 403 403 200",
+    ("audit.csv", "POST"): "*  302 403 403 403 403 403 200",
+    ("drift/", "GET"): "*  302 403 403 403 403 403 200",
+    ("drift/", "POST"): "*  302 403 403 403 403 403 302*",  # "run reconcile now"
+    ("login/", "GET"): "*  200 200 200 200 200 200 200",
+    ("login/", "POST"): "*  302 302 302 302 302 302 302",  # off to Entra's authorize endpoint
+    ("auth/callback", "GET"): "*  400 400 400 400 400 400 400",  # no sign-in was started here
+    ("auth/callback", "POST"): "*  405 405 405 405 405 405 405",
+    ("logout/", "GET"): "*  200 200 200 200 200 200 200",
+    ("logout/", "POST"): "*  302 302* 302* 302* 302* 302* 302*",  # audited sign-out, off to Entra's logout
+    # Staff only (portal admins are staff); anyone else is sent to the admin's sign-in page.
+    ("admin/", "GET"): "*  302 302 302 302 302 302 200",
+    ("django-rq/", "GET"): "*  302 302 302 302 302 302 200",
+    ("django-rq/", "POST"): "*  302 302 302 302 302 302 200",
+    ("django-rq/stats.json", "GET"): "*  401 401 401 401 401 401 200",
+    ("django-rq/stats.json/t0k3n/", "GET"): "*  401 401 401 401 401 401 200",
+}
+
+# Pages and actions on one request. Columns:
+#          state  anon owner other approver devops devops2 admin
+DETAIL = "*  302 200 404 200 200 404 200"
+DECIDE_GET = "*  302 403 403 200 403 403 200"
+POST_ONLY = "*  302 405 405 405 405 405 405"  # the method is checked first: a GET learns nothing
+OBJECT = {
+    ("requests/<uuid:pk>/", "GET"): DETAIL,
+    ("requests/<uuid:pk>/", "POST"): DETAIL,  # renders like GET, changes nothing
+    ("requests/<uuid:pk>/status/", "GET"): DETAIL,
+    ("requests/<uuid:pk>/status/", "POST"): DETAIL,
+    ("approvals/<uuid:pk>/", "GET"): DECIDE_GET,
+    ("approvals/<uuid:pk>/", "POST"): """
+        submitted   302 403 403 302* 403 403 302*
+        *           302 403 403 302  403 403 302
+    """,
+    ("requests/<uuid:pk>/cancel/", "GET"): POST_ONLY,
+    ("requests/<uuid:pk>/cancel/", "POST"): """
+        submitted   302 302* 404 302 302 404 302
+        *           302 302  404 302 302 404 302
+    """,
+    ("requests/<uuid:pk>/retry/", "GET"): POST_ONLY,
+    ("requests/<uuid:pk>/retry/", "POST"): """
+        failed          302 302* 404 302 302  404 302*
+        failed_revoke   302 302  404 302 302* 404 302*
+        *               302 302  404 302 302  404 302
+    """,
+    ("requests/<uuid:pk>/revoke/", "GET"): POST_ONLY,
+    ("requests/<uuid:pk>/revoke/", "POST"): """
+        ready       302 302 404 302 302* 404 302*
+        *           302 302 404 302 302  404 302
+    """,
+    ("requests/<uuid:pk>/verify/", "GET"): POST_ONLY,
+    ("requests/<uuid:pk>/verify/", "POST"): """
+        ready       302 302* 404 302 302* 404 302*
+        *           302 302  404 302 302  404 302
+    """,
+    ("requests/<uuid:pk>/repair/", "GET"): POST_ONLY,
+    ("requests/<uuid:pk>/repair/", "POST"): """
+        ready       302 403 404 403 302* 404 302*
+        *           302 403 404 403 302  404 302
+    """,
+}
+
+# What each POST sends: enough for the action to go through when it is allowed.
+POST_DATA = {
+    "approvals/<uuid:pk>/": {"decision": "approve", "comment": "fine"},
+    "requests/<uuid:pk>/revoke/": {"reason": "CHG-42: moved to another cluster"},
+}
+
+# Admin internals and the django-rq dashboard's inner pages: their own views, checked at the entry pages above.
+EXCLUDED_PREFIXES = ("admin/",)
+DJANGO_RQ_ENTRY = {"django-rq/", "django-rq/^stats.json/?$", "django-rq/^stats.json/(?P<token>[\\w]+)?/?$"}
+# Routes written as regexes are matched by these concrete paths in the tables.
+REGEX_ROUTES = {
+    "django-rq/^stats.json/?$": "django-rq/stats.json",
+    "django-rq/^stats.json/(?P<token>[\\w]+)?/?$": "django-rq/stats.json/t0k3n/",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    status: int
+    effect: bool
+
+
+def parse(table: str) -> dict[tuple[str, str], Cell]:
+    """(state, role) -> Cell; a `*` row fills the states no earlier row named."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for line in table.strip().splitlines():
+        state, *values = line.split()
+        assert len(values) == len(ROLES), f"row {line!r} needs one cell per role"
+        for st in STATES if state == "*" else [state]:
+            for role, value in zip(ROLES, values, strict=True):
+                cells.setdefault((st, role), Cell(int(value.rstrip("*")), value.endswith("*")))
+    return cells
+
+
+# ---- the people, clusters and requests -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_cluster(db) -> Cluster:
+    """A second cluster with its own DevOps group: its members must not reach the first cluster's requests."""
+    return Cluster.objects.create(
+        name="aks-other",
+        subscription_id=SUBSCRIPTION,
+        resource_group="rg-aks-other-identities",
+        location="westeurope",
+        oidc_issuer_url="https://localhost:1/oidc/other/",
+        api_server_url="https://localhost:1/k8s/aks-other",
+        devops_group_id=OTHER_DEVOPS,
+        allowed_namespaces=["team-payments"],
+    )
+
+
+@pytest.fixture
+def people(requester, outsider, approver, devops, admin, other_cluster) -> dict[str, User | None]:
+    devops2 = User.objects.create(
+        username="devops-two", object_id="77777777-7777-4777-8777-777777777777", display_name="Devon Elsewhere",
+        tenant_id=requester.tenant_id, entra_groups=[OTHER_DEVOPS],
+    )  # fmt: skip
+    return {
+        "anon": None,
+        "owner": requester,
+        "other": outsider,
+        "approver": approver,
+        "devops": devops,
+        "devops2": devops2,
+        "admin": admin,
+    }
+
+
+_serial = itertools.count()
+
+
+def make_request(cluster: Cluster, owner: User, state: str) -> IdentityRequest:
+    """A request in `state`, written straight to the database with fake IDs (no cloud involved)."""
+    sa = f"sa-{next(_serial)}"
+    status = Status.FAILED if state == "failed_revoke" else Status(state)
+    failed_step = {"failed": "roles", "failed_revoke": "revoke_roles"}.get(state, "")
+    now = timezone.now()
+    req = IdentityRequest.objects.create(
+        cluster=cluster,
+        namespace="team-payments",
+        service_account=sa,
+        purpose="Read the payment provider's API key",
+        identity_name=naming.identity_name(cluster.name, "team-payments", sa),
+        requester=owner,
+        status=status,
+        identity_resource_id=f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/"
+        f"Microsoft.ManagedIdentity/userAssignedIdentities/{sa}",
+        client_id=CLIENT_ID,
+        principal_id=PRINCIPAL_ID,
+        tenant_id=owner.tenant_id,
+        failed_step=failed_step,
+        # Cloud errors quote principals; people who may not see IDs get them redacted.
+        failure_message=f"PrincipalNotFound: principal {PRINCIPAL_ID} (client {CLIENT_ID}) does not exist"
+        if failed_step
+        else "",
+        ready_at=now if status == Status.READY else None,
+    )
+    role = cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    RoleGrant.objects.create(
+        request=req, role_name=role.role_name, role_definition_id=role.role_definition_id, scope=VAULT_SCOPE
+    )
+    if status not in (Status.SUBMITTED, Status.REJECTED, Status.CANCELLED):
+        for position, name in enumerate(workflow.PROVISIONING_STEPS):
+            failed = name == failed_step
+            Step.objects.create(
+                request=req,
+                name=name,
+                position=position,
+                state=Step.State.FAILED if failed else Step.State.SUCCEEDED,
+                attempts=1,
+                started_at=now,
+                error=f"principal {PRINCIPAL_ID} not found" if failed else "",
+            )
+    # Provisioning's audit details carry IDs under these keys; the audit pages must strip them.
+    audit.record("step.identity.succeeded", actor=None, request=req, details={"clientId": CLIENT_ID,
+                                                                             "principal_id": PRINCIPAL_ID})  # fmt: skip
+    return req
+
+
+def client_as(user: User | None) -> Client:
+    c = Client(HTTP_HOST="localhost:8000")
+    if user is not None:
+        c.force_login(user)
+    return c
+
+
+def body_of(resp) -> str:
+    content = b"".join(resp.streaming_content) if resp.streaming else resp.content
+    headers = "\n".join(f"{k}: {v}" for k, v in resp.headers.items())
+    return headers + "\n" + content.decode(errors="replace")
+
+
+def leaked(text: str) -> list[str]:
+    return [i for i in SECRET_IDS if i.lower() in text.lower()]
+
+
+# ---- every URL has a row --------------------------------------------------------------------------------------
+
+
+def all_routes() -> list[str]:
+    def walk(patterns, prefix: str) -> list[str]:
+        out: list[str] = []
+        for p in patterns:
+            route = prefix + str(p.pattern)
+            if isinstance(p, URLResolver):
+                if route.startswith(EXCLUDED_PREFIXES):
+                    out.append(route)  # the admin's index only
+                    continue
+                out += walk(p.url_patterns, route)
+            elif isinstance(p, URLPattern):
+                out.append(route)
+        return out
+
+    return walk(get_resolver().url_patterns, "")
+
+
+def matrix_route(route: str) -> str | None:
+    """The table key a resolver route is checked under; None for django-rq's inner pages (staff-only views)."""
+    if route.startswith("django-rq/") and route not in DJANGO_RQ_ENTRY:
+        return None
+    return REGEX_ROUTES.get(route, route)
+
+
+def test_every_url_has_a_matrix_entry():
+    tables = {route for route, _ in PAGES} | {route for route, _ in OBJECT}
+    missing = [r for r in all_routes() if (key := matrix_route(r)) is not None and key not in tables]
+    assert missing == [], f"URLs without a row in the authorization matrix: {missing}"
+    for route in tables:
+        methods = {m for r, m in (*PAGES, *OBJECT) if r == route}
+        assert "GET" in methods, f"{route}: no GET row"
+
+
+def test_django_rq_inner_pages_are_staff_only(people):
+    """Every django-rq view under the dashboard is wrapped in staff_member_required (checked on a sample)."""
+    for path in ("/django-rq/queues/0/", "/django-rq/queues/0/failed/", "/django-rq/workers/0/",
+                 "/django-rq/queues/0/empty/", "/django-rq/queues/actions/0/"):  # fmt: skip
+        for role in ("anon", "owner", "approver", "devops"):
+            for method in ("get", "post"):
+                resp = getattr(client_as(people[role]), method)(path)
+                assert resp.status_code == 302 and resp["Location"].startswith("/admin/login/"), (path, role)
+
+
+# ---- the matrix -----------------------------------------------------------------------------------------------
+
+
+def check_cell(
+    label: str, c: Client, method: str, url: str, data: dict, want: Cell, role: str, changed: Callable[[], bool]
+) -> list[str]:
+    resp = getattr(c, method.lower())(url, data) if method == "POST" else c.get(url)
+    problems = []
+    if resp.status_code != want.status:
+        problems.append(f"{label}: {resp.status_code}, want {want.status}")
+    if role == "anon" and resp.status_code == 302 and url not in ("/login/", "/logout/"):
+        loc = resp["Location"]
+        if not (loc.startswith("/login/") or loc.startswith("/admin/login/")):
+            problems.append(f"{label}: anonymous redirected to {loc}, not to sign-in")
+    if changed() != want.effect:
+        problems.append(f"{label}: {'took effect' if not want.effect else 'did not take effect'}")
+    text = body_of(resp)
+    if method == "POST" and role != "anon" and resp.status_code == 302:
+        text += body_of(c.get("/requests/"))  # the flash message is shown on the next page
+    return problems + [f"{label}: shows {i}" for i in leaked(text)]
+
+
+@pytest.mark.parametrize(("route", "method"), list(PAGES), ids=[f"{m} /{r}" for r, m in PAGES])
+def test_pages(route, method, people, offline_cluster, cloud):
+    # One request of each state, so lists and the audit trail have something to (not) show.
+    for state in STATES:
+        make_request(offline_cluster, people["owner"], state)
+    cells = parse(PAGES[(route, method)])
+    problems: list[str] = []
+    for role in ROLES:
+        before = AuditEvent.objects.count()
+        problems += check_cell(
+            f"{role:8} {method} /{route}",
+            client_as(people[role]),
+            method,
+            f"/{route}",
+            {},
+            cells[("submitted", role)],
+            role,
+            lambda before=before: AuditEvent.objects.count() > before,
+        )
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize(("route", "method"), list(OBJECT), ids=[f"{m} /{r}" for r, m in OBJECT])
+def test_request_urls(route, method, people, offline_cluster):
+    cells = parse(OBJECT[(route, method)])
+    clients = {role: client_as(people[role]) for role in ROLES}
+    shows_ids = route in ("requests/<uuid:pk>/", "requests/<uuid:pk>/status/")
+    problems: list[str] = []
+    for state in STATES:
+        shared = make_request(offline_cluster, people["owner"], state)  # a GET changes nothing: one will do
+        for role in ROLES:
+            req = shared if method == "GET" else make_request(offline_cluster, people["owner"], state)
+            before = (req.status, req.events.count())
+
+            def changed(req=req, before=before) -> bool:
+                fresh = IdentityRequest.objects.get(pk=req.pk)
+                return (fresh.status, fresh.events.count()) != before
+
+            url = "/" + route.replace("<uuid:pk>", str(req.pk))
+            may_see = shows_ids and state == "ready" and role in ("devops", "admin")
+            label = f"{state:13} {role:8} {method} {url}"
+            found = check_cell(
+                label, clients[role], method, url, POST_DATA.get(route, {}), cells[(state, role)], role, changed
+            )
+            if may_see:
+                # Those who may see the IDs do (so the search above does find them when they are there).
+                assert any(CLIENT_ID in f for f in found) or route.endswith("/status/"), label
+                found = [f for f in found if not f.endswith(SECRET_IDS)]
+            problems += found
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize(("route", "method"), list(OBJECT), ids=[f"{m} /{r}" for r, m in OBJECT])
+def test_a_request_you_may_not_see_answers_like_one_that_does_not_exist(route, method, people, offline_cluster):
+    """IDOR: the IDs are random UUIDs, and access is checked anyway. For people the request is none of their
+    business, an existing request and a random UUID get the same answer (so existence leaks neither)."""
+    for role in ("other", "devops2"):
+        c = client_as(people[role])
+        req = make_request(offline_cluster, people["owner"], "ready")
+        assert req.pk.version == 4
+        data = POST_DATA.get(route, {})
+        call = c.post if method == "POST" else c.get
+        real = call("/" + route.replace("<uuid:pk>", str(req.pk)), data)
+        fake = call("/" + route.replace("<uuid:pk>", str(uuid.uuid4())), data)
+        assert real.status_code == fake.status_code, (role, route, method)
+        assert real.status_code in (403, 404, 405), (role, route, method)
+        assert IdentityRequest.objects.get(pk=req.pk).status == Status.READY
+        assert not leaked(body_of(real))

