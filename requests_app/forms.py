@@ -385,3 +385,16 @@ class AuditFilterForm(forms.Form):
         if data.get("date_to"):
             qs = qs.filter(created_at__date__lte=data["date_to"])
         return qs
+
+
+class RevokeForm(forms.Form):
+    """Why an identity is revoked: it goes into the audit log and the requester's e-mail."""
+
+    # Django's CharField also refuses NUL characters, which PostgreSQL cannot store.
+    reason = forms.CharField(
+        max_length=2000,
+        error_messages={
+            "required": "Say why the identity is revoked.",
+            "max_length": "Keep the reason under %(limit_value)d characters.",
+        },
+    )

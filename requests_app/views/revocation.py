@@ -14,20 +14,19 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from .. import audit, workflow
+from ..forms import RevokeForm
 from .requests import _visible_request
-
-# The reason goes into the audit log and the requester's e-mail: a sentence or a ticket link, not an essay.
-MAX_REASON = 2000
 
 
 @login_required
 @require_POST
 def revoke(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = _visible_request(request, pk)
-    reason = request.POST.get("reason", "").strip()
+    form = RevokeForm(request.POST)
     try:
-        if len(reason) > MAX_REASON:
-            raise workflow.WorkflowError(f"Keep the reason under {MAX_REASON} characters.")
+        if not form.is_valid():
+            raise workflow.WorkflowError(" ".join(form.errors["reason"]))
+        reason = form.cleaned_data["reason"]
         workflow.revoke_request(req, actor=request.user, reason=reason, source_ip=audit.client_ip(request))
     except workflow.WorkflowError as e:
         messages.error(request, str(e))

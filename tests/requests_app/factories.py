@@ -45,3 +45,10 @@ def form_data(cluster: Cluster, **over: str) -> dict[str, str]:
         "grants-0-scope": VAULT_SCOPE,
         **over,
     }
+
+
+def approved(cluster: Cluster, requester: User, approver: User, sa: str = "payments-api") -> IdentityRequest:
+    """A request approved by `approver` (its provisioning job is enqueued on commit, if there is a commit)."""
+    req = submitted(cluster, requester, sa=sa)
+    workflow.approve_request(req, actor=approver)
+    return req

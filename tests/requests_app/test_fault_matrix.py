@@ -25,7 +25,7 @@ from requests_app import provisioning, workflow
 from requests_app.cloud import kubernetes
 from requests_app.cloud.credentials import portal_credential
 from requests_app.models import AuditEvent, IdentityRequest, Status, Step
-from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
+from tests.requests_app.factories import approved
 from tests.requests_app.test_jobs import test_redis_url
 
 NS, SA = "team-payments", "payments-api"
@@ -236,17 +236,7 @@ def fast(cloud, emu):
 
 @pytest.fixture
 def req(demo_cluster, requester, approver) -> IdentityRequest:
-    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
-    r = workflow.submit_request(
-        requester=requester,
-        cluster=demo_cluster,
-        namespace=NS,
-        service_account=SA,
-        purpose="read the payments database password",
-        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
-    )
-    workflow.approve_request(r, actor=approver)
-    return r
+    return approved(demo_cluster, requester, approver, sa=SA)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from requests_app.cloud import identities, kubernetes, rbac
 from requests_app.cloud.credentials import connection_verify, portal_credential
 from requests_app.models import AuditEvent, IdentityRequest, RoleGrant, Status, Step
 from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+from tests.requests_app.factories import approved
 
 NS, SA = "team-payments", "payments-api"
 IDENTITY = "aks-demo-team-payments-payments-api"
@@ -28,17 +29,7 @@ def fast(cloud):
 
 @pytest.fixture
 def req(demo_cluster, requester, approver) -> IdentityRequest:
-    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
-    r = workflow.submit_request(
-        requester=requester,
-        cluster=demo_cluster,
-        namespace=NS,
-        service_account=SA,
-        purpose="read the payments database password",
-        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
-    )
-    workflow.approve_request(r, actor=approver)
-    return r
+    return approved(demo_cluster, requester, approver, sa=SA)
 
 
 def fresh(req: IdentityRequest) -> IdentityRequest:
