@@ -6,10 +6,17 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from emulator import Emulator, EmulatorClient
 
 pytest_plugins = ["tests.portal_fixtures"]
+
+# CI replays the same examples every run (a red build must be reproducible, not a roll of the dice); locally
+# hypothesis explores afresh each time and keeps what it finds in .hypothesis/.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
