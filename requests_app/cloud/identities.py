@@ -6,7 +6,9 @@ lives here too: one place decides what "transient" means for ARM.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,6 +30,7 @@ from .credentials import connection_verify, portal_credential
 from .errors import CloudError
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 # ARM statuses azure-core itself treats as worth retrying; everything else 4xx is a refusal.
 TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -105,6 +108,26 @@ def arm_options() -> dict[str, Any]:
     return options
 
 
+def arm_client(client_class: type[C], subscription_id: str) -> C:
+    """An ARM client for the subscription, reused across calls: building one (and loading the CA bundle for
+    its connections) costs tens of milliseconds, and a job makes several calls. Keyed by everything the
+    client is built from, so changed settings (tests, reconfiguration) get a fresh one."""
+    options = arm_options()
+    credential = portal_credential()
+    # The pid: a forked worker must not share its parent's pooled connections.
+    key = (os.getpid(), client_class, subscription_id.lower(), id(credential), tuple(sorted(options.items())))
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            if len(_CLIENTS) >= 64:
+                _CLIENTS.clear()
+            _CLIENTS[key] = client_class(credential, subscription_id, **options)
+        return _CLIENTS[key]
+
+
+_CLIENTS: dict[tuple[Any, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 def scrub(text: str) -> str:
     """`text` with GUIDs replaced, so an error shown to a requester carries no object or client IDs."""
     return _GUIDS.sub("…", text)
@@ -155,7 +178,7 @@ def call_arm(what: str, fn: Callable[[], T]) -> T:
 
 
 def _client(subscription_id: str) -> ManagedServiceIdentityClient:
-    return ManagedServiceIdentityClient(portal_credential(), subscription_id, **arm_options())
+    return arm_client(ManagedServiceIdentityClient, subscription_id)
 
 
 def _identity(raw: Identity) -> ManagedIdentity:

@@ -15,9 +15,8 @@ from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 from azure.mgmt.authorization.models import RoleDefinition as SdkRoleDefinition
 
 from .. import limits, naming
-from .credentials import portal_credential
 from .errors import CloudError
-from .identities import arm_error, arm_options, call_arm
+from .identities import arm_client, arm_error, call_arm
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ _PERMISSION_KEYS = ("actions", "not_actions", "data_actions", "not_data_actions"
 
 
 def _client(scope: str) -> AuthorizationManagementClient:
-    return AuthorizationManagementClient(portal_credential(), naming.subscription_of(scope), **arm_options())
+    return arm_client(AuthorizationManagementClient, naming.subscription_of(scope))
 
 
 def role_definition_id(scope: str, role_guid: str) -> str:
