@@ -21,6 +21,10 @@ class User(AbstractUser):
     entra_roles = models.JSONField(default=list, blank=True)
     is_approver = models.BooleanField(default=False)
     is_portal_admin = models.BooleanField(default=False)
+    # When groups and app roles were last read from Entra (sign-in, or Graph afterwards): they are read again
+    # when this is older than PORTAL_ROLES_MAX_AGE_SECONDS, and always before an approval, revocation or
+    # admin action, so someone removed from a group loses what it gave them.
+    roles_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -46,6 +50,10 @@ class Cluster(models.Model):
 
     name = models.SlugField(max_length=63, unique=True)
     display_name = models.CharField(max_length=128, blank=True)
+    # The cluster's Azure resource (Microsoft.ContainerService/managedClusters). For api_auth "entra" the API
+    # server address, its CA and the OIDC issuer are read from it, never typed: the portal's Entra token goes
+    # only to the host Azure names for this cluster.
+    arm_resource_id = models.CharField(max_length=512, blank=True)
     subscription_id = models.CharField(max_length=36)
     resource_group = models.CharField(max_length=90, help_text="Resource group the identities are created in.")
     location = models.CharField(max_length=64)
@@ -57,6 +65,9 @@ class Cluster(models.Model):
     kubeconfig_context = models.CharField(max_length=128, blank=True)
     devops_group_id = models.CharField(max_length=36, help_text="Entra group whose members see client IDs.")
     allowed_namespaces = models.JSONField(default=list, blank=True)
+    # namespace -> object ID of the Entra group that owns it: only its members (and admins) may ask for
+    # identities in that namespace.
+    namespace_owners = models.JSONField(default=dict, blank=True)
     allowed_subscriptions = models.JSONField(default=list, blank=True, help_text="Blank: the cluster's own.")
     created_at = models.DateTimeField(auto_now_add=True)
 
