@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import odata, roles
+from . import aks, odata, roles
 from .errors import arm_error
 from .tokens import TokenError
 
@@ -36,6 +36,7 @@ AUTHZ_NS = "microsoft.authorization"
 IDENTITY_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
 FIC_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
 RA_TYPE = "Microsoft.Authorization/roleAssignments"
+AKS_NS = "microsoft.containerservice"
 
 # The versions ARM serves for each resource type (the SDKs pin theirs client-side; see wire notes §1, §3).
 IDENTITY_API_VERSIONS = ("2024-11-30", "2023-01-31", "2022-01-31-preview", "2021-09-30-preview", "2018-11-30")
@@ -279,6 +280,8 @@ class Arm:
         if len(low) >= 6 and low[0] == "subscriptions" and low[2] == "resourcegroups" and low[4] == "providers":
             if low[5] == MSI_NS and len(low) >= 7 and low[6] == UAI:
                 return await self.identities(request, segments, query, claims)
+            if low[5:7] == [AKS_NS, "managedclusters"] and len(low) == 9:
+                return self.managed_cluster_action(request, segments, version)
             return self.generic_resource(request, segments, version)
         if low[:1] == ["subscriptions"] and len(low) in (2, 4) and (len(low) == 2 or low[2] == "resourcegroups"):
             return self.subscription_or_group(request, segments, version)
@@ -431,6 +434,9 @@ class Arm:
             "tags": {},
             "properties": {"provisioningState": "Succeeded"},
         }
+        if res.type.lower() == AKS_NS + "/managedclusters":
+            cluster = self.emu.config.cluster(res.name)
+            return aks.managed_cluster_json(self.emu, sub, rg, cluster)
         if res.type.lower() == "microsoft.keyvault/vaults":
             body["properties"] = {
                 "sku": {"family": "A", "name": "standard"},
@@ -456,6 +462,18 @@ class Arm:
                 "provisioningState": "Succeeded",
             }
         return body
+
+    def managed_cluster_action(self, request: web.Request, segments: list[str], version: str) -> web.Response:
+        """POST …/managedClusters/{name}/listClusterUserCredential: the kubeconfig Azure hands out."""
+        scope = resolve_scope(self.emu, segments[:8])
+        action = segments[8].lower()
+        if action != "listclusterusercredential":
+            raise self.unknown_type(segments)
+        if request.method != "POST":
+            raise self.method_not_allowed(request.method)
+        self.check_generic_version(version, "2024-09-01, 2024-05-01, 2023-10-01")
+        cluster = self.emu.config.cluster(scope.resource.name)
+        return web.json_response(aks.user_credential(self.emu, scope.sub, scope.rg, cluster))
 
     # --- user-assigned identities ---
     def list_identities(self, request: web.Request, segments: list[str], query: dict[str, str]) -> web.Response:

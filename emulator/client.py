@@ -62,6 +62,10 @@ class EmulatorClient:
     def advance_clock(self, seconds: float) -> dict[str, Any]:
         return self._call("POST", "/clock", json={"advance": seconds})
 
+    def patch_cluster(self, name: str, **changes: str) -> dict[str, Any]:
+        """Change how ARM describes cluster `name` (e.g. fqdn=...) until the next reset."""
+        return self._call("PATCH", f"/clusters/{name}", json=changes)
+
     def add_namespace(self, cluster: str, name: str) -> dict[str, Any]:
         return self._call("POST", "/namespaces", json={"cluster": cluster, "name": name})
 

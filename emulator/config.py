@@ -102,6 +102,9 @@ class Cluster:
     issuer_id: str = ""  # the GUID in the issuer URL; derived from the name when empty
     namespaces: list[str] = field(default_factory=lambda: ["default", "kube-system"])
     static_tokens: list[StaticToken] = field(default_factory=list)
+    # Where its ARM resource (Microsoft.ContainerService/managedClusters/<name>) lives; none when empty.
+    subscription: str = ""
+    resource_group: str = ""
 
 
 @dataclass
@@ -195,6 +198,21 @@ def load(path: str | Path | None) -> Config:
     return from_dict(data)
 
 
+MANAGED_CLUSTER_TYPE = "Microsoft.ContainerService/managedClusters"
+
+
+def _add_managed_cluster(cfg: Config, c: Cluster) -> None:
+    """The cluster's ARM resource, in its subscription and resource group (both must be configured)."""
+    sub = cfg.subscription(c.subscription)
+    if sub is None:
+        raise ValueError(f"cluster {c.name}: unknown subscription {c.subscription}")
+    rg = next((g for g in sub.resource_groups if g.name.lower() == c.resource_group.lower()), None)
+    if rg is None:
+        raise ValueError(f"cluster {c.name}: unknown resource group {c.resource_group}")
+    if not any(r.type == MANAGED_CLUSTER_TYPE and r.name == c.name for r in rg.resources):
+        rg.resources.append(Resource(type=MANAGED_CLUSTER_TYPE, name=c.name))
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     cfg: Config = _build(Config, data)
     for c in cfg.clusters:
@@ -202,6 +220,8 @@ def from_dict(data: dict[str, Any]) -> Config:
             c.issuer_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator-cluster:{c.name}"))
         if cfg.tenant(c.tenant) is None:
             raise ValueError(f"cluster {c.name}: unknown tenant {c.tenant}")
+        if c.subscription:
+            _add_managed_cluster(cfg, c)
     for s in cfg.subscriptions:
         if cfg.tenant(s.tenant) is None:
             raise ValueError(f"subscription {s.id}: unknown tenant {s.tenant}")

@@ -96,6 +96,15 @@ def setup(app: web.Application, emu: Any) -> None:
         gone = emu.store.namespaces.pop(key, None)
         return web.Response(status=204 if gone else 404)
 
+    async def patch_cluster(request: web.Request) -> web.Response:
+        """Change how ARM describes a cluster: {"fqdn": "..."} (undone by reset)."""
+        name = request.match_info["name"]
+        body = await _json(request)
+        if emu.config.cluster(name) is None or set(body) - {"fqdn"}:
+            return web.json_response({"error": "a configured cluster, and only fqdn may change"}, status=400)
+        emu.cluster_overrides.setdefault(name, {}).update({k: str(v) for k, v in body.items()})
+        return web.json_response(emu.cluster_overrides[name])
+
     r = app.router
     r.add_get(f"{PREFIX}/health", health)
     r.add_get(f"{PREFIX}/info", info)
@@ -112,6 +121,7 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_post(f"{PREFIX}/clock", clock)
     r.add_post(f"{PREFIX}/namespaces", add_namespace)
     r.add_delete(f"{PREFIX}/namespaces/{{cluster}}/{{name}}", delete_namespace)
+    r.add_patch(f"{PREFIX}/clusters/{{name}}", patch_cluster)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

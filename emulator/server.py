@@ -185,6 +185,8 @@ class Emulator:
         self.throttle.reset()
         self.calls.clear()
         self.clock_offset = 0.0
+        # Control-API changes to how ARM describes a cluster (e.g. its FQDN), undone here like everything else.
+        self.cluster_overrides: dict[str, dict[str, str]] = {}
         now = self.now()
         for t in self.config.tenants:
             for u in t.users:

@@ -8,12 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.http import HttpRequest
 
 from . import audit, clusters
-from .cloud.errors import CloudError
 from .models import AllowedRole, Approval, AuditEvent, Cluster, IdentityRequest, RoleGrant, Step, User
 
 
@@ -34,16 +33,28 @@ class ReadOnlyMixin:
 
 
 class ClusterAdminForm(forms.ModelForm):
+    """A cluster as an admin registers it: by its ARM resource ID. The API server, its CA and the OIDC issuer are
+    read from Azure when the form is saved (clusters.resolve_connection), never typed."""
+
+    arm_resource_id = forms.CharField(
+        required=False,
+        max_length=512,
+        label="ARM resource ID",
+        help_text="/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.ContainerService/managedClusters/"
+        "<name> (az aks show -g <group> -n <name> --query id -o tsv). Required when the portal reaches the cluster "
+        "with its Entra token.",
+    )
+    location = forms.CharField(
+        required=False, max_length=64, help_text="Where identities are created. Blank: the cluster's own region."
+    )
     oidc_issuer_url = forms.URLField(
         required=False,
         max_length=512,
         assume_scheme="https",
         label="OIDC issuer URL",
-        help_text="Leave blank to discover it from the cluster's /.well-known/openid-configuration. "
-        "Stored exactly as given (AKS issuers end in '/').",
+        help_text="Only for a kubeconfig or in-cluster cluster registered without an ARM resource ID; otherwise it "
+        "is read from Azure. Stored exactly as given (AKS issuers end in '/').",
     )
-
-    api_server_url = forms.URLField(max_length=512, assume_scheme="https", label="API server URL")
 
     class Meta:
         model = Cluster
@@ -51,20 +62,25 @@ class ClusterAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if not data.get("oidc_issuer_url") and not self.errors:
-            try:
-                data["oidc_issuer_url"] = _discover_issuer(data)
-            except CloudError as e:
-                self.add_error("oidc_issuer_url", f"Could not discover the issuer: {e.message} Enter it by hand.")
+        self.connection_changes: dict[str, Any] = {}
+        if self.errors:
+            return data
+        try:
+            connection, location = clusters.resolve_connection(data)
+            if self.instance.pk:
+                original = Cluster.objects.get(pk=self.instance.pk)
+                chosen = {name: data.get(name) or "" for name in ("api_auth", "kubeconfig_context")}
+                self.connection_changes = clusters.connection_changes(original, {**connection, **chosen})
+        except clusters.ClusterConfigError as e:
+            field = "arm_resource_id" if data.get("arm_resource_id") or data.get("api_auth") == "entra" else None
+            self.add_error(field or "oidc_issuer_url", str(e))
+            return data
+        for name, value in connection.items():
+            setattr(self.instance, name, value)
+        data.update(connection)
+        if not data.get("location"):
+            data["location"] = self.instance.location = location
         return data
-
-
-def _discover_issuer(data: dict[str, Any]) -> str:
-    # Imported here: the Kubernetes adapter pulls in the kubernetes client, which the admin rarely needs.
-    from .cloud import kubernetes
-
-    probe = Cluster(**{f.name: data[f.name] for f in Cluster._meta.concrete_fields if f.name in data})
-    return kubernetes.discover_issuer(probe)
 
 
 class AllowedRoleFormSet(forms.BaseInlineFormSet):
@@ -99,10 +115,39 @@ class AllowedRoleInline(admin.TabularInline):
 class ClusterAdmin(admin.ModelAdmin):
     form = ClusterAdminForm
     inlines = [AllowedRoleInline]
-    list_display = ("name", "display_name", "subscription_id", "oidc_issuer_url")
+    list_display = ("name", "display_name", "subscription_id", "oidc_issuer_url", "connection_ok")
     search_fields = ("name", "display_name", "subscription_id")
+    readonly_fields = ("api_server_url", "api_server_ca_fingerprint", "connection_drift")
+    actions = ["reread_connection"]
+
+    @admin.display(description="API server CA")
+    def api_server_ca_fingerprint(self, obj: Cluster) -> str:
+        return clusters.connection_summary(obj)["api_server_ca"] or "—"
+
+    @admin.display(boolean=True, description="Connection as in Azure")
+    def connection_ok(self, obj: Cluster) -> bool:
+        return not obj.connection_drift
+
+    @admin.action(description="Re-read the connection from Azure")
+    def reread_connection(self, request: HttpRequest, queryset: Any) -> None:
+        for cluster in queryset:
+            if not cluster.arm_resource_id:
+                self.message_user(request, f"{cluster.name}: no ARM resource ID to read.", messages.WARNING)
+                continue
+            try:
+                changes = clusters.refresh_connection(cluster, actor=request.user, source_ip=audit.client_ip(request))
+            except clusters.ClusterConfigError as e:
+                self.message_user(request, str(e), messages.ERROR)
+                continue
+            said = f"changed {', '.join(sorted(changes))}" if changes else "unchanged"
+            self.message_user(request, f"{cluster.name}: connection {said}.", messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: Cluster, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            # Re-checked under a row lock: an identity approved since the form was validated still counts.
+            locked = Cluster.objects.select_for_update().get(pk=obj.pk)
+            clusters.connection_changes(locked, {n: getattr(obj, n) for n in clusters.CONNECTION})
+            obj.connection_drift = {}
         super().save_model(request, obj, form, change)
         # The admin wraps this in a transaction: the audit event commits with the change.
         audit.record(
@@ -110,7 +155,11 @@ class ClusterAdmin(admin.ModelAdmin):
             actor=request.user,
             cluster=obj,
             source_ip=audit.client_ip(request),
-            details={"issuer": obj.oidc_issuer_url, "changed": form.changed_data},
+            details={
+                "issuer": obj.oidc_issuer_url,
+                "changed": form.changed_data,
+                "connection": form.connection_changes if change else clusters.connection_summary(obj),
+            },
         )
 
 

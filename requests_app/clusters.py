@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,25 +10,34 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from . import audit, naming, policy
-from .models import AllowedRole, Cluster, User
+from .cloud.errors import CloudError
+from .models import ACTIVE_STATUSES, AllowedRole, Cluster, IdentityRequest, Status, User
 
 if TYPE_CHECKING:
     from .cloud.rbac import RoleDefinition
 
+# What a person sets. How the portal reaches a cluster it calls with its own Entra token (the API server's
+# URL and CA, the OIDC issuer) is not among them: it is read from the cluster's ARM resource (cloud/aks.py).
 FIELDS = (
     "display_name",
+    "arm_resource_id",
     "subscription_id",
     "resource_group",
     "location",
-    "oidc_issuer_url",
-    "api_server_url",
-    "api_server_ca",
+    "oidc_issuer_url",  # only for kubeconfig/in-cluster clusters registered without an ARM resource ID
     "api_auth",
     "kubeconfig_context",
     "devops_group_id",
     "allowed_namespaces",
+    "namespace_owners",
     "allowed_subscriptions",
 )
+# Where the portal's calls and tokens go, and whose tokens Entra trusts: changing any of these is audited with
+# before and after, and refused while identities exist on the cluster.
+CONNECTION = ("arm_resource_id", "api_auth", "kubeconfig_context", "api_server_url", "api_server_ca", "oidc_issuer_url")
+NEVER_TYPED = ("api_server_url", "api_server_ca", "api_server_ca_file")
+# Requests in these states have (or are about to have) an identity federated with the cluster's issuer.
+_HOLDING_IDENTITIES = [s for s in ACTIVE_STATUSES if s != Status.SUBMITTED]
 
 
 class ClusterConfigError(ValueError):
@@ -35,30 +45,30 @@ class ClusterConfigError(ValueError):
 
 
 def register(spec: dict[str, Any], *, actor: User | None = None) -> Cluster:
-    """Create or update one cluster from a dict (the YAML shape); discover the issuer when it is not given."""
+    """Create or update one cluster from a dict (the YAML shape); its connection is read from Azure."""
     spec = dict(spec)
     name = spec.pop("name", None)
     if not name:
         raise ClusterConfigError("every cluster needs a name")
     roles = spec.pop("roles", [])
-    ca_file = spec.pop("api_server_ca_file", None)
-    if ca_file:
-        try:
-            spec["api_server_ca"] = Path(ca_file).read_text()
-        except OSError as e:
-            raise ClusterConfigError(f"cluster {name}: cannot read api_server_ca_file {ca_file}: {e}") from e
+    typed = [key for key in NEVER_TYPED if key in spec]
+    if typed:
+        raise ClusterConfigError(
+            f"cluster {name}: {', '.join(typed)} cannot be given: the portal reads the API server and its CA "
+            "from the cluster's ARM resource (arm_resource_id)"
+        )
     unknown = set(spec) - set(FIELDS)
     if unknown:
         raise ClusterConfigError(f"cluster {name}: unknown keys {sorted(unknown)}")
     # Every catalogue entry is checked against its role definition in Azure: a role that grants control over
     # access is refused, and the definition's permissions say whether it is a write role.
     vetted = {r["role_definition_id"]: vet_role(spec.get("subscription_id", ""), r, cluster_name=name) for r in roles}
-    if not spec.get("oidc_issuer_url"):
-        from .cloud import kubernetes
-
-        probe = Cluster(name=name, **{k: v for k, v in spec.items() if k in FIELDS})
-        spec["oidc_issuer_url"] = kubernetes.discover_issuer(probe)
+    connection, location = resolve_connection(spec, cluster_name=name)
+    spec.update(connection)
+    spec["location"] = spec.get("location") or location
     with transaction.atomic():
+        existing = Cluster.objects.select_for_update().filter(name=name).first()
+        changes = connection_changes(existing, spec) if existing else {}
         cluster, created = Cluster.objects.update_or_create(name=name, defaults=spec)
         for role in roles:
             AllowedRole.objects.update_or_create(
@@ -75,15 +85,151 @@ def register(spec: dict[str, Any], *, actor: User | None = None) -> Cluster:
             "cluster.registered" if created else "cluster.updated",
             actor=actor,
             cluster=cluster,
-            details={"issuer": cluster.oidc_issuer_url, "roles": [r["role_name"] for r in roles]},
+            details={
+                "issuer": cluster.oidc_issuer_url,
+                "roles": [r["role_name"] for r in roles],
+                "connection": changes if existing else connection_summary(cluster),
+            },
         )
     return cluster
+
+
+def resolve_connection(spec: dict[str, Any], *, cluster_name: str = "") -> tuple[dict[str, str], str]:
+    """The connection fields for `spec` and the cluster's Azure location ("" when unknown).
+
+    With an ARM resource ID everything comes from Azure. Without one (kubeconfig or in-cluster only) the typed
+    issuer is checked by fetching its public discovery document with no credential. ClusterConfigError when
+    the cluster cannot be used.
+    """
+    from .cloud import aks
+
+    what = f"cluster {cluster_name}: " if cluster_name else ""
+    api_auth = spec.get("api_auth") or Cluster.ApiAuth.ENTRA
+    resource_id = (spec.get("arm_resource_id") or "").strip()
+    typed_issuer = spec.get("oidc_issuer_url") or ""
+    try:
+        if resource_id:
+            connection, location = from_azure(resource_id, api_auth)
+            if typed_issuer and typed_issuer != connection["oidc_issuer_url"]:
+                raise ClusterConfigError(
+                    f"{what}the OIDC issuer is read from Azure ({connection['oidc_issuer_url']}); leave it blank"
+                )
+            return connection, location
+        if api_auth == Cluster.ApiAuth.ENTRA:
+            raise ClusterConfigError(
+                f"{what}a cluster the portal reaches with its Entra token is registered by its ARM resource ID "
+                "(az aks show -g <group> -n <name> --query id -o tsv): its API server, CA and OIDC issuer are "
+                "read from Azure"
+            )
+        if not typed_issuer:
+            raise ClusterConfigError(f"{what}without an ARM resource ID, enter the cluster's OIDC issuer URL")
+        aks.check_issuer(typed_issuer)
+    except CloudError as e:
+        raise ClusterConfigError(f"{what}{e.message}") from e
+    return {"arm_resource_id": "", "oidc_issuer_url": typed_issuer, "api_server_url": "", "api_server_ca": ""}, ""
+
+
+def from_azure(resource_id: str, api_auth: str) -> tuple[dict[str, str], str]:
+    """The connection fields as the cluster's ARM resource gives them, and its location; raises CloudError."""
+    from .cloud import aks
+
+    found = aks.read_connection(resource_id)
+    entra = api_auth == Cluster.ApiAuth.ENTRA
+    return {
+        "arm_resource_id": found.arm_resource_id,
+        "oidc_issuer_url": found.oidc_issuer_url,
+        # Only a cluster reached with the portal's Entra token uses these; the others use their kubeconfig.
+        "api_server_url": found.api_server_url if entra else "",
+        "api_server_ca": found.api_server_ca if entra else "",
+    }, found.location
+
+
+def reconcile_connection(cluster: Cluster) -> dict[str, dict[str, str]]:
+    """Compare the stored connection with what Azure says now; record and audit a new or settled difference.
+
+    Returns the difference (field -> {"stored", "azure"}; empty when they agree). A cluster Azure no longer
+    answers for (deleted, no issuer, kubeconfig off its FQDN) is drift too; a transient failure raises CloudError.
+    """
+    try:
+        now, _ = from_azure(cluster.arm_resource_id, cluster.api_auth)
+        drift = {
+            name: {"stored": _shown(name, getattr(cluster, name)), "azure": _shown(name, value)}
+            for name, value in now.items()
+            if (getattr(cluster, name) or "") != value
+        }
+    except CloudError as e:
+        if not e.permanent:
+            raise
+        drift = {"arm_resource_id": {"stored": cluster.arm_resource_id, "azure": e.message}}
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        if locked.connection_drift != drift:
+            Cluster.objects.filter(pk=cluster.pk).update(connection_drift=drift)
+            audit.record(
+                "cluster.connection_drift" if drift else "cluster.connection_drift_resolved",
+                actor=None,
+                cluster=locked,
+                details={"connection": drift or locked.connection_drift},
+            )
+    return drift
+
+
+def connection_summary(cluster: Cluster) -> dict[str, str]:
+    """The connection as the audit log shows it: the CA as its SHA-256 fingerprint, not the whole PEM."""
+    return {name: _shown(name, getattr(cluster, name)) for name in CONNECTION}
+
+
+def _shown(name: str, value: str) -> str:
+    if name == "api_server_ca" and value:
+        return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+    return value
+
+
+def connection_changes(cluster: Cluster, new: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Before and after of each connection field `new` changes; ClusterConfigError while identities exist.
+
+    Identities on a cluster are federated with its issuer and reached through its API server: pointing the
+    cluster elsewhere under them would break them or hand their ServiceAccounts to another cluster. The
+    API server's CA alone may change (Azure rotates it), since it comes from the same ARM resource.
+    """
+    changes = {
+        name: {"before": _shown(name, getattr(cluster, name)), "after": _shown(name, new[name])}
+        for name in CONNECTION
+        if name in new and (getattr(cluster, name) or "") != (new[name] or "")
+    }
+    guarded = sorted(set(changes) - {"api_server_ca"})
+    held = IdentityRequest.objects.filter(cluster=cluster, status__in=_HOLDING_IDENTITIES).count() if guarded else 0
+    if held:
+        raise ClusterConfigError(
+            f"{', '.join(guarded)} of cluster {cluster.name} cannot change while {held} identities exist on it: "
+            "revoke them first, or register the rebuilt cluster under a new name"
+        )
+    return changes
+
+
+def refresh_connection(cluster: Cluster, *, actor: User | None, source_ip: str | None = None) -> dict[str, Any]:
+    """Read the cluster's connection from Azure again and store it (audited); the changes made."""
+    connection, _ = resolve_connection(
+        {"arm_resource_id": cluster.arm_resource_id, "api_auth": cluster.api_auth}, cluster_name=cluster.name
+    )
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        changes = connection_changes(locked, connection)
+        if changes:
+            Cluster.objects.filter(pk=cluster.pk).update(**connection, connection_drift={})
+            audit.record(
+                "cluster.connection_changed",
+                actor=actor,
+                cluster=locked,
+                source_ip=source_ip,
+                details={"connection": changes, "from": "azure"},
+            )
+    return changes
 
 
 def vet_role(subscription_id: str, role: dict[str, Any], *, cluster_name: str = "") -> RoleDefinition:
     """The role definition of a catalogue entry, looked up in Azure; ClusterConfigError if it may not be offered."""
     from .cloud import rbac
-    from .cloud.errors import CloudError
 
     guid = str(role.get("role_definition_id") or "").strip().lower()
     what = f"{cluster_name + ': ' if cluster_name else ''}role {role.get('role_name') or guid}"

@@ -28,10 +28,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import access, audit, leases, limits, naming, provisioning, retry
+from . import access, audit, clusters, leases, limits, naming, provisioning, retry
 from .cloud import identities, kubernetes, rbac
 from .cloud.errors import CloudError
-from .models import AllowedRole, DriftFinding, IdentityRequest, Status, Step, User
+from .models import AllowedRole, Cluster, DriftFinding, IdentityRequest, Status, Step, User
 from .workflow import WorkflowError
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,13 @@ class Summary:
     skipped: int = 0
     errors: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     open_by_kind: dict[str, int] = field(default_factory=dict)
+    # Clusters whose stored connection differs from what Azure says (clusters.reconcile_connection).
+    clusters_drifted: list[str] = field(default_factory=list)
+    cluster_errors: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def open_total(self) -> int:
-        return sum(self.open_by_kind.values())
+        return sum(self.open_by_kind.values()) + len(self.clusters_drifted)
 
 
 # ---- looking ------------------------------------------------------------------------------------------------
@@ -369,9 +372,24 @@ def reconcile_one(request_id: uuid.UUID, summary: Summary | None = None) -> Summ
     return summary
 
 
+def reconcile_clusters(summary: Summary | None = None) -> Summary:
+    """Check every cluster registered by its ARM resource against Azure (its API server, CA and issuer)."""
+    summary = summary or Summary()
+    for cluster in Cluster.objects.exclude(arm_resource_id=""):
+        try:
+            if clusters.reconcile_connection(cluster):
+                summary.clusters_drifted.append(cluster.name)
+        except CloudError as e:
+            log.warning("reconcile: cluster %s could not be checked: %s", cluster.name, e.message)
+            summary.cluster_errors.append((cluster.name, e.message))
+    return summary
+
+
 def reconcile_all(request_ids: list[uuid.UUID] | None = None) -> Summary:
-    """Reconcile every ready request (or those given), one after another; returns what was checked and found."""
+    """Reconcile every cluster and ready request (or only the requests given); returns what was checked and found."""
     summary = Summary()
+    if request_ids is None:
+        reconcile_clusters(summary)
     ids = to_reconcile() if request_ids is None else request_ids
     for request_id in ids:
         reconcile_one(request_id, summary)
@@ -391,6 +409,7 @@ def enqueue_reconcile_all() -> int:
     from . import jobs
 
     ids = to_reconcile()
+    jobs.enqueue_reconcile_clusters()
     for request_id in ids:
         jobs.enqueue_reconcile(request_id)
     return len(ids)

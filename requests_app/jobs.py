@@ -66,6 +66,13 @@ def reconcile(request_id: str) -> None:
 
 
 @job("default")
+def reconcile_clusters() -> None:
+    from . import drift
+
+    drift.reconcile_clusters()
+
+
+@job("default")
 def sweep() -> int:
     from . import sweeping
 
@@ -108,3 +115,7 @@ def enqueue_repair(request_id: uuid.UUID, actor_id: int | None) -> None:
 
 def enqueue_reconcile(request_id: uuid.UUID) -> None:
     _enqueue(reconcile, request_id, "reconcile", queue_name="default")
+
+
+def enqueue_reconcile_clusters() -> None:
+    django_rq.get_queue("default").enqueue(reconcile_clusters, job_id="reconcile-clusters")

@@ -69,6 +69,9 @@ class Cluster(models.Model):
     # identities in that namespace.
     namespace_owners = models.JSONField(default=dict, blank=True)
     allowed_subscriptions = models.JSONField(default=list, blank=True, help_text="Blank: the cluster's own.")
+    # Set by reconcile when Azure no longer says what is stored above (field -> {"stored", "azure"}); empty
+    # when they agree. An admin re-reads the connection from Azure (audited) to settle it.
+    connection_drift = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import urllib3
 from azure.core.exceptions import AzureError
@@ -76,6 +77,7 @@ def configuration(cluster: Cluster) -> client.Configuration:
     elif cluster.api_auth == Cluster.ApiAuth.IN_CLUSTER:
         config.load_incluster_config(client_configuration=cfg)
     else:
+        _check_from_azure(cluster)
         cfg.host = cluster.api_server_url.rstrip("/")
         if cluster.api_server_ca:
             cfg.ssl_ca_cert = _ca_file(cluster.api_server_ca)
@@ -87,6 +89,21 @@ def configuration(cluster: Cluster) -> client.Configuration:
     # Our callers decide about retrying; urllib3 would otherwise retry some answers on its own.
     cfg.retries = False
     return cfg
+
+
+def _check_from_azure(cluster: Cluster) -> None:
+    """The portal's Entra token goes only to an https API server that Azure named for the cluster.
+
+    `clusters.resolve_connection` is the only writer of `api_server_url` (from the ARM resource); this refuses
+    a row that did not come from there (a hand-edited or legacy row), before any token is fetched.
+    """
+    if not cluster.arm_resource_id or urlsplit(cluster.api_server_url).scheme != "https":
+        raise CloudError(
+            f"Cluster {cluster.name} has no API server read from Azure: the portal sends its token only to the "
+            "https address of the cluster's ARM resource. An admin re-registers it by its ARM resource ID.",
+            permanent=True,
+            code="ClusterNotFromAzure",
+        )
 
 
 @contextlib.contextmanager
@@ -165,33 +182,6 @@ def _call(cluster: Cluster, what: str, fn: Callable[[client.ApiClient], T]) -> T
             return fn(api)
     except (ApiException, urllib3.exceptions.HTTPError, OSError, AzureError, ConfigException) as e:
         raise k8s_error(e, cluster, what) from e
-
-
-# ---- issuer discovery ---------------------------------------------------------------------------------------------
-
-
-def discover_issuer(cluster: Cluster) -> str:
-    """The cluster's ServiceAccount issuer from its `/.well-known/openid-configuration`, exactly as given.
-
-    Never normalised: Entra compares it byte for byte with the tokens' `iss` (AKS issuers end in "/").
-    """
-
-    def fetch(api: client.ApiClient) -> str:
-        # The generated method declares a `str` answer; take the raw body and parse it ourselves.
-        raw = client.WellKnownApi(api).get_service_account_issuer_open_id_configuration(_preload_content=False)
-        try:
-            issuer = json.loads(raw.data).get("issuer")
-        except (ValueError, AttributeError):
-            issuer = None
-        if not isinstance(issuer, str) or not issuer:
-            raise CloudError(
-                f"Cluster {cluster.name} published an OpenID configuration without an issuer.",
-                permanent=True,
-                code="NoIssuer",
-            )
-        return issuer
-
-    return _call(cluster, "the issuer discovery", fetch)
 
 
 # ---- ServiceAccounts ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Django admin: pages load for admins; requests and audit events are read-only; clusters discover issuers."""
+"""The Django admin: pages load for admins; requests and audit events are read-only; clusters come from Azure."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from requests_app import workflow
 from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status, User
 
 from .conftest import DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+
+DEMO_ID = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo/providers/Microsoft.ContainerService/managedClusters/"
+    "aks-demo"
+)
 
 
 def client_for(user: User) -> Client:
@@ -39,13 +44,13 @@ def cluster_form(**over: str) -> dict[str, str]:
         "subscription_id": SUBSCRIPTION,
         "resource_group": "rg-ids",
         "location": "westeurope",
+        "arm_resource_id": DEMO_ID,
         "oidc_issuer_url": "",
-        "api_server_url": "https://localhost:1/k8s/aks-new",
-        "api_server_ca": "",
         "api_auth": "entra",
         "kubeconfig_context": "",
         "devops_group_id": DEVOPS,
         "allowed_namespaces": '["team-a"]',
+        "namespace_owners": '{"team-a": "0f1e2d3c-0004-4000-8000-000000000004"}',
         "allowed_subscriptions": "[]",
         "roles-TOTAL_FORMS": "1",
         "roles-INITIAL_FORMS": "0",
@@ -108,34 +113,27 @@ def test_audit_events_cannot_be_added_changed_or_deleted(admin, pending):
     assert event.action == "request.submitted"
 
 
-def test_a_cluster_with_an_issuer_is_registered_and_audited(admin, cloud):  # the catalogue is checked in ARM
-    response = client_for(admin).post(
-        reverse("admin:requests_app_cluster_add"), cluster_form(oidc_issuer_url="https://issuer.example/abc/")
-    )
+def test_a_cluster_is_registered_from_azure_and_audited(admin, cloud, emu: Emulator):  # the catalogue too
+    response = client_for(admin).post(reverse("admin:requests_app_cluster_add"), cluster_form())
     assert response.status_code == 302, response.content.decode()
     cluster = Cluster.objects.get(name="aks-new")
-    assert cluster.oidc_issuer_url == "https://issuer.example/abc/"
+    assert cluster.oidc_issuer_url == emu.cluster_issuer(emu.config.cluster("aks-demo"))
     assert [r.role_name for r in cluster.roles.all()] == ["Key Vault Secrets User"]
     event = AuditEvent.objects.get(action="cluster.registered")
     assert (event.actor, event.cluster) == (admin, cluster)
 
 
-def test_a_blank_issuer_is_discovered_from_the_cluster(admin, cloud, emu: Emulator):
-    data = cluster_form(
-        name="aks-demo", api_server_url=f"{emu.url}/k8s/aks-demo", api_server_ca=emu.tls.ca_cert.read_text()
-    )
+def test_a_kubeconfig_cluster_may_name_its_issuer_which_is_checked(admin, cloud, emu: Emulator):
+    issuer = emu.cluster_issuer(emu.config.cluster("aks-demo"))
+    data = cluster_form(arm_resource_id="", api_auth="kubeconfig", oidc_issuer_url=issuer)
     response = client_for(admin).post(reverse("admin:requests_app_cluster_add"), data)
     assert response.status_code == 302, response.content.decode()
-    issuer = Cluster.objects.get(name="aks-demo").oidc_issuer_url
-    assert issuer == emu.cluster_issuer(emu.config.cluster("aks-demo"))
+    assert Cluster.objects.get(name="aks-new").oidc_issuer_url == issuer
 
 
-def test_a_failed_discovery_is_a_form_error(admin, cloud, emu: Emulator, control):
-    control.add_fault(r"/k8s/aks-demo/\.well-known/openid-configuration", status=503)
-    data = cluster_form(
-        name="aks-demo", api_server_url=f"{emu.url}/k8s/aks-demo", api_server_ca=emu.tls.ca_cert.read_text()
-    )
-    response = client_for(admin).post(reverse("admin:requests_app_cluster_add"), data)
+def test_azure_failing_to_answer_is_a_form_error(admin, cloud, control):
+    control.add_fault(r"/managedClusters/aks-demo$", status=503, code="ServiceUnavailable")
+    response = client_for(admin).post(reverse("admin:requests_app_cluster_add"), cluster_form())
     assert response.status_code == 200
-    assert "Could not discover the issuer" in response.content.decode()
-    assert not Cluster.objects.filter(name="aks-demo").exists()
+    assert "Retrying may help" in response.content.decode()
+    assert not Cluster.objects.filter(name="aks-new").exists()

@@ -40,23 +40,27 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-# ---- issuer discovery ---------------------------------------------------------------------------------------
-
-
-def test_it_discovers_the_issuer_exactly_as_the_cluster_gives_it(emu: Emulator, demo_cluster: Cluster) -> None:
-    issuer = kubernetes.discover_issuer(demo_cluster)
-    assert issuer == emu.cluster_issuer(emu.config.cluster("aks-demo"))
-    assert issuer.endswith("/")  # never normalised
-    assert demo_cluster.oidc_issuer_url == issuer  # what clusters.register() stored
-
-
-def test_discovery_on_a_failing_api_server_is_transient(demo_cluster: Cluster, control) -> None:
-    control.add_fault(r"/k8s/aks-demo/\.well-known/openid-configuration", status=503)
-    e = failure(kubernetes.discover_issuer, demo_cluster)
-    assert (e.permanent, e.status) == (False, 503)
-
-
 # ---- connection -----------------------------------------------------------------------------------------------
+
+
+def test_the_api_server_and_ca_come_from_azure(emu: Emulator, demo_cluster: Cluster) -> None:
+    assert demo_cluster.api_server_url == emu.cluster_api(emu.config.cluster("aks-demo"))
+    assert demo_cluster.api_server_ca == emu.tls.ca_cert.read_text()
+    assert demo_cluster.arm_resource_id.endswith("/managedClusters/aks-demo")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"arm_resource_id": ""},  # a row that did not come from Azure
+        {"api_server_url": "http://127.0.0.1:1/k8s/aks-demo"},  # plain http
+    ],
+)
+def test_the_entra_token_goes_only_to_an_https_api_server_read_from_azure(demo_cluster: Cluster, change) -> None:
+    Cluster.objects.filter(pk=demo_cluster.pk).update(**change)
+    demo_cluster.refresh_from_db()
+    e = failure(kubernetes.get_service_account, demo_cluster, NS, "payments-api")
+    assert (e.code, e.permanent) == ("ClusterNotFromAzure", True)
 
 
 def test_the_ca_is_written_once_per_content(demo_cluster: Cluster) -> None:

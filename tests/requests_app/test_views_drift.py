@@ -224,12 +224,14 @@ def test_run_reconcile_now_queues_one_job_per_ready_request_and_the_worker_recor
     kubernetes.delete_service_account(live.cluster, live.namespace, live.service_account)
     resp = client_for(admin).post("/drift/", follow=True)
     assert "Reconcile queued for 1 request." in resp.content.decode()
-    assert queues["default"].job_ids == [f"reconcile-{live.pk}"]
+    # One job for the clusters' connections (checked against Azure), one per ready request.
+    assert queues["default"].job_ids == ["reconcile-clusters", f"reconcile-{live.pk}"]
     [event] = AuditEvent.objects.filter(action="drift.reconcile_requested")
     assert (event.actor, event.details) == (admin, {"requests": 1})
     work("default")
     [found] = DriftFinding.objects.filter(request=live, resolved_at__isnull=True)
     assert (found.kind, found.key) == ("sa_missing", "team-payments/payments-api")
+    assert not AuditEvent.objects.filter(action="cluster.connection_drift").exists()  # Azure agrees
     body = client_for(admin).get("/drift/").content.decode()
     assert "team-payments/payments-api" in body
     assert live.client_id not in body and live.principal_id not in body

@@ -33,6 +33,10 @@ class Command(BaseCommand):
             out.write(f"requests skipped (being repaired): {summary.skipped}")
         for request_id, message in summary.errors:
             out.write(f"could not check {request_id}: {message}")
+        for name, message in summary.cluster_errors:
+            out.write(f"could not check cluster {name}: {message}")
+        for name in summary.clusters_drifted:
+            out.write(f"cluster {name}: its connection differs from Azure (see the cluster in the admin)")
         out.write(f"open findings: {summary.open_total}")
         for kind, count in summary.open_by_kind.items():
             out.write(f"  {kind}: {count}")
@@ -43,5 +47,5 @@ class Command(BaseCommand):
             out.write(f"  {f.request_id} {f.request}: {f.kind} {f.key}")
         if summary.open_total:
             sys.exit(DRIFT)
-        if summary.errors:
+        if summary.errors or summary.cluster_errors:
             sys.exit(UNCHECKED)
