@@ -26,6 +26,11 @@ VAULT_SCOPE = (
     "/providers/Microsoft.KeyVault/vaults/kv-payments-demo"
 )
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+# The emulator's aks-demo as Azure Resource Manager names it.
+DEMO_CLUSTER_ID = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo/providers/Microsoft.ContainerService/managedClusters/"
+    "aks-demo"
+)
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 from ..portal_fixtures import (  # noqa: F401
     ADMINS,
     APPROVERS,
+    DEMO_CLUSTER_ID,
     DEVOPS,
     KEY_VAULT_SECRETS_USER,
     SUBSCRIPTION,

@@ -10,12 +10,7 @@ from emulator import Emulator
 from requests_app import workflow
 from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status, User
 
-from .conftest import DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
-
-DEMO_ID = (
-    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo/providers/Microsoft.ContainerService/managedClusters/"
-    "aks-demo"
-)
+from .conftest import DEMO_CLUSTER_ID, DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
 
 
 def client_for(user: User) -> Client:
@@ -44,7 +39,7 @@ def cluster_form(**over: str) -> dict[str, str]:
         "subscription_id": SUBSCRIPTION,
         "resource_group": "rg-ids",
         "location": "westeurope",
-        "arm_resource_id": DEMO_ID,
+        "arm_resource_id": DEMO_CLUSTER_ID,
         "oidc_issuer_url": "",
         "api_auth": "entra",
         "kubeconfig_context": "",

@@ -13,7 +13,7 @@ from requests_app import clusters, policy, provisioning, workflow
 from requests_app.models import AllowedRole, Approval, AuditEvent, Cluster, IdentityRequest, RoleGrant, Status, User
 from requests_app.workflow import WorkflowError
 
-from .conftest import APPROVERS, DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+from .conftest import APPROVERS, DEMO_CLUSTER_ID, DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
 from .factories import client_for, form_data, submitted
 
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
@@ -86,8 +86,7 @@ def spec(*roles: tuple[str, str]) -> dict:
         "subscription_id": SUBSCRIPTION,
         "resource_group": "rg-ids",
         "location": "westeurope",
-        "oidc_issuer_url": "https://issuer.example/abc/",
-        "api_server_url": "https://localhost:1/k8s/aks-policy",
+        "arm_resource_id": DEMO_CLUSTER_ID,
         "devops_group_id": DEVOPS,
         "allowed_namespaces": ["team-payments"],
         "roles": [
@@ -145,9 +144,8 @@ def admin_cluster_form(role_name: str, guid: str) -> dict[str, str]:
         "subscription_id": SUBSCRIPTION,
         "resource_group": "rg-ids",
         "location": "westeurope",
-        "oidc_issuer_url": "https://issuer.example/abc/",
-        "api_server_url": "https://localhost:1/k8s/aks-policy",
-        "api_server_ca": "",
+        "arm_resource_id": DEMO_CLUSTER_ID,
+        "oidc_issuer_url": "",
         "api_auth": "entra",
         "kubeconfig_context": "",
         "devops_group_id": DEVOPS,

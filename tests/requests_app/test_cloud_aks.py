@@ -8,12 +8,7 @@ from emulator import Emulator
 from requests_app.cloud import aks
 from requests_app.cloud.errors import CloudError
 
-from .conftest import SUBSCRIPTION
-
-DEMO_ID = (
-    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo/providers/Microsoft.ContainerService/managedClusters/"
-    "aks-demo"
-)
+from .conftest import DEMO_CLUSTER_ID, SUBSCRIPTION
 
 
 def failure(fn, *args) -> CloudError:
@@ -23,13 +18,13 @@ def failure(fn, *args) -> CloudError:
 
 
 def test_it_reads_the_connection_from_the_managed_cluster(cloud, emu: Emulator) -> None:
-    found = aks.read_connection(DEMO_ID)
+    found = aks.read_connection(DEMO_CLUSTER_ID)
     cluster = emu.config.cluster("aks-demo")
     assert found.api_server_url == emu.cluster_api(cluster)
     assert found.api_server_ca == emu.tls.ca_cert.read_text()
     assert found.oidc_issuer_url == emu.cluster_issuer(cluster)
     assert found.oidc_issuer_url.endswith("/")  # exactly as published, never normalised
-    assert (found.arm_resource_id, found.location) == (DEMO_ID, "westeurope")
+    assert (found.arm_resource_id, found.location) == (DEMO_CLUSTER_ID, "westeurope")
 
 
 @pytest.mark.parametrize(
@@ -38,7 +33,7 @@ def test_it_reads_the_connection_from_the_managed_cluster(cloud, emu: Emulator) 
         "https://127.0.0.1:1/k8s/aks-demo",
         f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo",
         f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
-        DEMO_ID + "/../../x",
+        DEMO_CLUSTER_ID + "/../../x",
     ],
 )
 def test_anything_but_an_aks_resource_id_is_refused_before_calling_azure(cloud, control, resource_id) -> None:
@@ -49,13 +44,13 @@ def test_anything_but_an_aks_resource_id_is_refused_before_calling_azure(cloud, 
 
 
 def test_a_cluster_azure_does_not_know_is_permanent(cloud) -> None:
-    e = failure(aks.read_connection, DEMO_ID.rsplit("/", 1)[0] + "/aks-gone")
+    e = failure(aks.read_connection, DEMO_CLUSTER_ID.rsplit("/", 1)[0] + "/aks-gone")
     assert (e.code, e.permanent) == ("ResourceNotFound", True)
 
 
 def test_an_arm_outage_is_transient(cloud, control) -> None:
     control.add_fault(r"/managedClusters/aks-demo$", status=503, code="ServiceUnavailable")
-    e = failure(aks.read_connection, DEMO_ID)
+    e = failure(aks.read_connection, DEMO_CLUSTER_ID)
     assert e.permanent is False
 
 
@@ -82,6 +77,6 @@ def test_a_plain_http_issuer_is_refused_without_fetching_it(cloud) -> None:
 def test_a_kubeconfig_server_off_the_clusters_fqdn_is_refused(cloud, control) -> None:
     # Azure vouches for the FQDN; a kubeconfig pointing anywhere else is not the cluster's API server.
     control.patch_cluster("aks-demo", fqdn="aks-demo-abc123.hcp.westeurope.azmk8s.io")
-    e = failure(aks.read_connection, DEMO_ID)
+    e = failure(aks.read_connection, DEMO_CLUSTER_ID)
     assert (e.code, e.permanent) == ("ClusterNotUsable", True)
     assert "is not on its FQDN" in e.message

@@ -21,13 +21,8 @@ from requests_app.cloud import kubernetes
 from requests_app.cloud.errors import CloudError
 from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status
 
-from .conftest import DEVOPS, SUBSCRIPTION
+from .conftest import DEMO_CLUSTER_ID, DEVOPS, SUBSCRIPTION
 from .factories import client_for, submitted
-
-DEMO_ID = (
-    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo/providers/Microsoft.ContainerService/managedClusters/"
-    "aks-demo"
-)
 
 
 class Listener:
@@ -73,7 +68,7 @@ def admin_cluster_form(**over: str) -> dict[str, str]:
     return {
         "name": "aks-new",
         "display_name": "",
-        "arm_resource_id": DEMO_ID,
+        "arm_resource_id": DEMO_CLUSTER_ID,
         "subscription_id": SUBSCRIPTION,
         "resource_group": "rg-ids",
         "location": "",
@@ -132,7 +127,7 @@ def test_a_typed_api_server_url_never_receives_a_token(admin, cloud, listener: L
     # From YAML (manage.py load_clusters): the keys are refused outright.
     for key in ("api_server_url", "api_server_ca", "api_server_ca_file"):
         with pytest.raises(clusters.ClusterConfigError, match="cannot be given"):
-            clusters.register(spec(arm_resource_id=DEMO_ID, **{key: f"{listener.url}/k8s"}))
+            clusters.register(spec(arm_resource_id=DEMO_CLUSTER_ID, **{key: f"{listener.url}/k8s"}))
     assert not Cluster.objects.filter(name="aks-new").exists()
     assert listener.requests == []
 
@@ -166,7 +161,7 @@ def test_a_row_pointing_at_a_typed_url_gets_no_token(demo_cluster: Cluster, list
         demo_cluster.refresh_from_db()
         with pytest.raises(CloudError, match="ClusterNotFromAzure|no API server read from Azure"):
             kubernetes.get_service_account(demo_cluster, "team-payments", "payments-api")
-    Cluster.objects.filter(pk=demo_cluster.pk).update(api_server_url=listener.url, arm_resource_id=DEMO_ID)
+    Cluster.objects.filter(pk=demo_cluster.pk).update(api_server_url=listener.url, arm_resource_id=DEMO_CLUSTER_ID)
     demo_cluster.refresh_from_db()
     with pytest.raises(CloudError):
         kubernetes.get_service_account(demo_cluster, "team-payments", "payments-api")
@@ -191,7 +186,7 @@ def test_a_connection_change_is_refused_while_identities_exist(admin, cloud, dem
     assert response.status_code == 200
     assert "cannot change while 1 identities exist" in response.content.decode()
     demo_cluster.refresh_from_db()
-    assert demo_cluster.api_auth == "entra" and demo_cluster.arm_resource_id == DEMO_ID
+    assert demo_cluster.api_auth == "entra" and demo_cluster.arm_resource_id == DEMO_CLUSTER_ID
     with pytest.raises(clusters.ClusterConfigError, match="cannot change while 1 identities exist"):
         clusters.register(spec(name="aks-demo", api_auth="kubeconfig", oidc_issuer_url=demo_cluster.oidc_issuer_url))
 
@@ -205,7 +200,7 @@ def test_a_connection_change_is_audited_with_before_and_after(admin, cloud, demo
     event = AuditEvent.objects.filter(action="cluster.updated").last()
     changes = event.details["connection"]
     assert changes["api_auth"] == {"before": "entra", "after": "kubeconfig"}
-    assert changes["arm_resource_id"] == {"before": DEMO_ID, "after": ""}
+    assert changes["arm_resource_id"] == {"before": DEMO_CLUSTER_ID, "after": ""}
     assert changes["api_server_url"] == {"before": server, "after": ""}
     assert "oidc_issuer_url" not in changes  # unchanged
 
@@ -233,7 +228,7 @@ def test_reconcile_finds_a_stored_connection_that_azure_does_not_say(demo_cluste
 
 
 def test_a_cluster_gone_from_azure_is_drift(demo_cluster: Cluster) -> None:
-    Cluster.objects.filter(pk=demo_cluster.pk).update(arm_resource_id=DEMO_ID.rsplit("/", 1)[0] + "/aks-gone")
+    Cluster.objects.filter(pk=demo_cluster.pk).update(arm_resource_id=DEMO_CLUSTER_ID.rsplit("/", 1)[0] + "/aks-gone")
     assert drift.reconcile_all().clusters_drifted == ["aks-demo"]
     demo_cluster.refresh_from_db()
     assert "was not found" in demo_cluster.connection_drift["arm_resource_id"]["azure"]
