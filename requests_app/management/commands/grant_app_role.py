@@ -12,6 +12,8 @@ from django.db import connection, transaction
 
 # Append-only: the portal reads and adds audit rows, never changes or removes them.
 APPEND_ONLY = {"requests_app_auditevent", "requests_app_auditcheckpoint"}
+# The chain head moves forward (UPDATE) but is never removed.
+NO_DELETE = {"requests_app_auditchainhead"}
 READ_ONLY = {"django_migrations"}  # Django reads it to see that migrations ran; only the owner writes it
 TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 
@@ -34,19 +36,24 @@ class Command(BaseCommand):
             q = connection.ops.quote_name
             cur.execute(f"GRANT USAGE ON SCHEMA {q(_schema(cur))} TO {q(role)}")
             for table in tables:
-                privileges = (
-                    "SELECT, INSERT" if table in APPEND_ONLY else "SELECT" if table in READ_ONLY else TABLE_PRIVILEGES
-                )
                 cur.execute(f"REVOKE ALL ON TABLE {q(table)} FROM {q(role)}")
-                cur.execute(f"GRANT {privileges} ON TABLE {q(table)} TO {q(role)}")
+                cur.execute(f"GRANT {_privileges(table)} ON TABLE {q(table)} TO {q(role)}")
             for sequence in sequences:
                 cur.execute(f"REVOKE ALL ON SEQUENCE {q(sequence)} FROM {q(role)}")
                 cur.execute(f"GRANT USAGE, SELECT ON SEQUENCE {q(sequence)} TO {q(role)}")
-        appended = ", ".join(sorted(APPEND_ONLY & set(tables)))
-        self.stdout.write(
-            f"{role}: {TABLE_PRIVILEGES} on {len(tables) - len(APPEND_ONLY & set(tables))} tables, "
-            f"SELECT and INSERT only on {appended}, USAGE on {len(sequences)} sequences"
-        )
+        for table in tables:
+            self.stdout.write(f"{role}: {_privileges(table)} on {table}")
+        self.stdout.write(f"{role}: USAGE, SELECT on {len(sequences)} sequences")
+
+
+def _privileges(table: str) -> str:
+    if table in APPEND_ONLY:
+        return "SELECT, INSERT"
+    if table in NO_DELETE:
+        return "SELECT, INSERT, UPDATE"
+    if table in READ_ONLY:
+        return "SELECT"
+    return TABLE_PRIVILEGES
 
 
 def _schema(cur) -> str:
