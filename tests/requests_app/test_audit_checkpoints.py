@@ -277,3 +277,19 @@ def test_without_a_checkpoint_file_only_the_chain_is_checked_and_it_says_so(
     add_events(offline_cluster, requester, "one")
     passed, said = verify(capsys)
     assert passed and "only the hash chain was checked, and a consistent rewrite passes it" in said
+
+
+def test_a_validly_signed_checkpoint_that_shrinks_a_chain_is_reported(
+    checkpointed, signer, checkpoint_file, capsys
+) -> None:
+    """Should a checkpoint ever be signed over a shrunk chain (say, by a writer without the check above), the
+    checkpoints contradict each other and verify_audit says so."""
+    first, second = checkpointed
+    body = {**second, "n": 3, "prev": checkpoints.fingerprint(second), "chains": first["chains"]}
+    body.pop("sig")
+    body["sig"] = checkpoints._b64url(signer.sign(body["kid"], checkpoints.signing_digest(body)))
+    with checkpoint_file.open("a") as f:
+        f.write(checkpoints.canonical(body).decode() + "\n")
+    passed, said = verify(capsys)
+    assert not passed
+    assert "checkpoints 2 and 3 disagree about chain global: it shrank or was rewritten between them" in said
