@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
-from emulator import Emulator
+from emulator import Emulator, config
 
 CRYPTO_USER = "12338af0-0e69-4776-bea7-57ae8d297424"
 CRYPTO_OFFICER = "14b46e9e-c2b7-41b4-b07b-48a6ebf60603"
@@ -249,3 +249,22 @@ def test_a_restarted_emulator_keeps_its_keys(tmp_path: Any) -> None:
     version_again, _, key_again = sign_with_fresh_emulator()
     assert version_again == version
     assert verifies(public_key(key_again.key), DIGEST, signature)
+
+
+def _world(*vaults: dict[str, Any]) -> dict[str, Any]:
+    tenant = {"id": "t1", "name": "t", "domain": "t.example"}
+    resources = [{"type": "Microsoft.KeyVault/vaults", **v} for v in vaults]
+    sub = {"id": "s1", "tenant": "t1", "resource_groups": [{"name": "rg", "resources": resources}]}
+    return {"tenants": [tenant], "subscriptions": [sub]}
+
+
+def test_a_key_name_must_be_unique_across_vaults() -> None:
+    """Key ids carry no vault, so two vaults holding a key of the same name would be ambiguous."""
+    ec = {"kty": "EC", "crv": "P-256"}
+    with pytest.raises(ValueError, match="names are global"):
+        config.from_dict(_world({"name": "kv-a", "keys": {"k": ec}}, {"name": "kv-b", "keys": {"k": ec}}))
+
+
+def test_only_ec_p256_keys_are_emulated() -> None:
+    with pytest.raises(ValueError, match="only .* keys are emulated"):
+        config.from_dict(_world({"name": "kv-a", "keys": {"k": {"kty": "RSA"}}}))
