@@ -5,8 +5,12 @@ only SELECT and INSERT on the audit tables. Each test makes a LOGIN role of its 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -162,3 +166,30 @@ def test_it_refuses_a_role_that_does_not_exist(transactional_db) -> None:
 def test_it_says_sqlite_has_no_roles(db) -> None:
     with pytest.raises(CommandError, match="PostgreSQL's"):
         call_command("grant_app_role", "portal_app")
+
+
+@postgres_only
+def test_it_refuses_to_run_as_anyone_but_the_owner(new_role: str, transactional_db) -> None:
+    """Grants from a role that owns nothing would be no-ops (PostgreSQL only warns): say so instead."""
+    other = f"{new_role}_x"
+    owner_sql(f"CREATE ROLE {other} LOGIN")
+    db = connection.settings_dict
+    try:
+        result = subprocess.run(
+            [sys.executable, "manage.py", "grant_app_role", new_role],
+            cwd=Path(__file__).resolve().parents[2],
+            env={
+                **os.environ,
+                "DATABASE_URL": f"postgres://{other}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+                "ENTRA_TENANT_ID": "x",
+                "ENTRA_CLIENT_ID": "y",
+                "ENTRA_CLIENT_SECRET": "z",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        owner_sql(f"DROP ROLE {other}")
+    assert result.returncode != 0
+    assert "run this as the role that owns the tables" in result.stderr
