@@ -293,3 +293,13 @@ def test_a_validly_signed_checkpoint_that_shrinks_a_chain_is_reported(
     passed, said = verify(capsys)
     assert not passed
     assert "checkpoints 2 and 3 disagree about chain global: it shrank or was rewritten between them" in said
+
+
+def test_a_checkpoint_that_cannot_be_written_out_is_not_recorded(
+    db, offline_cluster, requester, checkpoint_file, settings, tmp_path, log_lines
+) -> None:
+    add_events(offline_cluster, requester, "one")
+    settings.PORTAL_AUDIT_CHECKPOINT_FILE = str(tmp_path)  # a directory: the append fails
+    with pytest.raises(CommandError, match="not written"):
+        call_command("audit_checkpoint")
+    assert AuditCheckpoint.objects.count() == 0 and log_lines == []

@@ -18,6 +18,8 @@ class Command(BaseCommand):
             raise CommandError("not signed: the audit log no longer extends the last checkpoint (tampered?)") from e
         except audit_keys.SigningError as e:
             raise CommandError(f"not signed: {e}") from e
+        except OSError as e:
+            raise CommandError(f"not written: {e}") from e
         if checkpoint is None:
             raise CommandError("another checkpoint was written at the same moment; run it again")
         head = checkpoint["chains"][checkpoints.GLOBAL]
