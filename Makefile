@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test emulator-only bench bench-emulator bench-provisioning audit clean
+.PHONY: run test emulator-only bench bench-emulator bench-provisioning bench-audit audit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 ## make bench: every benchmark; figures go to stdout (and by hand into bench/README.md)
-bench: bench-emulator bench-provisioning
+bench: bench-emulator bench-provisioning bench-audit
 
 bench-emulator: $(STAMP)
 	$(BIN)/python bench/emulator_throughput.py
@@ -31,6 +31,11 @@ bench-emulator: $(STAMP)
 ## make bench-provisioning: 500 approvals at once, 4 workers, ARM throttling on (needs PostgreSQL and Redis)
 bench-provisioning: $(STAMP)
 	$(BIN)/python bench/provisioning_burst.py
+
+## make bench-audit: audit checkpoints (local key, emulator's Key Vault) and verify_audit over 200,000 events
+## (SQLite; PostgreSQL too when DATABASE_URL is set)
+bench-audit: $(STAMP)
+	$(BIN)/python bench/audit_checkpoints.py
 
 ## make audit: known vulnerabilities in the pinned dependencies (needs PyPI's per-version JSON API or OSV)
 audit: $(STAMP)

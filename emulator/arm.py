@@ -106,7 +106,7 @@ class Scope:
     path: str  # as the caller wrote it, without a trailing slash ("/" for the root)
     sub: Any = None
     rg: Any = None
-    resource: Any = None  # config Resource, identity dict or ("secret", vault, name)
+    resource: Any = None  # config Resource, identity dict or ("secret"|"key", vault, name)
 
     @property
     def sub_prefix(self) -> str:
@@ -172,9 +172,11 @@ def find_resource(emu: Any, sub: Any, rg: Any, full_type: str, names: list[str])
         return None
     if len(names) == 1:
         return res
-    # Key Vault secrets are scopes of their own (roles can be assigned on one secret).
+    # Key Vault secrets and keys are scopes of their own (roles can be assigned on one secret or key).
     if t == "microsoft.keyvault/vaults/secrets" and len(names) == 2 and names[1] in res.secrets:
         return ("secret", res, names[1])
+    if t == "microsoft.keyvault/vaults/keys" and len(names) == 2 and names[1] in res.keys:
+        return ("key", res, names[1])
     return None
 
 
@@ -407,18 +409,19 @@ class Arm:
         self.check_generic_version(version, "2023-07-01, 2022-07-01, 2021-10-01")
         scope = resolve_scope(self.emu, segments)
         res = scope.resource
-        if isinstance(res, tuple):  # a key vault secret's ARM view
-            _, vault, name = res
+        if isinstance(res, tuple):  # a key vault secret's or key's ARM view
+            kind, vault, name = res
+            uri = {"secretUri": f"{self.emu.url}/keyvault/{vault.name}/secrets/{name}"}
+            if kind == "key":
+                # The keys data plane answers where key ids point: the emulator's root (emulator/keyvault.py).
+                uri = {"keyUri": f"{self.emu.url}/keys/{name}", "kty": "EC", "curveName": "P-256"}
             return web.json_response(
                 {
                     "id": scope.path,
                     "name": name,
-                    "type": "Microsoft.KeyVault/vaults/secrets",
+                    "type": f"Microsoft.KeyVault/vaults/{kind}s",
                     "location": scope.rg.location,
-                    "properties": {
-                        "attributes": {"enabled": True},
-                        "secretUri": f"{self.emu.url}/keyvault/{vault.name}/secrets/{name}",
-                    },
+                    "properties": {"attributes": {"enabled": True}, **uri},
                 }
             )
         if isinstance(res, dict):  # identities are served by their own handler; FICs land here

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 AKS_SERVER_APP_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
+KEY_SPEC = {"kty": "EC", "crv": "P-256"}
 
 
 @dataclass
@@ -71,6 +72,9 @@ class Resource:
     type: str  # e.g. Microsoft.KeyVault/vaults
     name: str
     secrets: dict[str, str] = field(default_factory=dict)  # key vaults only
+    # Key vaults only: key name -> {kty: EC, crv: P-256} (the only kind the emulator makes). The private key is
+    # generated on first use and kept in the data dir, so a restarted emulator signs with the same key.
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)
     rbac: bool = True  # key vaults: enableRbacAuthorization (False = access-policy mode)
 
 
@@ -225,4 +229,19 @@ def from_dict(data: dict[str, Any]) -> Config:
     for s in cfg.subscriptions:
         if cfg.tenant(s.tenant) is None:
             raise ValueError(f"subscription {s.id}: unknown tenant {s.tenant}")
+    _check_keys(cfg)
     return cfg
+
+
+def _check_keys(cfg: Config) -> None:
+    # Key ids carry no vault (emulator/keyvault.py explains why), so a key name must name one key emulator-wide.
+    seen: dict[str, str] = {}
+    for s in cfg.subscriptions:
+        for g in s.resource_groups:
+            for r in g.resources:
+                for name, spec in r.keys.items():
+                    if (spec or {}) != KEY_SPEC:
+                        raise ValueError(f"key {r.name}/{name}: only {KEY_SPEC} keys are emulated, not {spec}")
+                    if name.lower() in seen:
+                        raise ValueError(f"key {name} is in vaults {seen[name.lower()]} and {r.name}: names are global")
+                    seen[name.lower()] = r.name

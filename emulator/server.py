@@ -48,7 +48,7 @@ def surface_of(path: str) -> str:
         return "k8s"
     if path.startswith("/oidc/"):
         return "oidc"
-    if path.startswith("/keyvault/"):
+    if path.startswith("/keyvault/") or path.startswith("/keys/"):
         return "keyvault"
     if path.startswith("/graph/"):
         return "graph"
@@ -157,6 +157,14 @@ class Emulator:
                 for g in s.resource_groups
                 for r in g.resources
                 if r.type.lower() == "microsoft.keyvault/vaults"
+            },
+            # Key ids have no vault in their path (emulator/keyvault.py): a key is reached at the root.
+            "key_vault_keys": {
+                k: f"{self.url}/keys/{k}"
+                for s in self.config.subscriptions
+                for g in s.resource_groups
+                for r in g.resources
+                for k in r.keys
             },
             "control": f"{self.url}/_emulator",
         }

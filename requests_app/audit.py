@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -74,9 +75,21 @@ def event_hash(event: AuditEvent) -> str:
 
 def verify_chain() -> list[str]:
     """Every break in the chain, as sentences; empty when the log is intact."""
+    problems, last_seq, last_hash = chain_breaks(AuditEvent.objects.order_by("seq").iterator())
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head and (head.seq, head.hash) != (last_seq, last_hash):
+        problems.append(f"the chain should end at event {head.seq}, but the last event is {last_seq}")
+    return problems
+
+
+def chain_breaks(
+    events: Iterable[AuditEvent], *, after_seq: int = 0, after_hash: str = ""
+) -> tuple[list[str], int, str]:
+    """Walk `events` (in `seq` order) as the continuation of the chain after event `after_seq` whose hash is
+    `after_hash`: the breaks as sentences, and the seq and hash the walk ended at."""
     problems: list[str] = []
-    expected_seq, prev = 1, ""
-    for event in AuditEvent.objects.order_by("seq").iterator():
+    expected_seq, prev = after_seq + 1, after_hash
+    for event in events:
         if event.seq != expected_seq:
             problems.append(f"events {expected_seq}–{event.seq - 1} are missing (deleted?) before event {event.seq}")
         if event.prev_hash != prev:
@@ -84,7 +97,4 @@ def verify_chain() -> list[str]:
         if event_hash(event) != event.hash:
             problems.append(f"event {event.seq} ({event.action}) was changed after it was written")
         expected_seq, prev = event.seq + 1, event.hash
-    head = AuditChainHead.objects.filter(pk=1).first()
-    if head and (head.seq, head.hash) != (expected_seq - 1, prev):
-        problems.append(f"the chain should end at event {head.seq}, but the last event is {expected_seq - 1}")
-    return problems
+    return problems, expected_seq - 1, prev

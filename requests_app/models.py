@@ -372,3 +372,32 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise PermissionError("audit events are append-only")
+
+
+class AuditCheckpoint(models.Model):
+    """A signed checkpoint of the audit chain heads, as written out to the log and the checkpoint file.
+
+    The authority is the copy outside the database (requests_app/checkpoints.py); this row is the writer's
+    memory of the last one, so the next checkpoint can chain to it. `number` counts checkpoints without gaps;
+    `line` is the checkpoint exactly as written out (canonical JSON, signature included).
+    """
+
+    number = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    line = models.TextField()
+
+    objects = AuditEventQuerySet.as_manager()  # append-only, like the events
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"audit checkpoint {self.number}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise PermissionError("audit checkpoints are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit checkpoints are append-only")

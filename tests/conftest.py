@@ -42,3 +42,23 @@ def _reset_emulator(request: pytest.FixtureRequest) -> None:
     # Only tests that use the emulator pay for a reset.
     if "emu" in request.fixturenames or "control" in request.fixturenames:
         request.getfixturevalue("control").reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_past_the_audit_truncate_trigger() -> Iterator[None]:
+    """Transactional tests empty the PostgreSQL test database with one TRUNCATE, which the audit events' trigger
+    refuses (migration 0007). Between tests, do what the owner role would: turn that trigger off for the flush."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+    trigger = "ALTER TABLE requests_app_auditevent {} TRIGGER requests_app_audit_no_truncate;"
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):  # type: ignore[no-untyped-def]
+        sql = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        if "requests_app_auditevent" not in tables or not sql:
+            return sql
+        return [trigger.format("DISABLE"), *sql, trigger.format("ENABLE")]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DatabaseOperations, "sql_flush", sql_flush)
+        yield

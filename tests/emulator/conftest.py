@@ -5,11 +5,14 @@ Clients are the real SDKs, configured exactly as the wire notes say a client mus
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 import requests
 from azure.identity import ClientSecretCredential
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 
 from emulator import Emulator
 from emulator.config import App, Cluster, Tenant
@@ -61,3 +64,23 @@ def http(emu: Emulator) -> requests.Session:
     s.trust_env = False
     s.verify = str(emu.tls.ca_cert)
     return s
+
+
+@pytest.fixture
+def authz(credential: ClientSecretCredential, subscription_id: str, sdk_kwargs: dict[str, Any]):
+    return AuthorizationManagementClient(credential, subscription_id, **sdk_kwargs)
+
+
+@pytest.fixture
+def grant(authz: Any, subscription_id: str, portal_app: App):
+    """Assign a built-in role (by GUID) at a scope, to the portal app unless another principal is named."""
+
+    def _grant(scope: str, role: str, principal: str | None = None, principal_type: str = "ServicePrincipal") -> Any:
+        params = RoleAssignmentCreateParameters(
+            role_definition_id=f"/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{role}",
+            principal_id=principal or portal_app.object_id,
+            principal_type=principal_type,
+        )
+        return authz.role_assignments.create(scope, str(uuid.uuid4()), params)
+
+    return _grant

@@ -10,8 +10,6 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
-from azure.mgmt.authorization import AuthorizationManagementClient
-from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 
 from emulator import Emulator, EmulatorClient
 
@@ -27,11 +25,6 @@ VAULT = "kv-payments-demo"
 
 
 @pytest.fixture
-def authz(credential: ClientSecretCredential, subscription_id: str, sdk_kwargs: dict[str, Any]):
-    return AuthorizationManagementClient(credential, subscription_id, **sdk_kwargs)
-
-
-@pytest.fixture
 def rg_scope(subscription_id: str) -> str:
     return f"/subscriptions/{subscription_id}/resourceGroups/rg-team-payments"
 
@@ -39,19 +32,6 @@ def rg_scope(subscription_id: str) -> str:
 @pytest.fixture
 def vault_scope(rg_scope: str) -> str:
     return f"{rg_scope}/providers/Microsoft.KeyVault/vaults/{VAULT}"
-
-
-@pytest.fixture
-def grant(authz: Any, subscription_id: str, portal_app: Any):
-    def _grant(scope: str, role: str, principal: str | None = None, principal_type: str = "ServicePrincipal") -> Any:
-        params = RoleAssignmentCreateParameters(
-            role_definition_id=f"/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{role}",
-            principal_id=principal or portal_app.object_id,
-            principal_type=principal_type,
-        )
-        return authz.role_assignments.create(scope, str(uuid.uuid4()), params)
-
-    return _grant
 
 
 def secret_client(emu: Emulator, credential: ClientSecretCredential, vault: str = VAULT) -> SecretClient:

@@ -28,6 +28,7 @@ PRODUCTION = {
     "PORTAL_BEHIND_TLS_PROXY": "true",
     "DATABASE_URL": "postgres://portal@db.example.com:5432/portal",
     "REDIS_URL": "redis://redis.example.com:6379/0",
+    "PORTAL_AUDIT_SIGNING_KEY": "https://kv-portal-audit.vault.azure.net/keys/audit-checkpoints",
 }
 # What `make run` (portal/devstack.py) sets: debug, plain http on localhost, no DJANGO_SECRET_KEY.
 DEVELOPMENT = {**ENTRA, "PORTAL_DEBUG": "1", "PORTAL_SECURE_COOKIES": "0", "PORTAL_URL": "http://localhost:8000"}
@@ -55,7 +56,15 @@ def test_production_settings_pass_every_deploy_check():
 def test_the_development_defaults_are_flagged():
     result = check_deploy(DEVELOPMENT)
     assert result.returncode != 0
-    for check in ("security.W004", "security.W008", "security.W012", "security.W016", "security.W018", "portal.W001"):
+    for check in (
+        "security.W004",
+        "security.W008",
+        "security.W012",
+        "security.W016",
+        "security.W018",
+        "portal.W001",
+        "portal.W002",
+    ):
         assert check in result.stderr, (check, result.stderr)
 
 
@@ -64,3 +73,13 @@ def test_production_without_https_or_with_debug_is_flagged():
     assert "security.W008" in no_https.stderr and "security.W004" in no_https.stderr
     debug = check_deploy({**PRODUCTION, "PORTAL_DEBUG": "true"})
     assert debug.returncode != 0 and "security.W018" in debug.stderr
+
+
+def test_a_malformed_audit_signing_key_url_is_an_error():
+    result = check_deploy({**PRODUCTION, "PORTAL_AUDIT_SIGNING_KEY": "https://kv.vault.azure.net/secrets/x"})
+    assert result.returncode != 0 and "portal.E004" in result.stderr
+
+
+def test_a_local_audit_signing_key_is_flagged_for_production():
+    result = check_deploy({**PRODUCTION, "PORTAL_AUDIT_SIGNING_KEY": "/keys/audit.pem"})
+    assert result.returncode != 0 and "portal.W003" in result.stderr

@@ -5,13 +5,16 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from requests_app import sweeping
+from requests_app import audit_keys, checkpoints, sweeping
 
 log = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
-    help = "The periodic work: sweep every PORTAL_SWEEP_SECONDS, reconcile every PORTAL_RECONCILE_SECONDS."
+    help = (
+        "The periodic work: sweep every PORTAL_SWEEP_SECONDS, reconcile every PORTAL_RECONCILE_SECONDS, sign an "
+        "audit checkpoint every PORTAL_AUDIT_CHECKPOINT_SECONDS when the chain head moved."
+    )
 
     def handle(self, *args, **options):
         stopping = False
@@ -22,7 +25,10 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        next_sweep = next_reconcile = time.monotonic()
+        signer = audit_keys.configured_signer()
+        if signer is None:
+            log.warning("scheduler: PORTAL_AUDIT_SIGNING_KEY is not set, so no audit checkpoints are signed")
+        next_sweep = next_reconcile = next_checkpoint = time.monotonic()
         while not stopping:
             now = time.monotonic()
             if now >= next_sweep:
@@ -31,6 +37,9 @@ class Command(BaseCommand):
             if now >= next_reconcile:
                 self._safely(self._reconcile)
                 next_reconcile = now + settings.PORTAL_RECONCILE_SECONDS
+            if signer is not None and now >= next_checkpoint:
+                self._safely(lambda: checkpoints.checkpoint_if_moved(signer))
+                next_checkpoint = now + settings.PORTAL_AUDIT_CHECKPOINT_SECONDS
             time.sleep(0.5)
 
     def _reconcile(self):
