@@ -161,18 +161,18 @@ def write_checkpoint(
 
 
 def _write_out(line: str) -> None:
-    log.info(line)
+    """The file first, then the log: a checkpoint the file refused is in neither (nor in the database)."""
     path = settings.PORTAL_AUDIT_CHECKPOINT_FILE
-    if not path:
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # O_APPEND: every write lands at the end, whatever else appends; fsync before the row commits.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, (line + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # O_APPEND: every write lands at the end, whatever else appends; fsync before the row commits.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    log.info(line)
 
 
 def checkpoint_if_moved(signer: Signer) -> dict[str, Any] | None:
