@@ -47,7 +47,7 @@ def _reset_emulator(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _flush_past_the_audit_truncate_trigger() -> Iterator[None]:
     """Transactional tests empty the PostgreSQL test database with one TRUNCATE, which the audit events' trigger
-    refuses (migration 0007). Between tests, do what the owner role would: turn that trigger off for the flush."""
+    refuses (migration 0008). Between tests, do what the owner role would: turn that trigger off for the flush."""
     from django.db.backends.postgresql.operations import DatabaseOperations
 
     original = DatabaseOperations.sql_flush
