@@ -39,7 +39,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "portal.csp.PortalCSPMiddleware",  # django-csp's, + the Entra authority in form-action
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files: GET and HEAD, 405 to anything else
+    "portal.methods.RefuseUnservedMethods",  # 405 to PUT, PATCH, DELETE, ... everywhere else
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
