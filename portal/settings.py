@@ -41,6 +41,7 @@ MIDDLEWARE = [
     "portal.csp.PortalCSPMiddleware",  # django-csp's, + the Entra authority in form-action
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files: GET and HEAD, 405 to anything else
     "portal.methods.RefuseUnservedMethods",  # 405 to PUT, PATCH, DELETE, ... everywhere else
+    "portal.body_limit.LimitBodySize",  # 413 before anything (the CSRF check) reads a body over the limit
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -169,6 +170,12 @@ CONTENT_SECURITY_POLICY = {
         "object-src": [NONE],
     },
 }
+# Every request body, files included (portal/body_limit.py); nothing the portal takes comes near it (the admin's
+# forms carry no uploads). Django's own limit on what it reads into memory is kept the same.
+PORTAL_MAX_BODY_BYTES = env_int("PORTAL_MAX_BODY_BYTES", 1024 * 1024)
+if PORTAL_MAX_BODY_BYTES < 1024:
+    raise ImproperlyConfigured(f"PORTAL_MAX_BODY_BYTES must be at least 1024, not {PORTAL_MAX_BODY_BYTES}")
+DATA_UPLOAD_MAX_MEMORY_SIZE = PORTAL_MAX_BODY_BYTES
 SILENCED_SYSTEM_CHECKS = [
     # HSTS preload is a commitment the owner of the registrable domain makes at hstspreload.org for every
     # host under it; the portal sends `preload` only when PORTAL_HSTS_PRELOAD says that commitment was made.
