@@ -198,6 +198,11 @@ CACHES = {
 }
 PORTAL_SIGNIN_RATE = env_str("PORTAL_SIGNIN_RATE", "20/m")  # per client IP, for the login POST and the callback
 PORTAL_SUBMIT_RATE = env_str("PORTAL_SUBMIT_RATE", "10/m")  # per user, request submissions
+# Per user, each kind of action counted on its own (approve/reject, cancel, retry, revoke, sign out; the Django
+# admin's and django-rq's forms together): far above what a person clicks, well below a script.
+PORTAL_ACTION_RATE = env_str("PORTAL_ACTION_RATE", "30/m")
+# Per user: verify again, repair, run reconcile now (each sends a round of calls to Azure and the clusters).
+PORTAL_CLOUD_ACTION_RATE = env_str("PORTAL_CLOUD_ACTION_RATE", "5/m")
 RATELIMIT_ENABLE = env_bool("PORTAL_RATELIMIT_ENABLE", True)
 # The client's address for per-IP limits: REMOTE_ADDR, or behind the ingress the address it appended last to
 # X-Forwarded-For (requests_app/ratelimits.py).
