@@ -1,13 +1,15 @@
 """The portal's URLs: its own (requests_app/urls.py), the Django admin and django-rq's dashboard.
 
 The admin's and django-rq's views are wrapped where they are included: every POST rate limited per user
-(requests_app/ratelimits.py).
+(requests_app/ratelimits.py); django-rq's answer 404 to ids that name nothing (portal/rq_pages.py, which also
+replaces django-rq's admin integration: requests_app/admin.py).
 """
 
 from django.contrib import admin
 from django.urls import include, path
 from django_rq import urls as django_rq_urls
 
+from portal import rq_pages
 from portal.wrapped_urls import wrap_views
 from requests_app import ratelimits
 
@@ -17,7 +19,7 @@ urlpatterns = [
     path("admin/", (wrap_views(admin_patterns, ratelimits.every_post("admin")), admin_app, admin_namespace)),
     path(
         "django-rq/",
-        include((wrap_views(django_rq_urls.urlpatterns, ratelimits.every_post("django-rq")), django_rq_urls.app_name)),
+        include((wrap_views(rq_pages.urlpatterns(), ratelimits.every_post("django-rq")), django_rq_urls.app_name)),
     ),
     path("", include("requests_app.urls")),
 ]

@@ -27,7 +27,7 @@ MADE_UP_UUID = "6f1d2c3b-0000-4000-8000-00000000dead"
 MADE_UP: dict[type, list[str]] = {
     UUIDConverter: [MADE_UP_UUID],
     IntConverter: ["0", "7", "987654321987654321"],
-    StringConverter: ["made-up", "987654", "-1"],
+    StringConverter: ["made-up", "987654", "-1", "rq:worker:made-up"],  # the last: a worker key in its shape
     PathConverter: ["made-up", "987654", "made/up"],
     SlugConverter: ["made-up"],
 }
