@@ -242,11 +242,31 @@ PORTAL_RECONCILE_SECONDS = env_float("PORTAL_RECONCILE_SECONDS", 3600.0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # The sign-in callback's query string (the authorization code) never reaches a log (portal/logs.py; gunicorn's
+    # logs: deploy/gunicorn.conf.py).
+    "filters": {"redact_callback": {"()": "portal.logs.RedactCallbackQuery"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_callback"]},
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server"},
+    },
     "root": {"handlers": ["console"], "level": env_str("PORTAL_LOG_LEVEL", "INFO")},
-    # The SDKs log requests and responses at DEBUG, client and principal IDs included (msal.token_cache does).
     "loggers": {
+        # runserver's access log (`make run`): Django's own set-up of it, and the filter.
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["redact_callback"],
+        },
+        # The SDKs log requests and responses at DEBUG, client and principal IDs included (msal.token_cache does).
         "azure": {"level": "WARNING"},
         "msal": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
