@@ -133,6 +133,12 @@ class Settings:
     # Above this many groups the id_token carries the overage claim instead of `groups`.
     groups_overage_limit: int = 200
     auth_code_lifetime_seconds: int = 600
+    # Entra's id_tokens have one audience (the app) and no azp. OpenID Connect allows more: an `aud` array and an
+    # `azp` naming the party the token was issued to. These make the sign-in issue such tokens, so a relying
+    # party's checks of them can be tested (OIDC Core 3.1.3.7): audiences added after the app's client ID, and
+    # the azp claim ("" = none).
+    id_token_extra_audiences: list[str] = field(default_factory=list)
+    id_token_azp: str = ""
     access_token_lifetime_seconds: int = 3599
     throttle: Throttle = field(default_factory=Throttle)
 

@@ -900,6 +900,10 @@ class Entra:
             "uti": secrets.token_urlsafe(16),
             "ver": "2.0",
         }
+        if emu.settings.id_token_extra_audiences:
+            claims["aud"] = [app.client_id, *emu.settings.id_token_extra_audiences]
+        if emu.settings.id_token_azp:
+            claims["azp"] = emu.settings.id_token_azp
         if user.email:
             claims["email"] = user.email
         if nonce:

@@ -39,7 +39,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "portal.csp.PortalCSPMiddleware",  # django-csp's, + the Entra authority in form-action
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files: GET and HEAD, 405 to anything else
+    "portal.methods.RefuseUnservedMethods",  # 405 to PUT, PATCH, DELETE, ... everywhere else
+    "portal.body_limit.LimitBodySize",  # 413 before anything (the CSRF check) reads a body over the limit
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -168,6 +170,12 @@ CONTENT_SECURITY_POLICY = {
         "object-src": [NONE],
     },
 }
+# Every request body, files included (portal/body_limit.py); nothing the portal takes comes near it (the admin's
+# forms carry no uploads). Django's own limit on what it reads into memory is kept the same.
+PORTAL_MAX_BODY_BYTES = env_int("PORTAL_MAX_BODY_BYTES", 1024 * 1024)
+if PORTAL_MAX_BODY_BYTES < 1024:
+    raise ImproperlyConfigured(f"PORTAL_MAX_BODY_BYTES must be at least 1024, not {PORTAL_MAX_BODY_BYTES}")
+DATA_UPLOAD_MAX_MEMORY_SIZE = PORTAL_MAX_BODY_BYTES
 SILENCED_SYSTEM_CHECKS = [
     # HSTS preload is a commitment the owner of the registrable domain makes at hstspreload.org for every
     # host under it; the portal sends `preload` only when PORTAL_HSTS_PRELOAD says that commitment was made.
@@ -190,6 +198,11 @@ CACHES = {
 }
 PORTAL_SIGNIN_RATE = env_str("PORTAL_SIGNIN_RATE", "20/m")  # per client IP, for the login POST and the callback
 PORTAL_SUBMIT_RATE = env_str("PORTAL_SUBMIT_RATE", "10/m")  # per user, request submissions
+# Per user, each kind of action counted on its own (approve/reject, cancel, retry, revoke, sign out; the Django
+# admin's and django-rq's forms together): far above what a person clicks, well below a script.
+PORTAL_ACTION_RATE = env_str("PORTAL_ACTION_RATE", "30/m")
+# Per user: verify again, repair, run reconcile now (each sends a round of calls to Azure and the clusters).
+PORTAL_CLOUD_ACTION_RATE = env_str("PORTAL_CLOUD_ACTION_RATE", "5/m")
 RATELIMIT_ENABLE = env_bool("PORTAL_RATELIMIT_ENABLE", True)
 # The client's address for per-IP limits: REMOTE_ADDR, or behind the ingress the address it appended last to
 # X-Forwarded-For (requests_app/ratelimits.py).
@@ -238,19 +251,35 @@ PORTAL_AUDIT_CHECKPOINT_SECONDS = env_float("PORTAL_AUDIT_CHECKPOINT_SECONDS", 6
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # The sign-in callback's query string (the authorization code) never reaches a log (portal/logs.py; gunicorn's
+    # logs: deploy/gunicorn.conf.py).
+    "filters": {"redact_callback": {"()": "portal.logs.RedactCallbackQuery"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json_line": {"format": "%(message)s"},  # the message is already one JSON object
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_callback"]},
         "checkpoints": {"class": "logging.StreamHandler", "formatter": "json_line", "stream": "ext://sys.stdout"},
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server"},
     },
     "root": {"handlers": ["console"], "level": env_str("PORTAL_LOG_LEVEL", "INFO")},
-    # The SDKs log requests and responses at DEBUG, client and principal IDs included (msal.token_cache does).
     "loggers": {
         # Signed audit checkpoints, one JSON line each, for the log collector (requests_app/checkpoints.py).
         "audit.checkpoints": {"handlers": ["checkpoints"], "level": "INFO", "propagate": False},
+        # runserver's access log (`make run`): Django's own set-up of it, and the filter.
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["redact_callback"],
+        },
+        # The SDKs log requests and responses at DEBUG, client and principal IDs included (msal.token_cache does).
         "azure": {"level": "WARNING"},
         "msal": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},

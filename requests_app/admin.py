@@ -11,6 +11,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.http import HttpRequest
+from django_rq.models import Dashboard
+
+from portal import rq_pages
 
 from . import audit, clusters
 from .models import AllowedRole, Approval, AuditEvent, Cluster, IdentityRequest, RoleGrant, Step, User
@@ -242,3 +245,10 @@ class UserAdmin(BaseUserAdmin):
             },
         ),
     )
+
+
+# ---- django-rq's dashboard in the admin -------------------------------------------------------------------
+
+# django-rq registers its own; ours answers 404, not 500, to made-up ids (portal/rq_pages.py).
+admin.site.unregister(Dashboard)
+admin.site.register(Dashboard, rq_pages.DashboardAdmin)

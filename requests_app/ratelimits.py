@@ -1,13 +1,16 @@
-"""Rate limits on sign-in and on request submission (django-ratelimit, counting in the shared cache).
+"""Rate limits on sign-in and on every state-changing action (django-ratelimit, counting in the shared cache).
 
-The views stay as they are; requests_app/urls.py wraps them:
+The views stay as they are; requests_app/urls.py and portal/urls.py wrap them:
 
     path("login/", ratelimits.signin(auth_views.login), name="login")
+    path("requests/<uuid:pk>/cancel/", ratelimits.action(requests.cancel, group="cancel"), ...)
 
-Over the limit, the answer is a friendly 429 page with Retry-After, never an error. Limits are settings
-(PORTAL_SIGNIN_RATE per client IP, PORTAL_SUBMIT_RATE per user). If the cache cannot be reached the request goes
-through and the failure is logged: the limits slow down guessing and floods, while sign-in itself is protected
-by Entra, so an outage of Redis should not lock everybody out.
+Over the limit, the answer is a friendly 429 page with Retry-After, never an error. Limits are settings:
+PORTAL_SIGNIN_RATE per client IP; per signed-in user PORTAL_SUBMIT_RATE (submissions), PORTAL_CLOUD_ACTION_RATE
+(actions that each send a round of calls to Azure and the clusters) and PORTAL_ACTION_RATE (every other action,
+each kind counted on its own; the Django admin's and django-rq's forms). If the cache cannot be reached the
+request goes through and the failure is logged: the limits slow down guessing and floods, while sign-in itself
+is protected by Entra, so an outage of Redis should not lock everybody out.
 """
 
 from __future__ import annotations
@@ -59,6 +62,40 @@ def signin(view: View, *, methods: tuple[str, ...] = ("POST",)) -> View:
 def submission(view: View) -> View:
     """Request submissions (POST /requests/new/ with action=submit), per signed-in user."""
     return _limited(view, group="submit", key="user", rate_setting="PORTAL_SUBMIT_RATE", applies=_is_submit)
+
+
+def action(view: View, *, group: str) -> View:
+    """A state-changing POST (approve or reject, cancel, retry, revoke, sign out), per signed-in user and `group`.
+
+    Signed-out callers are sent to sign in by the view and not counted; GETs (a confirmation page, a form) are
+    not counted either."""
+    return _limited(
+        view, group=f"action.{group}", key="user", rate_setting="PORTAL_ACTION_RATE", applies=_is_signed_in_post
+    )
+
+
+def cloud_action(view: View, *, group: str) -> View:
+    """Like `action`, for what sends a round of calls to Azure and the clusters (verify again, repair, run
+    reconcile now): a lower limit."""
+    return _limited(
+        view, group=f"action.{group}", key="user", rate_setting="PORTAL_CLOUD_ACTION_RATE", applies=_is_signed_in_post
+    )
+
+
+def every_post(group: str) -> Callable[[View], View]:
+    """For every view of the Django admin and of django-rq (portal/urls.py wraps them all): each POST, per user,
+    or per client IP before signing in (the admin's own sign-in form), all of `group` counted together."""
+
+    def wrap(view: View) -> View:
+        return _limited(
+            view, group=group, key="user_or_ip", rate_setting="PORTAL_ACTION_RATE", applies=lambda r: r.method == "POST"
+        )
+
+    return wrap
+
+
+def _is_signed_in_post(request: HttpRequest) -> bool:
+    return request.method == "POST" and request.user.is_authenticated
 
 
 def _is_submit(request: HttpRequest) -> bool:

@@ -258,8 +258,8 @@ def validate_id_token(token: str, *, nonce: str | None = None) -> dict[str, Any]
     """The claims of an id_token from our tenant for our app, or SignInError.
 
     Signature (RS256, the tenant's published keys), issuer (as discovery states it), audience (our client ID),
-    exp/nbf/iat (with clock skew), tenant (only the configured one), and the nonce when given (msal already
-    compares it; checking twice costs nothing).
+    the authorized party (azp) when there are several audiences, exp/nbf/iat (with clock skew), tenant (only
+    the configured one), and the nonce when given (msal does not validate id_tokens; we check all of it).
     """
     client = _client()
     config = client.config
@@ -285,6 +285,7 @@ def validate_id_token(token: str, *, nonce: str | None = None) -> dict[str, Any]
         )
     except jwt.PyJWTError as e:
         raise SignInError(f"The id_token is not valid: {e}.", reason="invalid_token") from e
+    _check_authorized_party(claims, config.client_id)
     if str(claims.get("tid", "")).lower() != config.tenant_id.lower():
         raise SignInError("This account belongs to another organisation (tenant).", reason="wrong_tenant")
     if not claims.get("oid"):
@@ -292,6 +293,19 @@ def validate_id_token(token: str, *, nonce: str | None = None) -> dict[str, Any]
     if nonce is not None and claims.get("nonce") != _nonce_hash(nonce):
         raise SignInError("The sign-in response was not for this sign-in.", reason="nonce")
     return claims
+
+
+def _check_authorized_party(claims: dict[str, Any], client_id: str) -> None:
+    """OpenID Connect Core 3.1.3.7: a token with several audiences must name the party it was issued to (azp),
+    and an azp, when present, must be the portal. PyJWT's audience check passes as soon as our client ID is one
+    of the audiences, so a token issued to another app that merely lists the portal would get through."""
+    audience = claims.get("aud")
+    several = isinstance(audience, list) and len(audience) > 1
+    if (several or "azp" in claims) and claims.get("azp") != client_id:
+        raise SignInError(
+            "The id_token was issued to another application (its authorized party, azp, is not this portal).",
+            reason="azp",
+        )
 
 
 def _nonce_hash(nonce: str) -> str:

@@ -16,7 +16,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods
+
+from portal.methods import serves
 
 from .. import audit
 from . import entra
@@ -26,11 +27,11 @@ PENDING = "entra_pending_sign_ins"
 MAX_PENDING = 5  # a few tabs may sign in at once; older flows are dropped
 
 
-@require_http_methods(["GET", "POST"])
+@serves("GET", "HEAD", "POST")
 def login(request: HttpRequest) -> HttpResponse:
     """GET: the "Sign in with Microsoft Entra ID" page. POST (its button): start the flow, off to Entra."""
     next_url = _safe_next(request, request.POST.get("next") or request.GET.get("next"))
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD show the page
         return render(request, "auth/login.html", {"next": next_url})
     try:
         flow = entra.begin_sign_in(request.build_absolute_uri(reverse("auth_callback")))
@@ -42,7 +43,7 @@ def login(request: HttpRequest) -> HttpResponse:
     return redirect(flow["auth_uri"])
 
 
-@require_GET
+@serves("GET")
 def callback(request: HttpRequest) -> HttpResponse:
     """Entra's redirect back (code + state, or error + state)."""
     params = request.GET.dict()
@@ -69,10 +70,10 @@ def callback(request: HttpRequest) -> HttpResponse:
     return redirect(started["next"] or "home")
 
 
-@require_http_methods(["GET", "POST"])
+@serves("GET", "HEAD", "POST")
 def logout(request: HttpRequest) -> HttpResponse:
     """GET: a confirmation page. POST: end the portal session, then Entra's, which returns to the portal."""
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD show the page
         return render(request, "auth/logout.html")
     if request.user.is_authenticated:
         audit.record("user.signed_out", actor=request.user, source_ip=audit.client_ip(request))

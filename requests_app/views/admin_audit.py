@@ -15,6 +15,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from portal.methods import serves
+
 from ..forms import AuditFilterForm
 from ..models import AuditEvent, User
 
@@ -35,6 +37,7 @@ def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEven
     return form, form.filter(qs)
 
 
+@serves("GET", "HEAD")
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     _require_admin(request.user)
@@ -44,6 +47,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     return render(request, "audit/log.html", {"form": form, "page": page, "rows": rows})
 
 
+@serves("GET", "HEAD")
 @login_required
 def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
     _require_admin(request.user)

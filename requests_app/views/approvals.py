@@ -10,6 +10,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
+from portal.methods import serves
+
 from .. import access, audit, policy, workflow
 from ..forms import DecisionForm, Plan
 from ..models import IdentityRequest, Status, User
@@ -20,6 +22,7 @@ def _require_approver(user: User) -> None:
         raise PermissionDenied("Only approvers and admins see approvals.")
 
 
+@serves("GET", "HEAD")
 @login_required
 def queue(request: HttpRequest) -> HttpResponse:
     _require_approver(request.user)
@@ -36,6 +39,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(request, "approvals/queue.html", {"items": items})
 
 
+@serves("GET", "HEAD", "POST")
 @login_required
 def decide(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     _require_approver(request.user)

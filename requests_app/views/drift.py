@@ -12,7 +12,8 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+
+from portal.methods import serves
 
 from .. import access, audit, drift
 from ..models import Cluster, DriftFinding, IdentityRequest
@@ -35,8 +36,8 @@ class DriftFilterForm(forms.Form):
         return qs
 
 
+@serves("GET", "HEAD", "POST")
 @login_required
-@require_http_methods(["GET", "POST"])
 def drift_list(request: HttpRequest) -> HttpResponse:
     """GET: open findings across all requests, newest first. POST: run a reconcile of every request now."""
     if not request.user.is_portal_admin:
@@ -57,8 +58,8 @@ def drift_list(request: HttpRequest) -> HttpResponse:
     return render(request, "drift/list.html", {"form": form, "page": page, "rows": rows})
 
 
+@serves("POST")
 @login_required
-@require_POST
 def repair(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = get_object_or_404(IdentityRequest.objects.select_related("cluster"), pk=pk)
     if not access.can_view(request.user, req):

@@ -12,7 +12,8 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+
+from portal.methods import serves
 
 from .. import access, audit, workflow
 from ..forms import Plan, RequestSubmission
@@ -24,6 +25,7 @@ PAGE_SIZE = 50
 UNFINISHED_STEP_STATES = {Step.State.PENDING, Step.State.RUNNING, Step.State.WAITING}
 
 
+@serves("GET", "HEAD")
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     user = request.user
@@ -39,6 +41,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "requests/home.html", {"mine": mine, "waiting": waiting})
 
 
+@serves("GET", "HEAD")
 @login_required
 def my_requests(request: HttpRequest) -> HttpResponse:
     qs = IdentityRequest.objects.filter(requester=request.user).select_related("cluster").order_by("-created_at")
@@ -46,6 +49,7 @@ def my_requests(request: HttpRequest) -> HttpResponse:
     return render(request, "requests/my_requests.html", {"page": page})
 
 
+@serves("GET", "HEAD", "POST")
 @login_required
 def new_request(request: HttpRequest) -> HttpResponse:
     """GET: the form. POST `action`: add (one more grant row), edit (back from review), review, submit.
@@ -96,6 +100,7 @@ def _visible_request(request: HttpRequest, pk: uuid.UUID) -> IdentityRequest:
     return req
 
 
+@serves("GET", "HEAD")
 @never_cache
 @login_required
 def request_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
@@ -123,6 +128,7 @@ def request_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     return render(request, "requests/detail.html", context)
 
 
+@serves("GET", "HEAD")
 @never_cache
 @login_required
 def request_status(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
@@ -131,8 +137,8 @@ def request_status(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     return render(request, "requests/_live.html", _live_context(req, access.can_see_ids(request.user, req)))
 
 
+@serves("POST")
 @login_required
-@require_POST
 def cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = _visible_request(request, pk)
     try:
@@ -144,8 +150,8 @@ def cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     return redirect("request_detail", pk=req.pk)
 
 
+@serves("POST")
 @login_required
-@require_POST
 def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = _visible_request(request, pk)
     try:

