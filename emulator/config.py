@@ -23,6 +23,8 @@ class User:
     upn: str
     groups: list[str] = field(default_factory=list)
     email: str = ""
+    # False: the account is disabled (sign-in answers AADSTS50057; Graph still finds it).
+    account_enabled: bool = True
 
 
 @dataclass
@@ -125,6 +127,8 @@ class Settings:
     fic_write_seconds: float = 0.02
     # Above this many groups the id_token carries the overage claim instead of `groups`.
     groups_overage_limit: int = 200
+    # Graph's page size for collections (appRoleAssignedTo); past it, `@odata.nextLink`.
+    graph_page_size: int = 100
     auth_code_lifetime_seconds: int = 600
     access_token_lifetime_seconds: int = 3599
     throttle: Throttle = field(default_factory=Throttle)
