@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from ..auth.middleware import fresh_roles
 from ..forms import AuditFilterForm
 from ..models import AuditEvent, User
 
@@ -35,6 +36,7 @@ def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEven
     return form, form.filter(qs)
 
 
+@fresh_roles
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     _require_admin(request.user)
@@ -44,6 +46,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     return render(request, "audit/log.html", {"form": form, "page": page, "rows": rows})
 
 
+@fresh_roles
 @login_required
 def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
     _require_admin(request.user)

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from .. import access, audit, policy, workflow
+from ..auth.middleware import fresh_roles
 from ..forms import DecisionForm, Plan
 from ..models import IdentityRequest, Status, User
 
@@ -36,6 +37,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(request, "approvals/queue.html", {"items": items})
 
 
+@fresh_roles(methods=["POST"])  # the decision: roles read from Entra right before
 @login_required
 def decide(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     _require_approver(request.user)

@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from .. import access, audit, drift
+from ..auth.middleware import fresh_roles
 from ..models import Cluster, DriftFinding, IdentityRequest
 from ..workflow import WorkflowError
 
@@ -35,6 +36,7 @@ class DriftFilterForm(forms.Form):
         return qs
 
 
+@fresh_roles
 @login_required
 @require_http_methods(["GET", "POST"])
 def drift_list(request: HttpRequest) -> HttpResponse:
@@ -57,6 +59,7 @@ def drift_list(request: HttpRequest) -> HttpResponse:
     return render(request, "drift/list.html", {"form": form, "page": page, "rows": rows})
 
 
+@fresh_roles(methods=["POST"])
 @login_required
 @require_POST
 def repair(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:

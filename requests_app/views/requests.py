@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import access, audit, workflow
+from ..auth.middleware import fresh_roles
 from ..forms import Plan, RequestSubmission
 from ..models import Cluster, IdentityRequest, Status, Step
 
@@ -144,6 +145,7 @@ def cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     return redirect("request_detail", pk=req.pk)
 
 
+@fresh_roles(methods=["POST"])
 @login_required
 @require_POST
 def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:

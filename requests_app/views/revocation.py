@@ -14,10 +14,12 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from .. import audit, workflow
+from ..auth.middleware import fresh_roles
 from ..forms import RevokeForm
 from .requests import _visible_request
 
 
+@fresh_roles(methods=["POST"])
 @login_required
 @require_POST
 def revoke(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:

@@ -8,13 +8,18 @@ import threading
 import pytest
 from django.db import connection
 from django.urls import reverse
+from django.utils import timezone
 
 from requests_app import clusters, policy, provisioning, workflow
 from requests_app.models import AllowedRole, Approval, AuditEvent, Cluster, IdentityRequest, RoleGrant, Status, User
 from requests_app.workflow import WorkflowError
 
+from ..portal_fixtures import in_entra
 from .conftest import APPROVERS, DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
 from .factories import client_for, form_data, submitted
+
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
 
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
@@ -30,14 +35,16 @@ ACCESS_ROLES = [
 
 
 @pytest.fixture
-def second_approver(db) -> User:
-    return User.objects.create(
+def second_approver(db, control) -> User:
+    user = User.objects.create(
         username="66666666-6666-4666-8666-666666666666",
         object_id="66666666-6666-4666-8666-666666666666",
         display_name="Sam Second",
         entra_groups=[APPROVERS],
         is_approver=True,
+        roles_checked_at=timezone.now(),
     )
+    return in_entra(control, user)
 
 
 @pytest.fixture

@@ -50,7 +50,8 @@ from .factories import form_data, submitted
 from .signin import PORTAL_HOST, finish_sign_in, pick_account, start_sign_in
 from .test_authorization_matrix import OBJECT, PAGES, POST_DATA, make_request
 
-pytestmark = pytest.mark.django_db
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cloud")]
 
 CONTOSO = "7d2c6e1a-5b4f-4c3e-9a8d-1f2e3d4c5b6a"
 RILEY = "11111111-1111-4111-8111-111111111111"

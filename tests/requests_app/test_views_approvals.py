@@ -11,6 +11,9 @@ from requests_app.models import AuditEvent, IdentityRequest, Status
 from .conftest import VAULT_SCOPE
 from .factories import client_for, submitted
 
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
+
 ENQUEUE = "enqueue_provisioning.<locals>.<lambda>"
 
 

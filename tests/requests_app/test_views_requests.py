@@ -315,7 +315,7 @@ def test_cancel_and_retry_refuse_get(offline_cluster, requester):
     assert req.status == Status.SUBMITTED
 
 
-def test_retry_restarts_a_failed_request(failed, requester, django_capture_on_commit_callbacks):
+def test_retry_restarts_a_failed_request(failed, requester, cloud, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = client_for(requester).post(reverse("request_retry", args=[failed.pk]))
     assert response.status_code == 302
@@ -324,7 +324,7 @@ def test_retry_restarts_a_failed_request(failed, requester, django_capture_on_co
     assert [c.__qualname__ for c in callbacks] == ["enqueue_provisioning.<locals>.<lambda>"]
 
 
-def test_retry_only_when_failed(offline_cluster, requester, django_capture_on_commit_callbacks):
+def test_retry_only_when_failed(offline_cluster, requester, cloud, django_capture_on_commit_callbacks):
     req = submitted(offline_cluster, requester)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = client_for(requester).post(reverse("request_retry", args=[req.pk]), follow=True)
