@@ -680,7 +680,7 @@ class Entra:
             )
         audience = audience_of_scope(scopes[0])
         # This emulator's own Graph URL names Graph too, as graph.microsoft.us does in a national cloud.
-        if audience.lower() in (GRAPH_RESOURCE, GRAPH_APP_ID, f"{self.emu.url}{graph.PREFIX}".lower()):
+        if audience.lower() in (GRAPH_RESOURCE, GRAPH_APP_ID, *(u.lower() for u in graph.own_graph_urls(self.emu))):
             audience = GRAPH_APP_ID
         access, lifetime = self.emu.issue_access_token(
             t.id,

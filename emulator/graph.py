@@ -36,6 +36,12 @@ MAX_PAGE_SIZE = 999
 NOT_FOUND = "Resource '{}' does not exist or one of its queried reference-property objects are not present."
 
 
+def own_graph_urls(emu: Any) -> list[str]:
+    """This emulator's Graph by each name it answers to: a Graph token may name any of them as its audience."""
+    hosts = dict.fromkeys([emu.public_host, "localhost", "127.0.0.1"])
+    return [f"https://{h}:{emu.port}{PREFIX}" for h in hosts]
+
+
 def graph_error(
     request: web.Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -90,7 +96,7 @@ class Graph:
 
     # --- who is calling, what they ask about -------------------------------------------------------------
     def graph_audiences(self) -> list[str]:
-        return [*GRAPH_AUDIENCES, f"{self.emu.url}{PREFIX}"]
+        return [*GRAPH_AUDIENCES, *own_graph_urls(self.emu)]
 
     def caller(self, request: web.Request) -> tuple[dict[str, Any], Tenant] | web.Response:
         """Verified Graph token claims and its tenant, or a 401 in Graph's shape."""

@@ -4,6 +4,7 @@ emulator's directory changes under them (control API), and the portal's clock mo
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from requests_app.models import AuditEvent, IdentityRequest, Status, User
@@ -11,6 +12,7 @@ from requests_app.models import AuditEvent, IdentityRequest, Status, User
 from ..portal_fixtures import TENANT
 from .factories import submitted
 from .signin import PORTAL_HOST, sign_in
+from .test_authorization_matrix import make_request
 
 pytestmark = pytest.mark.django_db
 TEAM_PAYMENTS = "0f1e2d3c-0004-4000-8000-000000000004"
@@ -209,3 +211,44 @@ def test_a_session_from_before_the_limit_starts_its_lifetime_when_first_seen(cli
     assert get(client, "/").status_code == 200
     portal_clock.advance(3601)
     assert get(client, "/").status_code == 302 and not signed_in(client)
+
+
+# ----- every privileged action reads first -----------------------------------------------------------------
+PRIVILEGED = [
+    # (who, method, route, state of the request it acts on)
+    ("approver", "post", "request_decide", "submitted"),
+    ("devops", "post", "request_revoke", "ready"),
+    ("devops", "post", "request_repair", "ready"),
+    ("admin", "post", "request_retry", "failed"),
+    ("admin", "get", "audit", None),
+    ("admin", "get", "audit_csv", None),
+    ("admin", "get", "drift", None),
+    ("admin", "post", "drift", None),
+    ("admin", "post", "admin:requests_app_cluster_add", None),
+    ("admin", "post", "django_rq:home", None),
+]
+
+
+@pytest.mark.parametrize("who, method, route, state", PRIVILEGED)
+def test_every_privileged_action_is_refused_while_entra_cannot_say(
+    request, cloud, control, offline_cluster, requester, who, method, route, state
+):
+    args = [make_request(offline_cluster, requester, state).pk] if state else []
+    client = Client()
+    client.force_login(request.getfixturevalue(who))
+    data = {"decision": "approve", "reason": "gone"} if method == "post" else {}
+    control.add_fault(r"/graph/", status=503, code="ServiceUnavailable")
+
+    resp = getattr(client, method)(reverse(route, args=args), data)
+
+    assert resp.status_code == 503, (route, resp.status_code)
+    assert b"Your roles could not be checked" in resp.content
+
+
+def test_plain_pages_are_not_refused_while_entra_cannot_say(cloud, control, offline_cluster, requester, admin):
+    req = make_request(offline_cluster, requester, "ready")
+    client = Client()
+    client.force_login(admin)
+    control.add_fault(r"/graph/", status=503, code="ServiceUnavailable")
+    for url in ("/", reverse("request_detail", args=[req.pk]), reverse("approvals"), reverse("admin:index")):
+        assert client.get(url).status_code == 200, url

@@ -117,6 +117,20 @@ def test_without_entra_configuration_it_refuses_at_once(settings):
         graph.user_access(ALEX)
 
 
+def test_a_next_link_to_another_host_is_not_followed(cloud, control, emu, portal_app):
+    # The portal knows Graph as 127.0.0.1; the emulator's next links name localhost: another host, as far as
+    # the portal can tell, and its Graph token must not go there.
+    cloud.GRAPH_URL = emu.url.replace("localhost", "127.0.0.1") + "/graph"
+    portal_app.app_roles["Portal.Approver"] = [APPROVERS]
+    try:
+        control.settings(graph_page_size=1)
+        with pytest.raises(CloudError, match="next link to another host"):
+            graph.user_access(ALEX)
+        assert len(control.calls(path="appRoleAssignedTo")) == 1  # the first page only
+    finally:
+        del portal_app.app_roles["Portal.Approver"]
+
+
 @pytest.mark.parametrize(
     "link, allowed",
     [
