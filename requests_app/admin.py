@@ -48,9 +48,21 @@ class ClusterAdminForm(forms.ModelForm):
     class Meta:
         model = Cluster
         fields = ["name", *clusters.FIELDS]
+        help_texts = {
+            "namespace_owners": "Each allowed namespace and the object ID of the Entra group that owns it, e.g. "
+            '{"team-payments": "0f1e2d3c-0004-4000-8000-000000000004"}: only its members (and admins) may ask '
+            "for identities there.",
+        }
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if "namespace_owners" in data and "allowed_namespaces" in data:
+            try:
+                data["namespace_owners"] = clusters.validate_namespace_owners(
+                    data["allowed_namespaces"], data["namespace_owners"]
+                )
+            except clusters.ClusterConfigError as e:
+                self.add_error("namespace_owners", str(e))
         if not data.get("oidc_issuer_url") and not self.errors:
             try:
                 data["oidc_issuer_url"] = _discover_issuer(data)

@@ -25,6 +25,8 @@ DEMO_CLUSTERS = Path(__file__).resolve().parents[1] / "deploy" / "demo-clusters.
 APPROVERS = "0f1e2d3c-0001-4000-8000-000000000001"
 ADMINS = "0f1e2d3c-0002-4000-8000-000000000002"
 DEVOPS = "0f1e2d3c-0003-4000-8000-000000000003"
+TEAM_PAYMENTS = "0f1e2d3c-0004-4000-8000-000000000004"
+TEAM_SEARCH = "0f1e2d3c-0005-4000-8000-000000000005"
 SUBSCRIPTION = "3f6a1c2e-8d4b-4e5f-9a0b-1c2d3e4f5a6b"
 VAULT_SCOPE = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-team-payments"
@@ -101,7 +103,7 @@ def in_entra(control: EmulatorClient, user: User) -> User:
 
 @pytest.fixture
 def requester(db) -> User:
-    return _user("11111111-1111-4111-8111-111111111111", "Riley Requester", ["0f1e2d3c-0004-4000-8000-000000000004"])
+    return _user("11111111-1111-4111-8111-111111111111", "Riley Requester", [TEAM_PAYMENTS])
 
 
 @pytest.fixture
@@ -111,9 +113,7 @@ def approver(db) -> User:
 
 @pytest.fixture
 def devops(db) -> User:
-    return _user(
-        "33333333-3333-4333-8333-333333333333", "Dana DevOps", [DEVOPS, "0f1e2d3c-0004-4000-8000-000000000004"]
-    )
+    return _user("33333333-3333-4333-8333-333333333333", "Dana DevOps", [DEVOPS, TEAM_PAYMENTS])
 
 
 @pytest.fixture
@@ -146,6 +146,7 @@ def offline_cluster(db) -> Cluster:
         api_server_url="https://localhost:1/k8s/aks-demo",
         devops_group_id=DEVOPS,
         allowed_namespaces=["team-payments", "team-search"],
+        namespace_owners={"team-payments": TEAM_PAYMENTS, "team-search": TEAM_SEARCH},
     )
     cluster.roles.create(
         role_name="Key Vault Secrets User",

@@ -31,7 +31,13 @@ def queue(request: HttpRequest) -> HttpResponse:
         .order_by("created_at")
     )
     items = [
-        {"req": r, "plan": Plan.of(r), "own": r.requester_id == request.user.pk, "mine": _approved_by(r, request.user)}
+        {
+            "req": r,
+            "plan": Plan.of(r),
+            "own": r.requester_id == request.user.pk,
+            "mine": _approved_by(r, request.user),
+            "team": access.team_of(r),
+        }
         for r in pending
     ]
     return render(request, "approvals/queue.html", {"items": items})
@@ -51,6 +57,7 @@ def decide(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         "form": form,
         "can_decide": access.can_decide(request.user, req),
         "mine": _approved_by(req, request.user),
+        "team": access.team_of(req),
     }
     return render(request, "approvals/decide.html", context)
 

@@ -54,12 +54,14 @@ def new_request(request: HttpRequest) -> HttpResponse:
     Review and submit both validate everything server-side (review's hidden fields may have been altered).
     Whatever the outcome, the form comes back with what was typed.
     """
+    user = request.user
     if request.method != "POST":
-        return _form_page(request, RequestSubmission())
+        return _form_page(request, RequestSubmission(user=user))
     action = request.POST.get("action", "review")
     if action in ("add", "edit"):
-        return _form_page(request, RequestSubmission(values=request.POST, add_rows=1 if action == "add" else 0))
-    submission = RequestSubmission(request.POST)
+        rows = 1 if action == "add" else 0
+        return _form_page(request, RequestSubmission(values=request.POST, user=user, add_rows=rows))
+    submission = RequestSubmission(request.POST, user=user)
     if not submission.is_valid():
         return _form_page(request, submission)
     if action != "submit":
@@ -83,7 +85,12 @@ def new_request(request: HttpRequest) -> HttpResponse:
 
 
 def _form_page(request: HttpRequest, submission: RequestSubmission) -> HttpResponse:
-    catalogue = Cluster.objects.prefetch_related("roles")
+    catalogue = list(Cluster.objects.prefetch_related("roles"))
+    for cluster in catalogue:
+        # Each allowed namespace, and whether this user's team owns it (the form offers only those).
+        cluster.namespaces = [
+            (ns, access.can_request_in(request.user, cluster, ns)) for ns in cluster.allowed_namespaces
+        ]
     return render(request, "requests/new_request.html", {"submission": submission, "catalogue": catalogue})
 
 

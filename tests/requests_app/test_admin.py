@@ -49,6 +49,7 @@ def cluster_form(**over: str) -> dict[str, str]:
         "kubeconfig_context": "",
         "devops_group_id": DEVOPS,
         "allowed_namespaces": '["team-a"]',
+        "namespace_owners": '{"team-a": "0f1e2d3c-0004-4000-8000-000000000004"}',
         "allowed_subscriptions": "[]",
         "roles-TOTAL_FORMS": "1",
         "roles-INITIAL_FORMS": "0",

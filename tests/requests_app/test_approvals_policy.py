@@ -15,7 +15,7 @@ from requests_app.models import AllowedRole, Approval, AuditEvent, Cluster, Iden
 from requests_app.workflow import WorkflowError
 
 from ..portal_fixtures import in_entra
-from .conftest import APPROVERS, DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+from .conftest import APPROVERS, DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, TEAM_PAYMENTS, VAULT_SCOPE
 from .factories import client_for, form_data, submitted
 
 # Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
@@ -97,6 +97,7 @@ def spec(*roles: tuple[str, str]) -> dict:
         "api_server_url": "https://localhost:1/k8s/aks-policy",
         "devops_group_id": DEVOPS,
         "allowed_namespaces": ["team-payments"],
+        "namespace_owners": {"team-payments": TEAM_PAYMENTS},
         "roles": [
             {"role_name": name, "role_definition_id": guid, "scope_patterns": [f"/subscriptions/{SUBSCRIPTION}/*"]}
             for name, guid in roles
@@ -159,6 +160,7 @@ def admin_cluster_form(role_name: str, guid: str) -> dict[str, str]:
         "kubeconfig_context": "",
         "devops_group_id": DEVOPS,
         "allowed_namespaces": '["team-a"]',
+        "namespace_owners": f'{{"team-a": "{TEAM_PAYMENTS}"}}',
         "allowed_subscriptions": "[]",
         "roles-TOTAL_FORMS": "1",
         "roles-INITIAL_FORMS": "0",
@@ -370,6 +372,8 @@ def test_with_an_admin_required_two_approvers_are_not_enough(risky, approver, se
 
 def test_the_requester_never_counts(catalogue, approver, second_approver) -> None:
     # An approver asks; they cannot approve, and an approval row of theirs (however it got there) counts for nothing.
+    approver.entra_groups.append(TEAM_PAYMENTS)  # asking for their own team
+    approver.save()
     req = ask(catalogue, approver, READER, RG_SCOPE)
     with pytest.raises(WorkflowError, match="your own request"):
         workflow.approve_request(req, actor=approver)
