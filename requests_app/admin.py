@@ -177,7 +177,7 @@ class UserAdmin(BaseUserAdmin):
     list_display = ("username", "display_name", "email", "is_approver", "is_portal_admin", "is_staff")
     list_filter = ("is_approver", "is_portal_admin", "is_staff", "is_active")
     search_fields = ("username", "display_name", "email", "object_id")
-    # Refreshed from Entra ID at every sign-in: editing them here would be overwritten.
+    # Read from Entra ID at sign-in and again every few minutes: editing them here would be overwritten.
     readonly_fields = (
         "tenant_id",
         "object_id",
@@ -185,6 +185,7 @@ class UserAdmin(BaseUserAdmin):
         "entra_roles",
         "is_approver",
         "is_portal_admin",
+        "roles_checked_at",
         "last_login",
         "date_joined",
     )
@@ -201,6 +202,7 @@ class UserAdmin(BaseUserAdmin):
                     "entra_roles",
                     "is_approver",
                     "is_portal_admin",
+                    "roles_checked_at",
                 )
             },
         ),
