@@ -71,3 +71,23 @@ class EmulatorClient:
 
     def delete_namespace(self, cluster: str, name: str) -> None:
         self._call("DELETE", f"/namespaces/{cluster}/{name}")
+
+    # -- the directory: people change at run time; reset() undoes it ------------------------------------
+    def user(self, tenant: str, oid: str) -> dict[str, Any]:
+        return self._call("GET", f"/tenants/{tenant}/users/{oid}")
+
+    def put_user(self, tenant: str, oid: str, *, name: str, upn: str, **fields: Any) -> dict[str, Any]:
+        """Add a person (or replace them): email, groups, account_enabled are optional."""
+        return self._call("PUT", f"/tenants/{tenant}/users/{oid}", json={"name": name, "upn": upn, **fields})
+
+    def patch_user(self, tenant: str, oid: str, **changes: Any) -> dict[str, Any]:
+        return self._call("PATCH", f"/tenants/{tenant}/users/{oid}", json=changes)
+
+    def set_user_groups(self, tenant: str, oid: str, groups: list[str]) -> dict[str, Any]:
+        return self.patch_user(tenant, oid, groups=groups)
+
+    def disable_user(self, tenant: str, oid: str) -> dict[str, Any]:
+        return self.patch_user(tenant, oid, account_enabled=False)
+
+    def delete_user(self, tenant: str, oid: str) -> None:
+        self._call("DELETE", f"/tenants/{tenant}/users/{oid}")

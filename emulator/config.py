@@ -24,6 +24,8 @@ class User:
     upn: str
     groups: list[str] = field(default_factory=list)
     email: str = ""
+    # False: the account is disabled (sign-in answers AADSTS50057; Graph still finds it).
+    account_enabled: bool = True
 
 
 @dataclass
@@ -132,6 +134,8 @@ class Settings:
     fic_write_seconds: float = 0.02
     # Above this many groups the id_token carries the overage claim instead of `groups`.
     groups_overage_limit: int = 200
+    # Graph's page size for collections (appRoleAssignedTo); past it, `@odata.nextLink`.
+    graph_page_size: int = 100
     auth_code_lifetime_seconds: int = 600
     # Entra's id_tokens have one audience (the app) and no azp. OpenID Connect allows more: an `aud` array and an
     # `azp` naming the party the token was issued to. These make the sign-in issue such tokens, so a relying

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .config import User
 from .faults import retry_after_header  # noqa: F401  (re-exported for callers building rules)
 
 PREFIX = "/_emulator"
@@ -105,6 +106,52 @@ def setup(app: web.Application, emu: Any) -> None:
         emu.cluster_overrides.setdefault(name, {}).update({k: str(v) for k, v in body.items()})
         return web.json_response(emu.cluster_overrides[name])
 
+    def tenant_of(request: web.Request) -> Any:
+        tenant = emu.config.tenant(request.match_info["tenant"])
+        if tenant is None:
+            raise web.HTTPNotFound(text=f"no tenant {request.match_info['tenant']}")
+        return tenant
+
+    async def get_user(request: web.Request) -> web.Response:
+        tenant, oid = tenant_of(request), request.match_info["oid"]
+        user = next((u for u in tenant.users if u.oid.lower() == oid.lower()), None)
+        if user is None:
+            return web.json_response({"error": f"no user {oid}"}, status=404)
+        return web.json_response(dataclasses.asdict(user))
+
+    async def put_user(request: web.Request) -> web.Response:
+        """Add a person to the directory (or replace them): {name, upn, email?, groups?, account_enabled?}."""
+        tenant, oid = tenant_of(request), request.match_info["oid"]
+        body = await _json(request)
+        try:
+            user = User(oid=oid, **body)
+            _check_user(user)
+        except (TypeError, ValueError) as e:
+            return web.json_response({"error": f"bad user: {e}"}, status=400)
+        emu.put_user(tenant, user)
+        return web.json_response(dataclasses.asdict(user))
+
+    async def patch_user(request: web.Request) -> web.Response:
+        """Change a person at run time, e.g. {"groups": [...]} or {"account_enabled": false}; reset undoes it."""
+        tenant, oid = tenant_of(request), request.match_info["oid"]
+        user = next((u for u in tenant.users if u.oid.lower() == oid.lower()), None)
+        if user is None:
+            return web.json_response({"error": f"no user {oid}"}, status=404)
+        changes = await _json(request)
+        try:
+            if "oid" in changes:
+                raise ValueError("the object ID cannot change")
+            changed = dataclasses.replace(user, **changes)  # an unknown field is a TypeError
+            _check_user(changed)
+        except (TypeError, ValueError) as e:
+            return web.json_response({"error": f"bad change: {e}"}, status=400)
+        emu.put_user(tenant, changed)
+        return web.json_response(dataclasses.asdict(changed))
+
+    async def delete_user(request: web.Request) -> web.Response:
+        gone = emu.delete_user(tenant_of(request), request.match_info["oid"])
+        return web.Response(status=204 if gone else 404)
+
     r = app.router
     r.add_get(f"{PREFIX}/health", health)
     r.add_get(f"{PREFIX}/info", info)
@@ -122,6 +169,11 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_post(f"{PREFIX}/namespaces", add_namespace)
     r.add_delete(f"{PREFIX}/namespaces/{{cluster}}/{{name}}", delete_namespace)
     r.add_patch(f"{PREFIX}/clusters/{{name}}", patch_cluster)
+    user_path = f"{PREFIX}/tenants/{{tenant}}/users/{{oid}}"
+    r.add_get(user_path, get_user)
+    r.add_put(user_path, put_user)
+    r.add_patch(user_path, patch_user)
+    r.add_delete(user_path, delete_user)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -132,6 +184,16 @@ async def _json(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(text="expected a JSON object")
     return data
+
+
+def _check_user(user: User) -> None:
+    """The types a user's fields must have (JSON lets anything through)."""
+    if not all(isinstance(v, str) for v in (user.oid, user.name, user.upn, user.email)):
+        raise ValueError("oid, name, upn and email are strings")
+    if not isinstance(user.groups, list) or not all(isinstance(g, str) for g in user.groups):
+        raise ValueError("groups is a list of group object IDs")
+    if not isinstance(user.account_enabled, bool):
+        raise ValueError("account_enabled is true or false")
 
 
 def _apply(target: Any, changes: dict[str, Any]) -> None:

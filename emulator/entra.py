@@ -45,6 +45,10 @@ FIC_HINT = (
 ID_TOKEN_LIFETIME = 3600
 REFRESH_INACTIVITY_SECONDS = 90 * 24 * 3600  # Entra's default refresh-token inactivity window
 SESSION_COOKIE = "emu_sso"
+DISABLED = (
+    "The user account is disabled. The user object in Active Directory backing this account has been disabled. "
+    "An admin can re-enable this account through PowerShell."
+)
 
 
 # ----- small pure helpers ---------------------------------------------------------------------------------
@@ -410,6 +414,8 @@ class Entra:
 
     def issue_code(self, request: web.Request, t: Tenant, app: App, params: dict[str, str], user: User) -> web.Response:
         emu = self.emu
+        if not user.account_enabled:
+            return error_page(50057, DISABLED)
         sid = self.session_id(request, t, user) or str(uuid.uuid4())
         code = "1.A" + secrets.token_urlsafe(96)
         emu.store.auth_codes[code] = {
@@ -673,7 +679,8 @@ class Entra:
                 "(application ID URI).",
             )
         audience = audience_of_scope(scopes[0])
-        if audience.lower() in (GRAPH_RESOURCE, GRAPH_APP_ID):
+        # This emulator's own Graph URL names Graph too, as graph.microsoft.us does in a national cloud.
+        if audience.lower() in (GRAPH_RESOURCE, GRAPH_APP_ID, *(u.lower() for u in graph.own_graph_urls(self.emu))):
             audience = GRAPH_APP_ID
         access, lifetime = self.emu.issue_access_token(
             t.id,
@@ -816,6 +823,8 @@ class Entra:
         user = find_user(t, record["oid"])
         if user is None:
             return entra_error(400, "invalid_grant", 50034, "The user account does not exist in the directory.")
+        if not user.account_enabled:
+            return entra_error(400, "invalid_grant", 50057, DISABLED)
         record["rotated"] = True
         scopes = (form.get("scope") or record["scope"]).split()
         body = self.user_tokens(t, app, user, scopes, nonce=None, auth_time=record["auth_time"], sid=record["sid"])

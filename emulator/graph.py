@@ -1,26 +1,45 @@
-"""Microsoft Graph, the few calls an Entra sign-in needs, under `/graph`.
+"""Microsoft Graph, the calls an Entra sign-in and the portal's role checks need, under `/graph`.
 
 - `POST /v1.0/me/getMemberObjects`, `POST /v1.0/users/{id}/getMemberObjects` (and `getMemberGroups`):
-  the group ids of a user, which is where an app goes when the id_token carries the groups overage claim;
-- `GET /v1.0/me`, `GET /v1.0/users/{id}` and the OIDC `userinfo` endpoint.
+  the group ids of a user, which is where an app goes when the id_token carries the groups overage claim, and
+  where the portal re-reads a user's groups with its own app-only token;
+- `GET /v1.0/me`, `GET /v1.0/users/{id}` (with `$select`, e.g. `accountEnabled`) and the OIDC `userinfo`
+  endpoint;
+- `GET /v1.0/servicePrincipals(appId='{appId}')` and `GET /v1.0/servicePrincipals/{id}`: an app's service
+  principal with its `appRoles` (each configured role gets a stable GUID);
+- `GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo`: who holds which of its app roles (users and groups),
+  paged by `graph_page_size` with `@odata.nextLink`.
 
-Every call needs an Entra access token for Graph (aud `00000003-0000-0000-c000-000000000000` or
-`https://graph.microsoft.com`) from the tenant that owns the user; otherwise 401 in Graph's error shape.
+Every call needs an Entra access token for Graph (aud `00000003-0000-0000-c000-000000000000`,
+`https://graph.microsoft.com`, or this emulator's own Graph URL) from the tenant that owns the object;
+otherwise 401 in Graph's error shape. Delegated and app-only tokens are both accepted (`/me` needs a
+delegated one); like the rest of the emulator, Graph keeps no permissions of its own.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import uuid
 from typing import Any
 
 from aiohttp import web
 
-from .config import Tenant, User
+from .config import App, Tenant, User
 from .tokens import TokenError
 
 PREFIX = "/graph"
-GRAPH_AUDIENCES = ["00000003-0000-0000-c000-000000000000", "https://graph.microsoft.com"]
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+GRAPH_AUDIENCES = [GRAPH_APP_ID, "https://graph.microsoft.com"]
+MAX_PAGE_SIZE = 999
+NOT_FOUND = "Resource '{}' does not exist or one of its queried reference-property objects are not present."
+
+
+def own_graph_urls(emu: Any) -> list[str]:
+    """This emulator's Graph by each name it answers to: a Graph token may name any of them as its audience."""
+    hosts = dict.fromkeys([emu.public_host, "localhost", "127.0.0.1"])
+    return [f"https://{h}:{emu.port}{PREFIX}" for h in hosts]
 
 
 def graph_error(
@@ -36,7 +55,19 @@ def graph_error(
     return web.json_response(body, status=status, headers=headers)
 
 
+def app_role_id(app: App, role: str) -> str:
+    """The stable GUID of one of an app's roles (Entra gives each app role an id; the config only names them)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator-app-role:{app.client_id.lower()}:{role}"))
+
+
+def assignment_id(app: App, role: str, principal: str) -> str:
+    # Graph's appRoleAssignment ids are 43-character base64url strings.
+    digest = hashlib.sha256(f"{app.object_id}|{role}|{principal.lower()}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def user_json(emu: Any, u: User) -> dict[str, Any]:
+    """The properties Graph returns for a user without `$select`."""
     return {
         "@odata.context": f"{emu.url}/graph/v1.0/$metadata#users/$entity",
         "id": u.oid,
@@ -53,17 +84,30 @@ def user_json(emu: Any, u: User) -> dict[str, Any]:
     }
 
 
-def setup(app: web.Application, emu: Any) -> None:
-    def caller(request: web.Request) -> tuple[dict[str, Any], Tenant] | web.Response:
+def user_properties(emu: Any, u: User) -> dict[str, Any]:
+    """Every property `$select` may name (the default set and a few more)."""
+    props = {k: v for k, v in user_json(emu, u).items() if not k.startswith("@")}
+    return {**props, "accountEnabled": u.account_enabled, "mailNickname": u.upn.split("@")[0]}
+
+
+class Graph:
+    def __init__(self, emu: Any):
+        self.emu = emu
+
+    # --- who is calling, what they ask about -------------------------------------------------------------
+    def graph_audiences(self) -> list[str]:
+        return [*GRAPH_AUDIENCES, *own_graph_urls(self.emu)]
+
+    def caller(self, request: web.Request) -> tuple[dict[str, Any], Tenant] | web.Response:
         """Verified Graph token claims and its tenant, or a 401 in Graph's shape."""
+        emu = self.emu
         try:
-            claims = emu.authenticate(request, GRAPH_AUDIENCES)
+            claims = emu.authenticate(request, self.graph_audiences())
         except TokenError as e:
             empty = not request.headers.get("Authorization", "").strip()
             message = "Access token is empty." if empty else f"Access token validation failure. {e}"
             challenge = (
-                f'Bearer realm="", authorization_uri="{emu.url}/common/oauth2/authorize", '
-                'client_id="00000003-0000-0000-c000-000000000000"'
+                f'Bearer realm="", authorization_uri="{emu.url}/common/oauth2/authorize", client_id="{GRAPH_APP_ID}"'
             )
             return graph_error(
                 request, 401, "InvalidAuthenticationToken", message, headers={"WWW-Authenticate": challenge}
@@ -71,7 +115,7 @@ def setup(app: web.Application, emu: Any) -> None:
         tenant = emu.config.tenant(str(claims["tid"]))
         return claims, tenant
 
-    def target_user(request: web.Request, claims: dict[str, Any], tenant: Tenant) -> User | web.Response:
+    def target_user(self, request: web.Request, claims: dict[str, Any], tenant: Tenant) -> User | web.Response:
         """`/me` is the token's user (delegated tokens only); `/users/{id}` accepts an object id or UPN."""
         key = request.match_info.get("id")
         if key is None:
@@ -82,16 +126,39 @@ def setup(app: web.Application, emu: Any) -> None:
             key = str(claims.get("oid", ""))
         found = next((u for u in tenant.users if key.lower() in (u.oid.lower(), u.upn.lower())), None)
         if found is None:
-            return graph_error(
-                request,
-                404,
-                "Request_ResourceNotFound",
-                f"Resource '{key}' does not exist or one of its queried reference-property objects are not present.",
-            )
+            return graph_error(request, 404, "Request_ResourceNotFound", NOT_FOUND.format(key))
         return found
 
-    async def member_objects(request: web.Request) -> web.Response:
-        known = caller(request)
+    def service_principal(self, request: web.Request, tenant: Tenant) -> App | web.Response:
+        """By `appId` (`servicePrincipals(appId='…')`) or by object id (`servicePrincipals/{id}`)."""
+        app_id, object_id = request.match_info.get("app_id"), request.match_info.get("sp_id")
+        for app in tenant.apps:
+            if (app_id and app.client_id.lower() == app_id.lower()) or (
+                object_id and app.object_id.lower() == object_id.lower()
+            ):
+                return app
+        key = f"appId='{app_id}'" if app_id else object_id
+        return graph_error(request, 404, "Request_ResourceNotFound", NOT_FOUND.format(key))
+
+    def selected(self, request: web.Request, props: dict[str, Any], type_name: str) -> dict[str, Any] | web.Response:
+        """`props` narrowed to `$select` (when given), or Graph's 400 for a property the type does not have."""
+        select = request.query.get("$select")
+        if not select:
+            return props
+        wanted = [p.strip() for p in select.split(",") if p.strip()]
+        unknown = [p for p in wanted if p not in props]
+        if unknown:
+            return graph_error(
+                request,
+                400,
+                "BadRequest",
+                f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.{type_name}'.",
+            )
+        return {p: props[p] for p in wanted}
+
+    # --- users -------------------------------------------------------------------------------------------
+    async def member_objects(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
         if isinstance(known, web.Response):
             return known
         claims, tenant = known
@@ -101,24 +168,31 @@ def setup(app: web.Application, emu: Any) -> None:
             return graph_error(request, 400, "BadRequest", "Unable to read JSON request payload.")
         if not isinstance(body, dict) or not isinstance(body.get("securityEnabledOnly", False), bool):
             return graph_error(request, 400, "BadRequest", "Invalid value for 'securityEnabledOnly'.")
-        user = target_user(request, claims, tenant)
+        user = self.target_user(request, claims, tenant)
         if isinstance(user, web.Response):
             return user
         # Every configured group is a security group, so securityEnabledOnly changes nothing here.
-        return web.json_response(
-            {"@odata.context": f"{emu.url}/graph/v1.0/$metadata#Collection(Edm.String)", "value": list(user.groups)}
-        )
+        context = f"{self.emu.url}/graph/v1.0/$metadata#Collection(Edm.String)"
+        return web.json_response({"@odata.context": context, "value": list(user.groups)})
 
-    async def get_user(request: web.Request) -> web.Response:
-        known = caller(request)
+    async def get_user(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
         if isinstance(known, web.Response):
             return known
         claims, tenant = known
-        user = target_user(request, claims, tenant)
-        return user if isinstance(user, web.Response) else web.json_response(user_json(emu, user))
+        user = self.target_user(request, claims, tenant)
+        if isinstance(user, web.Response):
+            return user
+        if not request.query.get("$select"):
+            return web.json_response(user_json(self.emu, user))
+        props = self.selected(request, user_properties(self.emu, user), "user")
+        if isinstance(props, web.Response):
+            return props
+        context = f"{self.emu.url}/graph/v1.0/$metadata#users({','.join(props)})/$entity"
+        return web.json_response({"@odata.context": context, **props})
 
-    async def userinfo(request: web.Request) -> web.Response:
-        known = caller(request)
+    async def userinfo(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
         if isinstance(known, web.Response):
             return known
         claims, tenant = known
@@ -130,11 +204,110 @@ def setup(app: web.Application, emu: Any) -> None:
             info["email"] = user.email
         return web.json_response(info)
 
+    # --- service principals and their app roles ----------------------------------------------------------
+    def sp_properties(self, app: App) -> dict[str, Any]:
+        return {
+            "id": app.object_id,
+            "appId": app.client_id,
+            "displayName": app.name,
+            "accountEnabled": True,
+            "servicePrincipalType": "Application",
+            "appRoleAssignmentRequired": False,
+            "appRoles": [
+                {
+                    "allowedMemberTypes": ["User"],
+                    "description": role,
+                    "displayName": role,
+                    "id": app_role_id(app, role),
+                    "isEnabled": True,
+                    "origin": "Application",
+                    "value": role,
+                }
+                for role in app.app_roles
+            ],
+        }
+
+    async def get_service_principal(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        _claims, tenant = known
+        app = self.service_principal(request, tenant)
+        if isinstance(app, web.Response):
+            return app
+        props = self.selected(request, self.sp_properties(app), "servicePrincipal")
+        if isinstance(props, web.Response):
+            return props
+        return web.json_response(
+            {"@odata.context": f"{self.emu.url}/graph/v1.0/$metadata#servicePrincipals/$entity", **props}
+        )
+
+    def assignments(self, tenant: Tenant, app: App) -> list[dict[str, Any]]:
+        """The app's role assignments, one per (role, user or group) as the config lists them."""
+        users = {u.oid.lower(): u for u in tenant.users}
+        groups = {g.id.lower(): g for g in tenant.groups}
+        out = []
+        for role, members in app.app_roles.items():
+            for member in members:
+                user, group = users.get(member.lower()), groups.get(member.lower())
+                if user is None and group is None:
+                    continue  # a deleted user's assignments go with them
+                out.append(
+                    {
+                        "id": assignment_id(app, role, member),
+                        "deletedDateTime": None,
+                        "appRoleId": app_role_id(app, role),
+                        "createdDateTime": "2024-01-01T00:00:00Z",
+                        "principalDisplayName": user.name if user else group.name,  # type: ignore[union-attr]
+                        "principalId": member,
+                        "principalType": "User" if user else "Group",
+                        "resourceDisplayName": app.name,
+                        "resourceId": app.object_id,
+                    }
+                )
+        return out
+
+    async def app_role_assigned_to(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        _claims, tenant = known
+        app = self.service_principal(request, tenant)
+        if isinstance(app, web.Response):
+            return app
+        items = self.assignments(tenant, app)
+        try:
+            size = min(int(request.query.get("$top") or self.emu.settings.graph_page_size), MAX_PAGE_SIZE)
+            token = request.query.get("$skiptoken", "")
+            start = int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()) if token else 0
+        except ValueError:
+            return graph_error(request, 400, "BadRequest", "Invalid $top or $skiptoken.")
+        if size < 1 or start < 0:
+            return graph_error(request, 400, "BadRequest", "Invalid $top or $skiptoken.")
+        base = f"{self.emu.url}{PREFIX}/v1.0/servicePrincipals/{app.object_id}/appRoleAssignedTo"
+        body: dict[str, Any] = {
+            "@odata.context": f"{self.emu.url}/graph/v1.0/$metadata#servicePrincipals('{app.object_id}')"
+            "/appRoleAssignedTo",
+            "value": items[start : start + size],
+        }
+        if start + size < len(items):
+            skip = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=")
+            top = f"&$top={request.query['$top']}" if request.query.get("$top") else ""
+            body["@odata.nextLink"] = f"{base}?$skiptoken={skip}{top}"
+        return web.json_response(body)
+
+
+def setup(app: web.Application, emu: Any) -> None:
+    graph = Graph(emu)
     r = app.router
+    v1 = f"{PREFIX}/v1.0"
     for action in ("getMemberObjects", "getMemberGroups"):
-        r.add_post(f"{PREFIX}/v1.0/me/{action}", member_objects)
-        r.add_post(f"{PREFIX}/v1.0/users/{{id}}/{action}", member_objects)
-    r.add_get(f"{PREFIX}/v1.0/me", get_user)
-    r.add_get(f"{PREFIX}/v1.0/users/{{id}}", get_user)
-    r.add_get(f"{PREFIX}/oidc/userinfo", userinfo)
-    r.add_post(f"{PREFIX}/oidc/userinfo", userinfo)
+        r.add_post(f"{v1}/me/{action}", graph.member_objects)
+        r.add_post(f"{v1}/users/{{id}}/{action}", graph.member_objects)
+    r.add_get(f"{v1}/me", graph.get_user)
+    r.add_get(f"{v1}/users/{{id}}", graph.get_user)
+    r.add_get(f"{v1}/servicePrincipals(appId='{{app_id}}')", graph.get_service_principal)
+    r.add_get(f"{v1}/servicePrincipals/{{sp_id}}", graph.get_service_principal)
+    r.add_get(f"{v1}/servicePrincipals/{{sp_id}}/appRoleAssignedTo", graph.app_role_assigned_to)
+    r.add_get(f"{PREFIX}/oidc/userinfo", graph.userinfo)
+    r.add_post(f"{PREFIX}/oidc/userinfo", graph.userinfo)

@@ -82,6 +82,9 @@ class Emulator:
         if latency_ms is not None:
             self.settings.latency_ms = latency_ms
         self._initial_settings = copy.deepcopy(self.settings)
+        # People change at run time (the control API moves them between groups, disables or deletes them);
+        # a reset brings back the configured directory.
+        self._initial_users = {t.id: copy.deepcopy(t.users) for t in self.config.tenants}
         self.host, self.port = host, port
         self.public_host = public_host
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="emulator-")
@@ -197,6 +200,7 @@ class Emulator:
         self.cluster_overrides: dict[str, dict[str, str]] = {}
         now = self.now()
         for t in self.config.tenants:
+            t.users = copy.deepcopy(self._initial_users.get(t.id, []))
             for u in t.users:
                 self.store.principals[u.oid] = {"type": "User", "tenant": t.id, "created_at": now}
             for g in t.groups:
@@ -226,6 +230,17 @@ class Emulator:
         }
         self.store.namespaces[f"{cluster}/{name}"] = obj
         return obj
+
+    def put_user(self, tenant: config_mod.Tenant, user: config_mod.User) -> None:
+        """Add `user` to the directory, or replace the user with the same object ID."""
+        tenant.users = [u for u in tenant.users if u.oid.lower() != user.oid.lower()] + [user]
+        self.store.principals.setdefault(user.oid, {"type": "User", "tenant": tenant.id, "created_at": self.now()})
+
+    def delete_user(self, tenant: config_mod.Tenant, oid: str) -> bool:
+        """Remove a user from the directory (Graph answers 404 for them from now on)."""
+        before = len(tenant.users)
+        tenant.users = [u for u in tenant.users if u.oid.lower() != oid.lower()]
+        return len(tenant.users) < before
 
     def persist(self) -> None:
         if self.state_file:

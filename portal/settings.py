@@ -47,6 +47,10 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After authentication and messages: sessions end PORTAL_SESSION_MAX_SECONDS after sign-in, and groups and
+    # roles are read again from Entra (requests_app/auth/middleware.py).
+    "requests_app.auth.middleware.SessionLifetimeMiddleware",
+    "requests_app.auth.middleware.RolesMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -102,6 +106,8 @@ WHITENOISE_USE_FINDERS = True  # serve static/ directly where collectstatic has 
 
 SESSION_COOKIE_AGE = env_int("PORTAL_SESSION_IDLE_SECONDS", 8 * 3600)
 SESSION_SAVE_EVERY_REQUEST = True  # the age above is an idle timeout
+# However active, a session ends this long after sign-in (requests_app/auth/middleware.py).
+PORTAL_SESSION_MAX_SECONDS = env_int("PORTAL_SESSION_MAX_SECONDS", 12 * 3600)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"  # Lax, not Strict: the Entra callback is a cross-site top-level redirect
 SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", not DEBUG)
@@ -129,6 +135,9 @@ PORTAL_APPROVER_GROUPS = env_list("PORTAL_APPROVER_GROUPS")
 PORTAL_ADMIN_GROUPS = env_list("PORTAL_ADMIN_GROUPS")
 PORTAL_APPROVER_ROLES = env_list("PORTAL_APPROVER_ROLES", ["Portal.Approver"])
 PORTAL_ADMIN_ROLES = env_list("PORTAL_ADMIN_ROLES", ["Portal.Admin"])
+# Groups and app roles are read again from Graph (with the portal's own token) when older than this, and always
+# before an approval, rejection, revocation, retry, repair or admin action.
+PORTAL_ROLES_MAX_AGE_SECONDS = env_int("PORTAL_ROLES_MAX_AGE_SECONDS", 300)
 # What a high-risk request (broad scope or write role, see requests_app/policy.py) needs: "admin" (an admin's
 # approval), "two-approvers" (two different approvers) or "admin-or-two-approvers" (either).
 PORTAL_HIGH_RISK_APPROVAL = env_str("PORTAL_HIGH_RISK_APPROVAL", "admin-or-two-approvers")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import Q, QuerySet
 
 from .models import Cluster, IdentityRequest, Status, User
@@ -9,6 +11,42 @@ from .models import Cluster, IdentityRequest, Status, User
 
 def is_devops_member(user: User, cluster: Cluster) -> bool:
     return user.is_authenticated and user.in_group(cluster.devops_group_id)
+
+
+def owning_group(cluster: Cluster, namespace: str) -> str:
+    """The object ID of the Entra group that owns `namespace` on `cluster` ("" when none does)."""
+    return str((cluster.namespace_owners or {}).get(namespace, ""))
+
+
+def in_owning_group(user: User, cluster: Cluster, namespace: str) -> bool:
+    """Whether `user` is a member of the group that owns `namespace` (from their groups as last read)."""
+    return user.is_authenticated and user.in_group(owning_group(cluster, namespace))
+
+
+def can_request_in(user: User, cluster: Cluster, namespace: str) -> bool:
+    """Identities in a namespace the cluster allows: members of its owning group, and admins."""
+    if namespace not in cluster.allowed_namespaces:
+        return False
+    return user.is_portal_admin or in_owning_group(user, cluster, namespace)
+
+
+@dataclass(frozen=True)
+class Team:
+    """What approvers see of a requester's team: the namespace's owning group, whether the requester is in it (as
+    their groups were last read from Entra), and whether they asked as an admin instead."""
+
+    group: str
+    member: bool
+    as_admin: bool
+
+
+def team_of(req: IdentityRequest) -> Team:
+    member = in_owning_group(req.requester, req.cluster, req.namespace)
+    return Team(owning_group(req.cluster, req.namespace), member, not member and req.requester.is_portal_admin)
+
+
+def requestable_namespaces(user: User, cluster: Cluster) -> list[str]:
+    return [ns for ns in cluster.allowed_namespaces if can_request_in(user, cluster, ns)]
 
 
 def can_see_ids(user: User, req: IdentityRequest) -> bool:

@@ -62,10 +62,22 @@ class ClusterAdminForm(forms.ModelForm):
     class Meta:
         model = Cluster
         fields = ["name", *clusters.FIELDS]
+        help_texts = {
+            "namespace_owners": "Each allowed namespace and the object ID of the Entra group that owns it, e.g. "
+            '{"team-payments": "0f1e2d3c-0004-4000-8000-000000000004"}: only its members (and admins) may ask '
+            "for identities there.",
+        }
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         self.connection_changes: dict[str, Any] = {}
+        if "namespace_owners" in data and "allowed_namespaces" in data:
+            try:
+                data["namespace_owners"] = clusters.validate_namespace_owners(
+                    data["allowed_namespaces"], data["namespace_owners"]
+                )
+            except clusters.ClusterConfigError as e:
+                self.add_error("namespace_owners", str(e))
         if self.errors:
             return data
         try:
@@ -217,7 +229,7 @@ class UserAdmin(BaseUserAdmin):
     list_display = ("username", "display_name", "email", "is_approver", "is_portal_admin", "is_staff")
     list_filter = ("is_approver", "is_portal_admin", "is_staff", "is_active")
     search_fields = ("username", "display_name", "email", "object_id")
-    # Refreshed from Entra ID at every sign-in: editing them here would be overwritten.
+    # Read from Entra ID at sign-in and again every few minutes: editing them here would be overwritten.
     readonly_fields = (
         "tenant_id",
         "object_id",
@@ -225,6 +237,7 @@ class UserAdmin(BaseUserAdmin):
         "entra_roles",
         "is_approver",
         "is_portal_admin",
+        "roles_checked_at",
         "last_login",
         "date_joined",
     )
@@ -241,6 +254,7 @@ class UserAdmin(BaseUserAdmin):
                     "entra_roles",
                     "is_approver",
                     "is_portal_admin",
+                    "roles_checked_at",
                 )
             },
         ),

@@ -60,6 +60,12 @@ def register(spec: dict[str, Any], *, actor: User | None = None) -> Cluster:
     unknown = set(spec) - set(FIELDS)
     if unknown:
         raise ClusterConfigError(f"cluster {name}: unknown keys {sorted(unknown)}")
+    try:
+        spec["namespace_owners"] = validate_namespace_owners(
+            spec.get("allowed_namespaces", []), spec.get("namespace_owners", {})
+        )
+    except ClusterConfigError as e:
+        raise ClusterConfigError(f"cluster {name}: {e}") from None
     # Every catalogue entry is checked against its role definition in Azure: a role that grants control over
     # access is refused, and the definition's permissions say whether it is a write role.
     vetted = {r["role_definition_id"]: vet_role(spec.get("subscription_id", ""), r, cluster_name=name) for r in roles}
@@ -225,6 +231,31 @@ def refresh_connection(cluster: Cluster, *, actor: User | None, source_ip: str |
                 details={"connection": changes, "from": "azure"},
             )
     return changes
+
+
+def validate_namespace_owners(allowed_namespaces: Any, namespace_owners: Any) -> dict[str, str]:
+    """The owning Entra group of every allowed namespace (object IDs lower-cased), or ClusterConfigError naming
+    every problem: a namespace without an owner, an owner that is not a group object ID, an owner for a namespace
+    that is not allowed. Only an owning group's members (and admins) may ask for identities in a namespace."""
+    namespace_owners = {} if namespace_owners is None else namespace_owners
+    if not isinstance(namespace_owners, dict) or not all(isinstance(k, str) for k in namespace_owners):
+        raise ClusterConfigError(
+            "namespace_owners must map each allowed namespace to the object ID of the Entra group that owns it, "
+            'e.g. {"team-payments": "0f1e2d3c-0004-4000-8000-000000000004"}.'
+        )
+    allowed = [ns for ns in allowed_namespaces or [] if isinstance(ns, str)]
+    problems = []
+    for ns in allowed:
+        if ns not in namespace_owners:
+            problems.append(f"the allowed namespace {ns} has no owning group (namespace_owners).")
+    for ns, group in namespace_owners.items():
+        if ns not in allowed:
+            problems.append(f"namespace_owners names {ns}, which is not an allowed namespace.")
+        elif not (isinstance(group, str) and naming.GUID.match(group.strip().lower())):
+            problems.append(f"the owner of {ns} must be an Entra group object ID (a GUID), not {group!r}.")
+    if problems:
+        raise ClusterConfigError(" ".join(p[0].upper() + p[1:] for p in problems))
+    return {ns: namespace_owners[ns].strip().lower() for ns in allowed}
 
 
 def vet_role(subscription_id: str, role: dict[str, Any], *, cluster_name: str = "") -> RoleDefinition:

@@ -13,8 +13,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
-from . import naming, policy, workflow
-from .models import ACTIVE_STATUSES, AllowedRole, AuditEvent, Cluster, IdentityRequest
+from . import access, naming, policy, workflow
+from .models import ACTIVE_STATUSES, AllowedRole, AuditEvent, Cluster, IdentityRequest, User
 
 AUDIENCE = "api://AzureADTokenExchange"
 GRANTS_PREFIX = "grants"
@@ -134,7 +134,7 @@ class RequestForm(forms.Form):
         queryset=Cluster.objects.all(), widget=ClusterSelect, empty_label="Choose a cluster"
     )
     namespace = forms.CharField(
-        help_text="Only the namespaces the cluster allows are offered.",
+        help_text="Only the namespaces of your team (the owning Entra group) that the cluster allows are offered.",
         widget=GroupedByClusterSelect,
     )
     service_account = forms.CharField(
@@ -147,11 +147,12 @@ class RequestForm(forms.Form):
         help_text="What the workload does with these roles; approvers read this.",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.user = user
         clusters = list(Cluster.objects.all())
         choices, labels = _cluster_groups(
-            {c: [(ns, ns) for ns in c.allowed_namespaces] for c in clusters}, "Choose a namespace"
+            {c: [(ns, ns) for ns in access.requestable_namespaces(user, c)] for c in clusters}, "Choose a namespace"
         )
         widget = self.fields["namespace"].widget
         widget.choices, widget.group_clusters = choices, labels
@@ -173,6 +174,13 @@ class RequestForm(forms.Form):
         cluster, namespace, sa = data.get("cluster"), data.get("namespace"), data.get("service_account")
         if cluster and namespace and namespace not in cluster.allowed_namespaces:
             self.add_error("namespace", f"The namespace {namespace} is not open for identities on {cluster.name}.")
+            return data
+        if cluster and namespace and not access.can_request_in(self.user, cluster, namespace):
+            self.add_error(
+                "namespace",
+                f"You are not a member of the Entra group that owns {namespace} on {cluster.name}; ask that team "
+                "to request it, or an admin.",
+            )
             return data
         if cluster and namespace and sa:
             if workflow.active_request_exists(cluster, namespace, sa):
@@ -277,17 +285,20 @@ class RequestSubmission:
     """The request form and its grant rows, validated together.
 
     Bound (`data`) to validate what was posted; or unbound from raw `values` to re-show what was typed without
-    error messages (after "Add another grant" or "Edit").
+    error messages (after "Add another grant" or "Edit"). `user` is who asks: only namespaces they may request in
+    are offered and accepted.
     """
 
-    def __init__(self, data: QueryDict | None = None, *, values: QueryDict | None = None, add_rows: int = 0):
+    def __init__(
+        self, data: QueryDict | None = None, *, user: User, values: QueryDict | None = None, add_rows: int = 0
+    ):
         if data is not None:
-            self.form = RequestForm(data)
+            self.form = RequestForm(data, user=user)
             self.grants = GrantFormSet(data, prefix=GRANTS_PREFIX)
             return
         values = values if values is not None else QueryDict()
         rows = grant_rows(values)
-        self.form = RequestForm(initial={k: values.get(k, "") for k in RequestForm.base_fields})
+        self.form = RequestForm(initial={k: values.get(k, "") for k in RequestForm.base_fields}, user=user)
         self.grants = GrantFormSet(initial=rows, prefix=GRANTS_PREFIX)
         self.grants.extra = min(max(len(rows) + add_rows, 1), MAX_GRANTS)
 

@@ -16,7 +16,8 @@ class User(AbstractUser):
     tenant_id = models.CharField(max_length=36, blank=True)
     object_id = models.CharField(max_length=36, blank=True)
     display_name = models.CharField(max_length=256, blank=True)
-    # Refreshed at every sign-in from the id_token (or Graph on group overage).
+    # Read at every sign-in from the id_token (or Graph on group overage), and again from Graph afterwards
+    # (requests_app/auth/refresh.py).
     entra_groups = models.JSONField(default=list, blank=True)
     entra_roles = models.JSONField(default=list, blank=True)
     is_approver = models.BooleanField(default=False)

@@ -109,6 +109,7 @@ def submit_request(
     grants = list(grants)
     if not grants:
         raise WorkflowError("Ask for at least one role.")
+    _guard_team(requester, cluster, namespace)
     _guard_grants(cluster, grants)
     reasons = policy.grant_risk_reasons(policy.facts_of(grants))
     try:
@@ -148,6 +149,17 @@ def submit_request(
     return req
 
 
+def _guard_team(requester: User, cluster: Cluster, namespace: str) -> None:
+    """Only the namespace's team (its owning Entra group) and admins ask for identities in it."""
+    if namespace not in cluster.allowed_namespaces:
+        raise WorkflowError(f"The namespace {namespace} is not open for identities on {cluster.name}.")
+    if not access.can_request_in(requester, cluster, namespace):
+        raise WorkflowError(
+            f"Only members of the Entra group that owns {namespace} on {cluster.name} (and admins) can ask for "
+            "identities there."
+        )
+
+
 def _guard_grants(cluster: Cluster, grants: list[GrantRequest]) -> None:
     """The policy's invariants on what is asked for (the form checks them too, with friendlier wording)."""
     for g in grants:
@@ -167,6 +179,12 @@ def approve_request(req: IdentityRequest, *, actor: User, comment: str = "", sou
     False when the approval was recorded and more are needed (audited as `request.approval_recorded`).
     """
     _guard_decision(req, actor)
+    if not access.can_request_in(req.requester, req.cluster, req.namespace):
+        # The requester left the namespace's team (or the team changed) since submitting.
+        raise WorkflowError(
+            f"{req.requester} is no longer a member of the group that owns {req.namespace}; this request cannot be "
+            "approved. Reject it."
+        )
     with transaction.atomic():
         # The row lock makes approvals of one request count one at a time: two approvers at once never both
         # see "1 of 2". The swap below still refuses a request that was decided meanwhile.

@@ -2,7 +2,8 @@
 
 There are no passwords: `authenticate()` only accepts an `entra_identity` that `entra.complete_sign_in`
 produced. Users are keyed by (tenant ID, object ID); name, e-mail, groups, app roles and the portal flags are
-rewritten at every sign-in, so a change in Entra takes effect at the next sign-in.
+rewritten at every sign-in; between sign-ins `refresh` reads groups and app roles again (README, "Roles and
+team ownership").
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from django.http import HttpRequest
 
 from .. import audit
 from ..models import User
+from . import clock
 from .entra import EntraIdentity
-from .roles import portal_roles
+from .roles import assign
 
 
 class EntraBackend(ModelBackend):
@@ -37,15 +39,9 @@ def sign_in_user(identity: EntraIdentity, *, source_ip: str | None) -> User | No
     user, created = User.objects.select_for_update().get_or_create(
         tenant_id=identity.tenant_id, object_id=identity.object_id, defaults={"username": identity.object_id}
     )
-    roles = portal_roles(identity.groups, identity.roles)
     user.display_name = identity.name[:256]
     user.email = identity.email[:254]
-    user.entra_groups = list(identity.groups)
-    user.entra_roles = list(identity.roles)
-    user.is_approver = roles.is_approver
-    user.is_portal_admin = roles.is_portal_admin
-    # Admins manage clusters in the Django admin, which needs is_staff (and all model permissions).
-    user.is_staff = user.is_superuser = roles.is_portal_admin
+    roles = assign(user, identity.groups, identity.roles, checked_at=clock.now())
     if created:
         user.set_unusable_password()  # only then: the password field feeds every session's auth hash
     user.save()

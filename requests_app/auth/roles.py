@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from ..models import User
 
 
 @dataclass(frozen=True)
@@ -33,3 +38,17 @@ def portal_roles(groups: Iterable[str], app_roles: Iterable[str]) -> PortalRoles
         is_portal_admin=_any_group(group_set, settings.PORTAL_ADMIN_GROUPS)
         or bool(role_set & set(settings.PORTAL_ADMIN_ROLES)),
     )
+
+
+def assign(user: User, groups: Iterable[str], app_roles: Iterable[str], *, checked_at: datetime) -> PortalRoles:
+    """Set `user`'s groups, app roles and portal flags from what Entra said at `checked_at` (not saved)."""
+    groups, app_roles = list(groups), list(app_roles)
+    roles = portal_roles(groups, app_roles)
+    user.entra_groups = groups
+    user.entra_roles = app_roles
+    user.is_approver = roles.is_approver
+    user.is_portal_admin = roles.is_portal_admin
+    # Admins manage clusters in the Django admin, which needs is_staff (and all model permissions).
+    user.is_staff = user.is_superuser = roles.is_portal_admin
+    user.roles_checked_at = checked_at
+    return roles

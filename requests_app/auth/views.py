@@ -22,6 +22,7 @@ from portal.methods import serves
 from .. import audit
 from . import entra
 from .entra import SignInError
+from .middleware import mark_signed_in
 
 PENDING = "entra_pending_sign_ins"
 MAX_PENDING = 5  # a few tabs may sign in at once; older flows are dropped
@@ -67,6 +68,7 @@ def callback(request: HttpRequest) -> HttpResponse:
         error = SignInError("Your portal account is disabled. Ask a portal admin.", reason="disabled")
         return _failed(request, error, status=403, details={"object_id": identity.object_id})
     auth_login(request, user)  # rotates the session key (no fixation) and drops the pending flows
+    mark_signed_in(request)  # the session's absolute lifetime starts now
     return redirect(started["next"] or "home")
 
 

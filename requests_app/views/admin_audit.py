@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from portal.methods import serves
 
+from ..auth.middleware import fresh_roles
 from ..forms import AuditFilterForm
 from ..models import AuditEvent, User
 
@@ -38,6 +39,7 @@ def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEven
 
 
 @serves("GET", "HEAD")
+@fresh_roles
 @login_required
 def audit_log(request: HttpRequest) -> HttpResponse:
     _require_admin(request.user)
@@ -48,6 +50,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 
 @serves("GET", "HEAD")
+@fresh_roles
 @login_required
 def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
     _require_admin(request.user)

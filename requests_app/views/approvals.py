@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from portal.methods import serves
 
 from .. import access, audit, policy, workflow
+from ..auth.middleware import fresh_roles
 from ..forms import DecisionForm, Plan
 from ..models import IdentityRequest, Status, User
 
@@ -33,13 +34,20 @@ def queue(request: HttpRequest) -> HttpResponse:
         .order_by("created_at")
     )
     items = [
-        {"req": r, "plan": Plan.of(r), "own": r.requester_id == request.user.pk, "mine": _approved_by(r, request.user)}
+        {
+            "req": r,
+            "plan": Plan.of(r),
+            "own": r.requester_id == request.user.pk,
+            "mine": _approved_by(r, request.user),
+            "team": access.team_of(r),
+        }
         for r in pending
     ]
     return render(request, "approvals/queue.html", {"items": items})
 
 
 @serves("GET", "HEAD", "POST")
+@fresh_roles(methods=["POST"])  # the decision: roles read from Entra right before
 @login_required
 def decide(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     _require_approver(request.user)
@@ -53,6 +61,7 @@ def decide(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         "form": form,
         "can_decide": access.can_decide(request.user, req),
         "mine": _approved_by(req, request.user),
+        "team": access.team_of(req),
     }
     return render(request, "approvals/decide.html", context)
 

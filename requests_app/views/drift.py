@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from portal.methods import serves
 
 from .. import access, audit, drift
+from ..auth.middleware import fresh_roles
 from ..models import Cluster, DriftFinding, IdentityRequest
 from ..workflow import WorkflowError
 
@@ -37,6 +38,7 @@ class DriftFilterForm(forms.Form):
 
 
 @serves("GET", "HEAD", "POST")
+@fresh_roles
 @login_required
 def drift_list(request: HttpRequest) -> HttpResponse:
     """GET: open findings across all requests, newest first. POST: run a reconcile of every request now."""
@@ -59,6 +61,7 @@ def drift_list(request: HttpRequest) -> HttpResponse:
 
 
 @serves("POST")
+@fresh_roles(methods=["POST"])
 @login_required
 def repair(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = get_object_or_404(IdentityRequest.objects.select_related("cluster"), pk=pk)

@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from portal.methods import serves
 
 from .. import access, audit, workflow
+from ..auth.middleware import fresh_roles
 from ..forms import Plan, RequestSubmission
 from ..models import Cluster, IdentityRequest, Status, Step
 
@@ -57,12 +58,14 @@ def new_request(request: HttpRequest) -> HttpResponse:
     Review and submit both validate everything server-side (review's hidden fields may have been altered).
     Whatever the outcome, the form comes back with what was typed.
     """
+    user = request.user
     if request.method != "POST":
-        return _form_page(request, RequestSubmission())
+        return _form_page(request, RequestSubmission(user=user))
     action = request.POST.get("action", "review")
     if action in ("add", "edit"):
-        return _form_page(request, RequestSubmission(values=request.POST, add_rows=1 if action == "add" else 0))
-    submission = RequestSubmission(request.POST)
+        rows = 1 if action == "add" else 0
+        return _form_page(request, RequestSubmission(values=request.POST, user=user, add_rows=rows))
+    submission = RequestSubmission(request.POST, user=user)
     if not submission.is_valid():
         return _form_page(request, submission)
     if action != "submit":
@@ -86,7 +89,12 @@ def new_request(request: HttpRequest) -> HttpResponse:
 
 
 def _form_page(request: HttpRequest, submission: RequestSubmission) -> HttpResponse:
-    catalogue = Cluster.objects.prefetch_related("roles")
+    catalogue = list(Cluster.objects.prefetch_related("roles"))
+    for cluster in catalogue:
+        # Each allowed namespace, and whether this user's team owns it (the form offers only those).
+        cluster.namespaces = [
+            (ns, access.can_request_in(request.user, cluster, ns)) for ns in cluster.allowed_namespaces
+        ]
     return render(request, "requests/new_request.html", {"submission": submission, "catalogue": catalogue})
 
 
@@ -151,6 +159,7 @@ def cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 
 @serves("POST")
+@fresh_roles(methods=["POST"])
 @login_required
 def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = _visible_request(request, pk)

@@ -15,11 +15,13 @@ from django.shortcuts import redirect
 from portal.methods import serves
 
 from .. import audit, workflow
+from ..auth.middleware import fresh_roles
 from ..forms import RevokeForm
 from .requests import _visible_request
 
 
 @serves("POST")
+@fresh_roles(methods=["POST"])
 @login_required
 def revoke(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = _visible_request(request, pk)

@@ -6,5 +6,7 @@ from ..portal_fixtures import (  # noqa: F401
     DEVOPS,
     KEY_VAULT_SECRETS_USER,
     SUBSCRIPTION,
+    TEAM_PAYMENTS,
+    TEAM_SEARCH,
     VAULT_SCOPE,
 )

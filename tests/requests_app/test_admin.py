@@ -12,6 +12,9 @@ from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status, Us
 
 from .conftest import DEMO_CLUSTER_ID, DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
 
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
+
 
 def client_for(user: User) -> Client:
     c = Client()

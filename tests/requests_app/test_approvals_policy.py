@@ -8,13 +8,26 @@ import threading
 import pytest
 from django.db import connection
 from django.urls import reverse
+from django.utils import timezone
 
 from requests_app import clusters, policy, provisioning, workflow
 from requests_app.models import AllowedRole, Approval, AuditEvent, Cluster, IdentityRequest, RoleGrant, Status, User
 from requests_app.workflow import WorkflowError
 
-from .conftest import APPROVERS, DEMO_CLUSTER_ID, DEVOPS, KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+from ..portal_fixtures import in_entra
+from .conftest import (
+    APPROVERS,
+    DEMO_CLUSTER_ID,
+    DEVOPS,
+    KEY_VAULT_SECRETS_USER,
+    SUBSCRIPTION,
+    TEAM_PAYMENTS,
+    VAULT_SCOPE,
+)
 from .factories import client_for, form_data, submitted
+
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
 
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
@@ -30,14 +43,16 @@ ACCESS_ROLES = [
 
 
 @pytest.fixture
-def second_approver(db) -> User:
-    return User.objects.create(
+def second_approver(db, control) -> User:
+    user = User.objects.create(
         username="66666666-6666-4666-8666-666666666666",
         object_id="66666666-6666-4666-8666-666666666666",
         display_name="Sam Second",
         entra_groups=[APPROVERS],
         is_approver=True,
+        roles_checked_at=timezone.now(),
     )
+    return in_entra(control, user)
 
 
 @pytest.fixture
@@ -89,6 +104,7 @@ def spec(*roles: tuple[str, str]) -> dict:
         "arm_resource_id": DEMO_CLUSTER_ID,
         "devops_group_id": DEVOPS,
         "allowed_namespaces": ["team-payments"],
+        "namespace_owners": {"team-payments": TEAM_PAYMENTS},
         "roles": [
             {"role_name": name, "role_definition_id": guid, "scope_patterns": [f"/subscriptions/{SUBSCRIPTION}/*"]}
             for name, guid in roles
@@ -150,6 +166,7 @@ def admin_cluster_form(role_name: str, guid: str) -> dict[str, str]:
         "kubeconfig_context": "",
         "devops_group_id": DEVOPS,
         "allowed_namespaces": '["team-a"]',
+        "namespace_owners": f'{{"team-a": "{TEAM_PAYMENTS}"}}',
         "allowed_subscriptions": "[]",
         "roles-TOTAL_FORMS": "1",
         "roles-INITIAL_FORMS": "0",
@@ -361,6 +378,8 @@ def test_with_an_admin_required_two_approvers_are_not_enough(risky, approver, se
 
 def test_the_requester_never_counts(catalogue, approver, second_approver) -> None:
     # An approver asks; they cannot approve, and an approval row of theirs (however it got there) counts for nothing.
+    approver.entra_groups.append(TEAM_PAYMENTS)  # asking for their own team
+    approver.save()
     req = ask(catalogue, approver, READER, RG_SCOPE)
     with pytest.raises(WorkflowError, match="your own request"):
         workflow.approve_request(req, actor=approver)

@@ -48,11 +48,13 @@ from requests_app.auth.entra import SignInError, validate_id_token
 from requests_app.auth.views import PENDING
 from requests_app.models import Approval, AuditEvent, IdentityRequest, Status
 
+from .conftest import TEAM_PAYMENTS
 from .factories import form_data, submitted
 from .signin import PORTAL_HOST, finish_sign_in, pick_account, start_sign_in
 from .test_authorization_matrix import OBJECT, PAGES, POST_DATA, make_request
 
-pytestmark = pytest.mark.django_db
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cloud")]
 
 CONTOSO = "7d2c6e1a-5b4f-4c3e-9a8d-1f2e3d4c5b6a"
 RILEY = "11111111-1111-4111-8111-111111111111"
@@ -226,6 +228,7 @@ def csrf_client(user) -> Client:
 
 
 def test_self_approval_through_a_crafted_post_is_refused(offline_cluster, approver, django_capture_on_commit_callbacks):
+    approver.entra_groups.append(TEAM_PAYMENTS)  # asking for their own team
     own = submitted(offline_cluster, approver)
     c = csrf_client(approver)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -327,6 +330,7 @@ def test_login_needs_the_csrf_token_too(cloud):
 
 def test_workflow_refuses_self_approval_even_without_a_view(offline_cluster, approver):
     """The guard lives in the service, not in the template's missing button."""
+    approver.entra_groups.append(TEAM_PAYMENTS)  # asking for their own team
     own = submitted(offline_cluster, approver)
     with pytest.raises(workflow.WorkflowError, match="your own request"):
         workflow.approve_request(own, actor=approver)

@@ -35,7 +35,10 @@ from django.utils import timezone
 from requests_app import audit, naming, workflow
 from requests_app.models import AuditEvent, Cluster, IdentityRequest, RoleGrant, Status, Step, User
 
-from ..portal_fixtures import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE
+from ..portal_fixtures import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VAULT_SCOPE, in_entra
+
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
 
 # Fake Azure IDs, stored on every request whatever its state (a failed request can hold them too).
 CLIENT_ID = "c11e47c1-d000-4000-8000-00000000c1d0"
@@ -188,11 +191,12 @@ def other_cluster(db) -> Cluster:
 
 
 @pytest.fixture
-def people(requester, outsider, approver, devops, admin, other_cluster) -> dict[str, User | None]:
+def people(requester, outsider, approver, devops, admin, other_cluster, control) -> dict[str, User | None]:
     devops2 = User.objects.create(
         username="devops-two", object_id="77777777-7777-4777-8777-777777777777", display_name="Devon Elsewhere",
-        tenant_id=requester.tenant_id, entra_groups=[OTHER_DEVOPS],
+        tenant_id=requester.tenant_id, entra_groups=[OTHER_DEVOPS], roles_checked_at=timezone.now(),
     )  # fmt: skip
+    in_entra(control, devops2)
     return {
         "anon": None,
         "owner": requester,

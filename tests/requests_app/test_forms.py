@@ -48,8 +48,8 @@ def other_cluster(db) -> Cluster:
     return cluster
 
 
-def test_it_accepts_a_valid_request_and_plans_the_identity(offline_cluster):
-    sub = RequestSubmission(request_data(offline_cluster))
+def test_it_accepts_a_valid_request_and_plans_the_identity(offline_cluster, requester):
+    sub = RequestSubmission(request_data(offline_cluster), user=requester)
     assert sub.is_valid(), errors_of(sub)
     plan = sub.plan()
     assert plan.identity_name == "aks-demo-team-payments-payments-api"
@@ -77,19 +77,21 @@ def test_it_accepts_a_valid_request_and_plans_the_identity(offline_cluster):
         ("grants-0-role", "999999", "Choose a role from the cluster's catalogue."),
     ],
 )
-def test_it_refuses_bad_input_with_a_field_error(offline_cluster, field, value, message):
-    sub = RequestSubmission(request_data(offline_cluster, **{field: value}))
+def test_it_refuses_bad_input_with_a_field_error(offline_cluster, field, value, message, requester):
+    sub = RequestSubmission(request_data(offline_cluster, **{field: value}), user=requester)
     assert not sub.is_valid()
     assert any(message in e for e in errors_of(sub)), errors_of(sub)
 
 
-def test_it_refuses_a_role_from_another_clusters_catalogue(offline_cluster, other_cluster):
-    sub = RequestSubmission(request_data(offline_cluster, **{"grants-0-role": str(other_cluster.roles.get().pk)}))
+def test_it_refuses_a_role_from_another_clusters_catalogue(offline_cluster, other_cluster, requester):
+    sub = RequestSubmission(
+        request_data(offline_cluster, **{"grants-0-role": str(other_cluster.roles.get().pk)}), user=requester
+    )
     assert not sub.is_valid()
     assert sub.grants.forms[0].errors["role"] == ["Reader is not in the catalogue of aks-demo."]
 
 
-def test_it_refuses_a_scope_in_a_subscription_the_cluster_does_not_allow(offline_cluster):
+def test_it_refuses_a_scope_in_a_subscription_the_cluster_does_not_allow(offline_cluster, requester):
     offline_cluster.roles.create(
         role_name="Reader",
         role_definition_id="acdd72a7-3385-48ef-bd42-f606fba81ae7",
@@ -100,20 +102,22 @@ def test_it_refuses_a_scope_in_a_subscription_the_cluster_does_not_allow(offline
         offline_cluster,
         **{"grants-0-role": str(role.pk), "grants-0-scope": f"/subscriptions/{OTHER_SUBSCRIPTION}/resourceGroups/rg"},
     )
-    sub = RequestSubmission(data)
+    sub = RequestSubmission(data, user=requester)
     assert not sub.is_valid()
     assert sub.grants.forms[0].errors["scope"] == ["The subscription of this scope is not allowed for aks-demo."]
 
 
-def test_allowed_subscriptions_replace_the_clusters_own(offline_cluster):
+def test_allowed_subscriptions_replace_the_clusters_own(offline_cluster, requester):
     offline_cluster.allowed_subscriptions = [OTHER_SUBSCRIPTION.upper()]
     offline_cluster.save()
     role = offline_cluster.roles.get()
     role.scope_patterns = ["/subscriptions/*/resourceGroups/*/providers/Microsoft.KeyVault/vaults/*"]
     role.save()
     other_vault = VAULT_SCOPE.replace(SUBSCRIPTION, OTHER_SUBSCRIPTION)
-    assert RequestSubmission(request_data(offline_cluster, **{"grants-0-scope": other_vault})).is_valid()
-    assert not RequestSubmission(request_data(offline_cluster)).is_valid()
+    assert RequestSubmission(
+        request_data(offline_cluster, **{"grants-0-scope": other_vault}), user=requester
+    ).is_valid()
+    assert not RequestSubmission(request_data(offline_cluster), user=requester).is_valid()
 
 
 def test_it_refuses_a_second_active_request_for_the_same_service_account(offline_cluster, requester):
@@ -126,7 +130,7 @@ def test_it_refuses_a_second_active_request_for_the_same_service_account(offline
         purpose="x",
         grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
     )
-    sub = RequestSubmission(request_data(offline_cluster))
+    sub = RequestSubmission(request_data(offline_cluster), user=requester)
     assert not sub.is_valid()
     assert sub.form.errors["service_account"] == [
         "There is already an active request for this ServiceAccount on this cluster."
@@ -143,7 +147,7 @@ def test_it_refuses_a_derived_identity_name_an_active_request_already_uses(offli
         identity_name="aks-demo-team-payments-payments-api",
         requester=requester,
     )
-    sub = RequestSubmission(request_data(offline_cluster))
+    sub = RequestSubmission(request_data(offline_cluster), user=requester)
     assert not sub.is_valid()
     assert "already used by an active request" in sub.form.non_field_errors()[0]
 
@@ -158,16 +162,18 @@ def test_a_finished_request_does_not_block_a_new_one(offline_cluster, requester)
         requester=requester,
         status="rejected",
     )
-    assert RequestSubmission(request_data(offline_cluster)).is_valid()
+    assert RequestSubmission(request_data(offline_cluster), user=requester).is_valid()
 
 
-def test_it_needs_at_least_one_grant(offline_cluster):
-    sub = RequestSubmission(request_data(offline_cluster, **{"grants-0-role": "", "grants-0-scope": ""}))
+def test_it_needs_at_least_one_grant(offline_cluster, requester):
+    sub = RequestSubmission(
+        request_data(offline_cluster, **{"grants-0-role": "", "grants-0-scope": ""}), user=requester
+    )
     assert not sub.is_valid()
     assert list(sub.grants.non_form_errors()) == ["Ask for at least one role on one scope."]
 
 
-def test_it_ignores_blank_rows_and_refuses_duplicates(offline_cluster):
+def test_it_ignores_blank_rows_and_refuses_duplicates(offline_cluster, requester):
     role = offline_cluster.roles.get()
     data = request_data(
         offline_cluster,
@@ -179,18 +185,18 @@ def test_it_ignores_blank_rows_and_refuses_duplicates(offline_cluster):
             "grants-2-scope": VAULT_SCOPE.upper(),
         },
     )
-    sub = RequestSubmission(data)
+    sub = RequestSubmission(data, user=requester)
     assert not sub.is_valid()
     assert sub.grants.forms[2].errors["scope"] == ["This role on this scope is already listed."]
     del data["grants-2-role"], data["grants-2-scope"]
-    sub = RequestSubmission(data)
+    sub = RequestSubmission(data, user=requester)
     assert sub.is_valid(), errors_of(sub)
     assert len(sub.grant_requests()) == 1
 
 
-def test_unbound_forms_show_typed_values_with_one_more_row(offline_cluster):
+def test_unbound_forms_show_typed_values_with_one_more_row(offline_cluster, requester):
     data = request_data(offline_cluster, service_account="Bad Name")
-    sub = RequestSubmission(values=data, add_rows=1)
+    sub = RequestSubmission(values=data, add_rows=1, user=requester)
     assert not sub.form.is_bound
     assert sub.form["service_account"].value() == "Bad Name"
     assert len(sub.grants.forms) == 2
@@ -198,8 +204,10 @@ def test_unbound_forms_show_typed_values_with_one_more_row(offline_cluster):
     assert sub.grants.management_form["TOTAL_FORMS"].value() == 2
 
 
-def test_the_namespace_and_role_options_carry_their_cluster(offline_cluster):
-    html = str(RequestSubmission().form["namespace"]) + str(RequestSubmission().grants.forms[0]["role"])
+def test_the_namespace_and_role_options_carry_their_cluster(offline_cluster, requester):
+    html = str(RequestSubmission(user=requester).form["namespace"]) + str(
+        RequestSubmission(user=requester).grants.forms[0]["role"]
+    )
     assert f'data-cluster="{offline_cluster.pk}"' in html
     assert 'value="team-payments"' in html
 

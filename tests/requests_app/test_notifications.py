@@ -5,6 +5,7 @@ from __future__ import annotations
 from requests_app import notifications, workflow
 from requests_app.models import IdentityRequest, Status
 
+from .conftest import TEAM_PAYMENTS
 from .factories import submitted
 
 
@@ -22,6 +23,7 @@ def test_approvers_are_told_of_a_new_request_but_not_the_requester(
 def test_an_approver_asking_for_an_identity_is_not_mailed_about_their_own_request(
     offline_cluster, approver, django_capture_on_commit_callbacks, mailoutbox
 ) -> None:
+    approver.entra_groups.append(TEAM_PAYMENTS)  # asking for their own team
     with django_capture_on_commit_callbacks(execute=True):
         submitted(offline_cluster, approver)
     assert mailoutbox == []

@@ -8,8 +8,11 @@ from django.urls import reverse
 from requests_app import workflow
 from requests_app.models import AuditEvent, IdentityRequest, Status
 
-from .conftest import VAULT_SCOPE
+from .conftest import TEAM_PAYMENTS, VAULT_SCOPE
 from .factories import client_for, submitted
+
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
 
 ENQUEUE = "enqueue_provisioning.<locals>.<lambda>"
 
@@ -45,6 +48,7 @@ def test_the_queue_shows_exactly_what_will_be_created(pending, approver, offline
 
 
 def test_an_approvers_own_request_is_marked_and_has_no_buttons(offline_cluster, approver):
+    approver.entra_groups.append(TEAM_PAYMENTS)  # asking for their own team
     submitted(offline_cluster, approver, sa="approvers-own")
     body = client_for(approver).get(reverse("approvals")).content.decode()
     assert "your request" in body

@@ -16,6 +16,9 @@ from requests_app.models import AuditEvent, Cluster, IdentityRequest, User
 
 from .conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
 
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
+
 CLIENT_ID = "c1c1c1c1-0000-4000-8000-00000000c11d"
 PRINCIPAL_ID = "d2d2d2d2-0000-4000-8000-0000000000f1"
 

@@ -18,6 +18,9 @@ from requests_app.models import AuditEvent, Cluster, DriftFinding, IdentityReque
 from tests.requests_app.conftest import VAULT_SCOPE
 from tests.requests_app.factories import client_for, submitted
 
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
+
 KEY_VAULT_ROLE_KEY = f"4633458b-17de-408a-b874-0445c86b69e6 on {VAULT_SCOPE}"
 CLIENT_ID = "c1c1c1c1-0000-4000-8000-00000000c11d"
 PRINCIPAL_ID = "d2d2d2d2-0000-4000-8000-0000000000d2"

@@ -103,9 +103,22 @@ def test_my_requests_lists_only_mine_newest_first(offline_cluster, requester, de
 def test_the_form_offers_the_clusters_namespaces_and_roles(offline_cluster, requester):
     body = client_for(requester).get(reverse("new_request")).content.decode()
     assert 'data-name="aks-demo"' in body
-    assert 'value="team-search"' in body
+    assert 'value="team-payments"' in body
     assert "Key Vault Secrets User" in body
     assert 'name="action" value="add"' in body
+
+
+def test_the_form_offers_only_the_namespaces_of_the_users_team(offline_cluster, requester):
+    body = client_for(requester).get(reverse("new_request")).content.decode()
+    assert 'value="team-payments"' in body
+    assert 'value="team-search"' not in body
+    assert '<code>team-search</code> <span class="muted">(another team\'s)</span>' in body
+
+
+def test_the_form_offers_an_admin_every_allowed_namespace(offline_cluster, admin):
+    body = client_for(admin).get(reverse("new_request")).content.decode()
+    assert 'value="team-payments"' in body and 'value="team-search"' in body
+    assert "another team" not in body
 
 
 @pytest.mark.parametrize(
@@ -315,7 +328,7 @@ def test_cancel_and_retry_refuse_get(offline_cluster, requester):
     assert req.status == Status.SUBMITTED
 
 
-def test_retry_restarts_a_failed_request(failed, requester, django_capture_on_commit_callbacks):
+def test_retry_restarts_a_failed_request(failed, requester, cloud, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = client_for(requester).post(reverse("request_retry", args=[failed.pk]))
     assert response.status_code == 302
@@ -324,7 +337,7 @@ def test_retry_restarts_a_failed_request(failed, requester, django_capture_on_co
     assert [c.__qualname__ for c in callbacks] == ["enqueue_provisioning.<locals>.<lambda>"]
 
 
-def test_retry_only_when_failed(offline_cluster, requester, django_capture_on_commit_callbacks):
+def test_retry_only_when_failed(offline_cluster, requester, cloud, django_capture_on_commit_callbacks):
     req = submitted(offline_cluster, requester)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = client_for(requester).post(reverse("request_retry", args=[req.pk]), follow=True)

@@ -14,6 +14,9 @@ from requests_app.models import AuditEvent, IdentityRequest, Status, Step
 
 from .factories import client_for, submitted
 
+# Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
+pytestmark = pytest.mark.usefixtures("cloud")
+
 CLIENT_ID = "c1c1c1c1-0000-4000-8000-00000000c11d"
 PRINCIPAL_ID = "d2d2d2d2-0000-4000-8000-0000000000f1"
 REASON = "Payments API moved to another cluster (CHG-1234)."

@@ -11,7 +11,7 @@ from requests_app import workflow
 from requests_app.models import AuditEvent, IdentityRequest, Status
 from requests_app.workflow import WorkflowError
 
-from .conftest import VAULT_SCOPE
+from .conftest import TEAM_PAYMENTS, VAULT_SCOPE
 from .factories import submitted
 
 
@@ -59,6 +59,7 @@ def test_approve_moves_to_approved_and_enqueues_provisioning_on_commit(
 
 
 def test_nobody_approves_their_own_request(offline_cluster, approver) -> None:
+    approver.entra_groups.append(TEAM_PAYMENTS)  # an approver asking for their own team
     req = submitted(offline_cluster, approver)
     with pytest.raises(WorkflowError, match="your own request"):
         workflow.approve_request(req, actor=approver)

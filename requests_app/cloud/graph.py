@@ -1,0 +1,159 @@
+"""Microsoft Graph, read with the portal's own app-only token: what Entra says about a person right now.
+
+Used to re-read a signed-in user's groups and app roles after sign-in (no user token is kept, so the portal
+asks as itself). Four reads, all with application permissions (README, "The Entra app registration"):
+
+- `GET /v1.0/users/{oid}?$select=id,accountEnabled`: does the account still exist, is it enabled;
+- `POST /v1.0/users/{oid}/getMemberObjects` (securityEnabledOnly): the user's security groups, transitively;
+- `GET /v1.0/servicePrincipals(appId='{client id}')`: the portal's own app roles (id -> value);
+- `GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo`: who holds them; a role counts when it is assigned to
+  the user or to one of the user's groups.
+
+Every failure comes out as CloudError; a deleted or disabled account is an answer, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from azure.core.exceptions import AzureError
+from django.conf import settings
+
+from .credentials import connection_verify, portal_credential
+from .errors import CloudError
+
+log = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = 10  # seconds: a page waits on this, so fail rather than hang
+MAX_PAGES = 50  # a next link that never ends is a broken Graph, not a large tenant
+
+
+@dataclass(frozen=True)
+class UserAccess:
+    """What Entra says about a person now. A deleted or disabled account has no groups and no roles."""
+
+    exists: bool
+    enabled: bool
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.exists and self.enabled
+
+
+def user_access(object_id: str) -> UserAccess:
+    """Read `object_id`'s account, groups and app roles of the portal's own app, fresh from Graph."""
+    if not (settings.ENTRA_TENANT_ID and settings.ENTRA_CLIENT_ID):
+        raise CloudError("Entra ID is not configured (ENTRA_TENANT_ID, ENTRA_CLIENT_ID).", permanent=True)
+    with _Graph() as graph:
+        account = graph.get(f"/v1.0/users/{object_id}", params={"$select": "id,accountEnabled"}, missing_ok=True)
+        if account is None:
+            return UserAccess(exists=False, enabled=False)
+        if account.get("accountEnabled") is False:
+            return UserAccess(exists=True, enabled=False)
+        groups = graph.collect("POST", f"/v1.0/users/{object_id}/getMemberObjects", json={"securityEnabledOnly": True})
+        roles = _app_roles(graph, {object_id, *groups})
+    return UserAccess(exists=True, enabled=True, groups=tuple(str(g) for g in groups), roles=roles)
+
+
+def _app_roles(graph: _Graph, holders: set[str]) -> tuple[str, ...]:
+    """The values of the portal's app roles assigned to any of `holders` (the user and their groups)."""
+    sp = graph.get(f"/v1.0/servicePrincipals(appId='{settings.ENTRA_CLIENT_ID}')", params={"$select": "id,appRoles"})
+    # Disabled roles are not issued in tokens either; the default-access role (all zeros) has no value.
+    values = {
+        str(r.get("id", "")).lower(): str(r.get("value") or "") for r in sp.get("appRoles", []) if r.get("isEnabled")
+    }
+    wanted = {str(h).lower() for h in holders}
+    roles = set()
+    for assignment in graph.collect("GET", f"/v1.0/servicePrincipals/{sp.get('id', '')}/appRoleAssignedTo"):
+        value = values.get(str(assignment.get("appRoleId", "")).lower())
+        if value and str(assignment.get("principalId", "")).lower() in wanted:
+            roles.add(value)
+    return tuple(sorted(roles))
+
+
+def next_link_allowed(link: str) -> bool:
+    """Follow a next link only to the configured Graph: the portal's Graph token goes nowhere else."""
+    return link.startswith(settings.GRAPH_URL.rstrip("/") + "/")
+
+
+class _Graph:
+    """One round of Graph calls: a session with the portal's CA bundle and an app-only token."""
+
+    def __init__(self) -> None:
+        self.base = settings.GRAPH_URL.rstrip("/")
+        self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment do not apply
+        self.session.verify = connection_verify()
+        try:
+            token = portal_credential().get_token(f"{self.base}/.default").token
+        except (AzureError, ValueError) as e:
+            log.warning("no Graph token for the portal: %s", e)
+            raise CloudError(f"Could not get a Graph token for the portal: {type(e).__name__}.", permanent=False) from e
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def __enter__(self) -> _Graph:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.session.close()
+
+    def get(self, path: str, *, params: dict[str, str] | None = None, missing_ok: bool = False) -> Any:
+        return self._call("GET", self.base + path, params=params, missing_ok=missing_ok)
+
+    def collect(self, method: str, path: str, *, json: dict[str, Any] | None = None) -> list[Any]:
+        """Every item of a collection, following `@odata.nextLink` (with the same method and body)."""
+        items: list[Any] = []
+        url: str | None = self.base + path
+        for _ in range(MAX_PAGES):
+            page = self._call(method, url, json=json)  # type: ignore[arg-type]
+            items += page.get("value", [])
+            url = page.get("@odata.nextLink")
+            if not url:
+                return items
+            if not next_link_allowed(url):
+                raise CloudError(
+                    "Microsoft Graph sent a next link to another host; it was not followed.", permanent=True
+                )
+        raise CloudError(f"Microsoft Graph sent more than {MAX_PAGES} pages.", permanent=True)
+
+    def _call(self, method: str, url: str, *, missing_ok: bool = False, **kw: Any) -> Any:
+        try:
+            resp = self.session.request(method, url, timeout=HTTP_TIMEOUT, **kw)
+        except requests.RequestException as e:
+            log.warning("Graph %s %s failed: %s", method, url, e)
+            raise CloudError(
+                f"Microsoft Graph could not be reached: {type(e).__name__}.", permanent=False, code="ConnectionError"
+            ) from e
+        if resp.status_code == 404 and missing_ok:
+            return None
+        if resp.status_code != 200:
+            raise _error(resp)
+        try:
+            body = resp.json()
+        except ValueError as e:
+            raise CloudError("Microsoft Graph answered with something that is not JSON.", permanent=False) from e
+        if not isinstance(body, dict):
+            raise CloudError("Microsoft Graph answered with something unexpected.", permanent=False)
+        return body
+
+
+def _error(resp: requests.Response) -> CloudError:
+    try:
+        error = resp.json().get("error", {})
+        code, message = str(error.get("code", "")), str(error.get("message", ""))
+    except (ValueError, AttributeError):
+        code, message = "", ""
+    log.warning("Graph answered %s %s: %s", resp.status_code, code, message[:300])
+    retry_after = resp.headers.get("Retry-After")
+    return CloudError(
+        f"Microsoft Graph answered {resp.status_code}{f' {code}' if code else ''}: {message or resp.reason}",
+        permanent=resp.status_code < 500 and resp.status_code != 429,
+        code=code,
+        status=resp.status_code,
+        retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+    )
