@@ -13,6 +13,10 @@ from django.test import Client
 
 from .routes import every_route
 
+# Admin actions and approvals read the actor's roles from Entra (the emulator) right before: it must answer.
+pytestmark = pytest.mark.usefixtures("cloud")
+
+
 PAGES = [r for r in every_route() if r.route.startswith(("admin/", "django-rq/"))]
 
 

@@ -95,6 +95,7 @@ def spec(**over) -> dict:
         "location": "westeurope",
         "devops_group_id": DEVOPS,
         "allowed_namespaces": ["team-payments"],
+        "namespace_owners": {"team-payments": "0f1e2d3c-0004-4000-8000-000000000004"},
         **over,
     }
 

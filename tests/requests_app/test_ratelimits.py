@@ -20,6 +20,9 @@ from .factories import client_for, form_data
 from .signin import PORTAL_HOST
 from .test_authorization_matrix import make_request
 
+# Admin actions and approvals read the actor's roles from Entra (the emulator) right before: it must answer.
+pytestmark = pytest.mark.usefixtures("cloud")
+
 
 @pytest.fixture
 def limits(settings):
