@@ -151,7 +151,12 @@ def main() -> int:
             f"/subscriptions/{cluster.subscription_id}/resourceGroups/rg-team-payments"
             "/providers/Microsoft.KeyVault/vaults/kv-payments-demo"
         )
-        requester = User.objects.create(username="riley", object_id="11111111-1111-4111-8111-111111111111")
+        # Only a namespace's owning team may ask in it (deploy/demo-clusters.yaml): the requester is in both.
+        requester = User.objects.create(
+            username="riley",
+            object_id="11111111-1111-4111-8111-111111111111",
+            entra_groups=[cluster.namespace_owners[ns] for ns in NAMESPACES],
+        )
         approver = User.objects.create(
             username="avery", object_id="22222222-2222-4222-8222-222222222222", is_approver=True
         )
