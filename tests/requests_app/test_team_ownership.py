@@ -10,7 +10,7 @@ from requests_app import access, clusters, workflow
 from requests_app.forms import RequestSubmission
 from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status
 
-from .conftest import KEY_VAULT_SECRETS_USER, TEAM_PAYMENTS, TEAM_SEARCH, VAULT_SCOPE
+from .conftest import DEMO_CLUSTER_ID, KEY_VAULT_SECRETS_USER, TEAM_PAYMENTS, TEAM_SEARCH, VAULT_SCOPE
 from .factories import client_for, form_data, submitted
 from .test_admin import cluster_form
 from .test_forms import errors_of, request_data
@@ -67,14 +67,13 @@ def test_every_problem_is_named_at_once():
     assert "namespace b has no owning group" in text and "owner of a" in text and "names c" in text
 
 
-def test_a_yaml_cluster_without_owners_is_refused_before_anything_is_stored(db):
+def test_a_yaml_cluster_without_owners_is_refused_before_anything_is_stored(db):  # before Azure is asked
     spec = {
         "name": "aks-yaml",
         "subscription_id": "3f6a1c2e-8d4b-4e5f-9a0b-1c2d3e4f5a6b",
         "resource_group": "rg",
         "location": "westeurope",
-        "oidc_issuer_url": "https://issuer.example/x/",
-        "api_server_url": "https://localhost:1/k8s/aks-yaml",
+        "arm_resource_id": DEMO_CLUSTER_ID,
         "devops_group_id": TEAM_PAYMENTS,
         "allowed_namespaces": ["team-payments"],
     }
@@ -100,10 +99,8 @@ def test_the_admin_form_refuses_a_namespace_without_an_owner(cloud, admin):
 
 
 def test_the_admin_form_stores_the_owners(cloud, admin):
-    resp = client_for(admin).post(
-        reverse("admin:requests_app_cluster_add"), cluster_form(oidc_issuer_url="https://issuer.example/abc/")
-    )
-    assert resp.status_code == 302
+    resp = client_for(admin).post(reverse("admin:requests_app_cluster_add"), cluster_form())
+    assert resp.status_code == 302, resp.content.decode()
     assert Cluster.objects.get(name="aks-new").namespace_owners == {"team-a": TEAM_PAYMENTS}
 
 
