@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
 from . import access, naming, policy, workflow
-from .models import ACTIVE_STATUSES, AllowedRole, AuditEvent, Cluster, IdentityRequest, User
+from .models import AllowedRole, AuditEvent, Cluster, IdentityRequest, User
 
 AUDIENCE = "api://AzureADTokenExchange"
 GRANTS_PREFIX = "grants"
@@ -39,13 +39,16 @@ class Plan:
     approval_needs: str = ""
     approval_progress: str = ""
     approvals: list[Any] = field(default_factory=list)
-    identity_name: str = field(init=False)
-    fic_name: str = field(init=False)
+    # A request's stored names (Plan.of); blank: derived, as a new request will get them.
+    identity_name: str = ""
+    fic_name: str = ""
 
     def __post_init__(self) -> None:
         c, ns, sa = self.cluster.name, self.namespace, self.service_account
-        object.__setattr__(self, "identity_name", naming.identity_name(c, ns, sa))
-        object.__setattr__(self, "fic_name", naming.fic_name(c, ns, sa))
+        if not self.identity_name:
+            object.__setattr__(self, "identity_name", naming.identity_name(c, ns, sa))
+        if not self.fic_name:
+            object.__setattr__(self, "fic_name", naming.fic_name(c, ns, sa))
 
     @property
     def issuer(self) -> str:
@@ -81,6 +84,8 @@ class Plan:
             approval_needs=requirement.needs(),
             approval_progress=requirement.progress(policy.votes(approvals)),
             approvals=approvals,
+            identity_name=req.identity_name,
+            fic_name=req.fic_name,
         )
 
 
@@ -187,19 +192,12 @@ class RequestForm(forms.Form):
                 self.add_error(
                     "service_account", "There is already an active request for this ServiceAccount on this cluster."
                 )
-            elif identity_name_taken(naming.identity_name(cluster.name, namespace, sa)):
+            elif workflow.identity_name_taken(naming.identity_name(cluster.name, namespace, sa)):
                 # Each request makes its own identity with one FIC; a second request on the same identity
-                # would fight over it (and over the per-identity FIC limit).
-                self.add_error(
-                    None,
-                    "The identity name this request derives is already used by an active "
-                    "request; choose another ServiceAccount name.",
-                )
+                # would fight over it (and over the per-identity FIC limit). The database refuses it too
+                # (one_active_request_per_identity_name); this says so before the review page.
+                self.add_error(None, workflow.IDENTITY_NAME_TAKEN)
         return data
-
-
-def identity_name_taken(name: str) -> bool:
-    return IdentityRequest.objects.filter(identity_name=name, status__in=[s.value for s in ACTIVE_STATUSES]).exists()
 
 
 class GrantForm(forms.Form):

@@ -135,7 +135,11 @@ class IdentityRequest(models.Model):
     namespace = models.CharField(max_length=63)
     service_account = models.CharField(max_length=253)
     purpose = models.TextField()
+    # The names of the identity and its federated credential in Azure, derived once at submit
+    # (naming.identity_name / fic_name) and used as stored ever after: requests made before 0009 keep the
+    # names their Azure resources were created under.
     identity_name = models.CharField(max_length=128)
+    fic_name = models.CharField(max_length=120)
     requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="identity_requests")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUBMITTED, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -176,7 +180,13 @@ class IdentityRequest(models.Model):
                 fields=["cluster", "namespace", "service_account"],
                 condition=models.Q(status__in=[s.value for s in ACTIVE_STATUSES]),
                 name="one_active_request_per_service_account",
-            )
+            ),
+            # Two live requests under one identity name would share, and fight over, one Azure identity.
+            models.UniqueConstraint(
+                fields=["identity_name"],
+                condition=models.Q(status__in=[s.value for s in ACTIVE_STATUSES]),
+                name="one_active_request_per_identity_name",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -185,13 +195,6 @@ class IdentityRequest(models.Model):
     @property
     def subject(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
-
-    @property
-    def fic_name(self) -> str:
-        # One FIC per request; named after the cluster + SA so it is readable in the portal and in Azure.
-        from .naming import fic_name
-
-        return fic_name(self.cluster.name, self.namespace, self.service_account)
 
 
 class RoleGrant(models.Model):

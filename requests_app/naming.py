@@ -7,6 +7,7 @@ identity and FIC name patterns, ARM resource IDs) so a request that passes here 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 
@@ -42,8 +43,58 @@ def subdomain_error(value: str) -> str | None:
     return None
 
 
-def _bounded(raw: str, limit: int) -> str:
-    """`raw` made Azure-safe within `limit` characters; a short hash keeps altered names unique."""
+# Derived names: `<cluster>_<namespace>_<ServiceAccount>`, e.g. `aks-demo_team-payments_payments-api`.
+# Kubernetes names never contain `_`, so the first two underscores are always the separators; the dots of a
+# ServiceAccount name (a DNS subdomain) become `_` as well, which cannot collide either: everything after the
+# second separator is the ServiceAccount, whose own underscores can only have been dots. Names that do not fit
+# (too long, or a cluster name that is not a DNS label) become a readable prefix plus `__` and a hash of the whole
+# triple: a joined name never holds `__` (no part is empty), so the two shapes never meet.
+SEPARATOR = "_"
+HASH_MARK = "__"
+# 32 hex digits: 128 bits of SHA-256. Two triples share a hashed name only if SHA-256 collides on its first 128
+# bits, which nobody has ever found: injective in practice, not in principle.
+HASH_HEX = 32
+
+
+def _joined(cluster: str, namespace: str, service_account: str) -> str | None:
+    """`<cluster>_<namespace>_<sa, dots as _>` when all three are Kubernetes-style names, else None."""
+    if label_error(cluster) or label_error(namespace) or subdomain_error(service_account):
+        return None
+    return SEPARATOR.join((cluster, namespace, service_account.replace(".", SEPARATOR)))
+
+
+def _derived(cluster: str, namespace: str, service_account: str, limit: int) -> str:
+    """The joined name when it fits `limit`; otherwise a readable prefix, `__` and a hash of the exact triple."""
+    joined = _joined(cluster, namespace, service_account)
+    if joined is not None and len(joined) <= limit:
+        return joined
+    # JSON of the list: an unambiguous encoding of the triple, whatever characters a cluster name holds.
+    triple = json.dumps([cluster, namespace, service_account])
+    digest = hashlib.sha256(triple.encode()).hexdigest()[:HASH_HEX]
+    readable = re.sub(r"[^a-z0-9_-]", "-", (joined or SEPARATOR.join((cluster, namespace, service_account))).lower())
+    # Lower case: ARM names ignore case. The prefix starts and ends with a letter or digit (Azure's first-character
+    # rule, and no `_` next to the hash mark).
+    prefix = readable[: limit - len(HASH_MARK) - HASH_HEX].strip("_-") or "id"
+    return f"{prefix}{HASH_MARK}{digest}"
+
+
+def identity_name(cluster: str, namespace: str, service_account: str) -> str:
+    """The managed identity's name for a new request (Azure: 3–128 characters, IDENTITY_NAME)."""
+    return _derived(cluster, namespace, service_account, 128)
+
+
+def fic_name(cluster: str, namespace: str, service_account: str) -> str:
+    """The federated credential's name for a new request (Azure: 3–120 characters, FIC_NAME)."""
+    return _derived(cluster, namespace, service_account, 120)
+
+
+# ---- the names of requests made before 0009 -----------------------------------------------------------------
+# `<cluster>-<namespace>-<sa>` was not injective (`team`/`payments-api` and `team-payments`/`api` meet). Requests
+# made then keep their names (their identities and credentials exist in Azure under them): both are stored on
+# the request, and migration 0009 fills the credential's name from `legacy_fic_name`. Never change these two.
+
+
+def _legacy_bounded(raw: str, limit: int) -> str:
     safe = re.sub(r"[^A-Za-z0-9_-]", "-", raw)
     if safe == raw and len(safe) <= limit:
         return safe
@@ -51,14 +102,12 @@ def _bounded(raw: str, limit: int) -> str:
     return f"{safe[: limit - 9].rstrip('-_')}-{digest}"
 
 
-def identity_name(cluster: str, namespace: str, service_account: str) -> str:
-    """The managed identity's name: `<cluster>-<namespace>-<sa>` within Azure's 3–128 rule."""
-    return _bounded(f"{cluster}-{namespace}-{service_account}", 128)
+def legacy_identity_name(cluster: str, namespace: str, service_account: str) -> str:
+    return _legacy_bounded(f"{cluster}-{namespace}-{service_account}", 128)
 
 
-def fic_name(cluster: str, namespace: str, service_account: str) -> str:
-    """The federated credential's name, within the 3–120 rule."""
-    return _bounded(f"{cluster}-{namespace}-{service_account}", 120)
+def legacy_fic_name(cluster: str, namespace: str, service_account: str) -> str:
+    return _legacy_bounded(f"{cluster}-{namespace}-{service_account}", 120)
 
 
 def role_assignment_name(scope: str, role_definition_id: str, principal_id: str) -> str:

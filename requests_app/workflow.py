@@ -112,6 +112,7 @@ def submit_request(
     _guard_team(requester, cluster, namespace)
     _guard_grants(cluster, grants)
     reasons = policy.grant_risk_reasons(policy.facts_of(grants))
+    identity_name = naming.identity_name(cluster.name, namespace, service_account)
     try:
         with transaction.atomic():
             req = IdentityRequest.objects.create(
@@ -119,7 +120,8 @@ def submit_request(
                 namespace=namespace,
                 service_account=service_account,
                 purpose=purpose,
-                identity_name=naming.identity_name(cluster.name, namespace, service_account),
+                identity_name=identity_name,
+                fic_name=naming.fic_name(cluster.name, namespace, service_account),
                 requester=requester,
                 risk_reasons=reasons,
             )
@@ -144,7 +146,10 @@ def submit_request(
             )
             transaction.on_commit(lambda: notifications.request_submitted(req.pk))
     except IntegrityError:
-        # The partial unique index: someone submitted the same SA a moment ago.
+        # A partial unique index: someone submitted the same SA, or a request under the same identity name, a
+        # moment ago (it has committed: that is what made this insert fail). Ask which, to say so.
+        if identity_name_taken(identity_name) and not active_request_exists(cluster, namespace, service_account):
+            raise WorkflowError(IDENTITY_NAME_TAKEN) from None
         raise WorkflowError("There is already an active request for this ServiceAccount on this cluster.") from None
     return req
 
@@ -413,6 +418,15 @@ def mark_revoked(req: IdentityRequest) -> None:
         if _swap(req, Status.REVOKING, Status.REVOKED, revoked_at=timezone.now()):
             audit.record("request.revoked", actor=None, request=req)
             transaction.on_commit(lambda: notifications.request_revoked(req.pk))
+
+
+IDENTITY_NAME_TAKEN = (
+    "The identity name this request derives is already used by an active request; choose another ServiceAccount name."
+)
+
+
+def identity_name_taken(name: str) -> bool:
+    return IdentityRequest.objects.filter(identity_name=name, status__in=[s.value for s in ACTIVE_STATUSES]).exists()
 
 
 def active_request_exists(cluster: Cluster, namespace: str, service_account: str) -> bool:

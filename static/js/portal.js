@@ -94,8 +94,10 @@
       var line = document.getElementById("identity-preview-line");
       if (!out || !line || !cluster) return;
       var opt = cluster.options[cluster.selectedIndex];
-      var parts = [opt && opt.dataset.name, namespace && namespace.value, sa && sa.value.trim()];
-      out.textContent = parts.map(function (p) { return p || "…"; }).join("-");
+      // As naming.identity_name joins them: "_" between the parts, a ServiceAccount's dots as "_" too.
+      var account = sa && sa.value.trim().replace(/\./g, "_");
+      var parts = [opt && opt.dataset.name, namespace && namespace.value, account];
+      out.textContent = parts.map(function (p) { return p || "…"; }).join("_");
       line.hidden = false;
     }
 

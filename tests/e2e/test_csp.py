@@ -79,7 +79,7 @@ def test_every_main_page_complies_with_the_policy(live_server, watched, demo_clu
     with riley.page.expect_response(lambda r: r.request.method == "POST") as review:
         riley.page.get_by_role("button", name="Review", exact=True).last.click()
     riley.check("review", review.value.headers)
-    assert "aks-demo-team-payments-payments-api" in riley.page.content()
+    assert "aks-demo_team-payments_payments-api" in riley.page.content()
     riley.page.get_by_role("button", name="Submit request").click()
     req = IdentityRequest.objects.get()
     riley.page.wait_for_url(f"{base}/requests/{req.pk}/")

@@ -57,7 +57,7 @@ def test_request_approve_provision_and_see_the_ids(
     riley.select_option("#id_grants-0-role", value=str(role.pk))
     riley.fill("#id_grants-0-scope", VAULT_SCOPE)
     riley.get_by_role("button", name="Review", exact=True).last.click()
-    assert "aks-demo-team-payments-payments-api" in riley.content()
+    assert "aks-demo_team-payments_payments-api" in riley.content()
     screenshot(riley, "review")
     riley.get_by_role("button", name="Submit request").click()
     req = IdentityRequest.objects.get()

@@ -436,7 +436,7 @@ def decide(user: User, req: IdentityRequest, decision: str = "approve", comment:
 
 def test_a_second_approval_by_the_same_person_through_a_crafted_post_is_refused(risky, approver) -> None:
     first = decide(approver, risky).content.decode()
-    assert "Recorded your approval of aks-demo-team-payments-payments-api: 1 of 2 approvals" in first
+    assert "Recorded your approval of aks-demo_team-payments_payments-api: 1 of 2 approvals" in first
     second = decide(approver, risky).content.decode()
     assert "You have already approved this request." in second
     assert Approval.objects.filter(request=risky).count() == 1
@@ -453,7 +453,7 @@ def test_self_approval_of_a_high_risk_request_through_a_crafted_post_is_refused(
 def test_the_second_approver_completes_it_through_the_page(risky, approver, second_approver) -> None:
     decide(approver, risky)
     body = decide(second_approver, risky).content.decode()
-    assert "Approved aks-demo-team-payments-payments-api; provisioning starts now." in body
+    assert "Approved aks-demo_team-payments_payments-api; provisioning starts now." in body
     assert fresh(risky).status == Status.APPROVED
 
 

@@ -212,7 +212,7 @@ def in_flight(control, rule_id: str) -> bool:
 
 
 def identity_name(sa: str) -> str:
-    return f"aks-demo-{NS}-{sa}"
+    return f"aks-demo_{NS}_{sa}"
 
 
 def assert_ready_once(control, req: IdentityRequest) -> None:
@@ -244,7 +244,7 @@ def assert_ready_once(control, req: IdentityRequest) -> None:
 
 SLOW_CALLS = {
     # step: the call made slow (so the worker is killed while it is in flight)
-    "identity": ("PUT", r"/userAssignedIdentities/aks-demo-team-payments-payments-api$"),
+    "identity": ("PUT", r"/userAssignedIdentities/aks-demo_team-payments_payments-api$"),
     "fic": ("PUT", r"/federatedIdentityCredentials/"),
     "roles": ("PUT", r"/roleAssignments/"),
     "service_account": ("POST", rf"/namespaces/{NS}/serviceaccounts$"),

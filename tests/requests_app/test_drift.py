@@ -13,7 +13,7 @@ from azure.mgmt.msi.models import FederatedIdentityCredential
 from django.conf import settings
 from kubernetes import client as k8s
 
-from requests_app import drift, provisioning, workflow
+from requests_app import drift, naming, provisioning, workflow
 from requests_app.cloud import kubernetes, rbac
 from requests_app.cloud.credentials import connection_verify, portal_credential
 from requests_app.models import AuditEvent, DriftFinding, IdentityRequest, RoleGrant, Status
@@ -362,6 +362,25 @@ def test_repair_puts_back_exactly_what_was_approved(ready, devops, control) -> N
     ]
     assert {d["reason"] for d in events(ready, "drift.resolved")} == {"repaired"}
     assert_no_ids(fresh(ready), events(ready, "drift.repaired"))
+
+
+def test_a_request_made_before_0009_is_checked_and_repaired_under_the_credential_name_it_was_given(
+    demo_cluster, requester, approver, devops, control
+) -> None:
+    req = submitted(demo_cluster, requester, "payments.api")
+    # Stored as migration 0009 leaves a request made before it: the old names, under which Azure holds it.
+    old_identity = naming.legacy_identity_name(demo_cluster.name, NS, "payments.api")
+    old_fic = naming.legacy_fic_name(demo_cluster.name, NS, "payments.api")
+    IdentityRequest.objects.filter(pk=req.pk).update(identity_name=old_identity, fic_name=old_fic)
+    workflow.approve_request(fresh(req), actor=approver)
+    provisioning.provision(req.pk)
+    req = fresh(req)
+    assert drift.check_request(req) == []
+    msi().federated_identity_credentials.delete(RG, old_identity, old_fic)
+    assert keys(drift.check_request(req)) == {("fic_missing", "aks-demo-team-payments-payments-api-8f246b6d")}
+    assert drift.repair(req, actor=devops) is True
+    assert [f["name"] for f in control.state()["fics"].values()] == [old_fic]
+    assert drift.check_request(fresh(req)) == []
 
 
 def test_repair_after_the_identity_was_deleted_makes_a_new_one_and_removes_the_stale_assignment(

@@ -29,7 +29,7 @@ from tests.requests_app.factories import approved
 from tests.requests_app.test_jobs import test_redis_url
 
 NS, SA = "team-payments", "payments-api"
-IDENTITY = "aks-demo-team-payments-payments-api"
+IDENTITY = "aks-demo_team-payments_payments-api"
 PROVISION_STEPS = ["identity", "fic", "roles", "service_account", "verify"]
 REVOKE_STEPS = ["revoke_service_account", "revoke_roles", "revoke_fic", "revoke_identity"]
 TOKEN = r"/oauth2/v2.0/token$"

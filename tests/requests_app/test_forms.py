@@ -52,7 +52,7 @@ def test_it_accepts_a_valid_request_and_plans_the_identity(offline_cluster, requ
     sub = RequestSubmission(request_data(offline_cluster), user=requester)
     assert sub.is_valid(), errors_of(sub)
     plan = sub.plan()
-    assert plan.identity_name == "aks-demo-team-payments-payments-api"
+    assert plan.identity_name == "aks-demo_team-payments_payments-api"
     assert plan.subject == "system:serviceaccount:team-payments:payments-api"
     assert plan.issuer == offline_cluster.oidc_issuer_url
     assert plan.audience == "api://AzureADTokenExchange"
@@ -144,7 +144,7 @@ def test_it_refuses_a_derived_identity_name_an_active_request_already_uses(offli
         namespace="team-search",
         service_account="other",
         purpose="x",
-        identity_name="aks-demo-team-payments-payments-api",
+        identity_name="aks-demo_team-payments_payments-api",
         requester=requester,
     )
     sub = RequestSubmission(request_data(offline_cluster), user=requester)
@@ -158,7 +158,7 @@ def test_a_finished_request_does_not_block_a_new_one(offline_cluster, requester)
         namespace="team-payments",
         service_account="payments-api",
         purpose="x",
-        identity_name="aks-demo-team-payments-payments-api",
+        identity_name="aks-demo_team-payments_payments-api",
         requester=requester,
         status="rejected",
     )

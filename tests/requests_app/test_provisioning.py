@@ -9,7 +9,7 @@ from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 from django.conf import settings
 
-from requests_app import provisioning, workflow
+from requests_app import naming, provisioning, workflow
 from requests_app.cloud import identities, kubernetes, rbac
 from requests_app.cloud.credentials import connection_verify, portal_credential
 from requests_app.models import AuditEvent, IdentityRequest, RoleGrant, Status, Step
@@ -17,7 +17,7 @@ from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VA
 from tests.requests_app.factories import approved
 
 NS, SA = "team-payments", "payments-api"
-IDENTITY = "aks-demo-team-payments-payments-api"
+IDENTITY = "aks-demo_team-payments_payments-api"
 RG = "rg-aks-demo-identities"
 STEPS = ["identity", "fic", "roles", "service_account", "verify"]
 
@@ -119,6 +119,17 @@ def test_it_provisions_an_approved_request_to_ready(req, control) -> None:
     expected = [a for s in STEPS for a in (f"step.{s}.started", f"step.{s}.succeeded")]
     assert actions == ["request.submitted", "request.approved", "provisioning.started", *expected, "request.ready"]
     assert fresh(req).ready_at is not None
+
+
+def test_a_request_made_before_0009_is_provisioned_under_the_names_it_was_given(req, control) -> None:
+    # Stored as migration 0009 leaves such a request (a failed one, say, retried now): the old names, not new ones.
+    old = naming.legacy_identity_name("aks-demo", NS, SA), naming.legacy_fic_name("aks-demo", NS, SA)
+    IdentityRequest.objects.filter(pk=req.pk).update(identity_name=old[0], fic_name=old[1])
+    provisioning.provision(req.pk)
+    assert fresh(req).status == Status.READY, fresh(req).failure_message
+    state = control.state()
+    [ident], [fic] = state["identities"].values(), state["fics"].values()
+    assert (ident["name"], fic["name"]) == ("aks-demo-team-payments-payments-api",) * 2
 
 
 def test_step_details_carry_no_ids(req) -> None:

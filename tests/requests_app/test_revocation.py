@@ -16,7 +16,7 @@ from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
 from .test_jobs import test_redis_url
 
 NS, SA = "team-payments", "payments-api"
-IDENTITY = "aks-demo-team-payments-payments-api"
+IDENTITY = "aks-demo_team-payments_payments-api"
 PROVISIONING_STEPS = ["identity", "fic", "roles", "service_account", "verify"]
 REVOKE_STEPS = ["revoke_service_account", "revoke_roles", "revoke_fic", "revoke_identity"]
 REASON = "Payments API moved to another cluster (CHG-1234)."

@@ -35,7 +35,7 @@ def test_only_approvers_and_admins_see_approvals(pending, who, request):
 def test_the_queue_shows_exactly_what_will_be_created(pending, approver, offline_cluster):
     body = client_for(approver).get(reverse("approvals")).content.decode()
     for text in (
-        "aks-demo-team-payments-payments-api",
+        "aks-demo_team-payments_payments-api",
         "system:serviceaccount:team-payments:payments-api",
         offline_cluster.oidc_issuer_url,
         "Key Vault Secrets User",
@@ -58,7 +58,7 @@ def test_an_approvers_own_request_is_marked_and_has_no_buttons(offline_cluster, 
 def test_decide_get_confirms_and_changes_nothing(pending, approver):
     response = client_for(approver).get(reverse("request_decide", args=[pending.pk]))
     assert response.status_code == 200
-    assert "aks-demo-team-payments-payments-api" in response.content.decode()
+    assert "aks-demo_team-payments_payments-api" in response.content.decode()
     pending.refresh_from_db()
     assert pending.status == Status.SUBMITTED
 
@@ -120,7 +120,7 @@ def test_reject_needs_a_comment(pending, approver):
     response = c.post(
         reverse("request_decide", args=[pending.pk]), {"decision": "reject", "comment": "Too broad"}, follow=True
     )
-    assert "Rejected aks-demo-team-payments-payments-api" in response.content.decode()
+    assert "Rejected aks-demo_team-payments_payments-api" in response.content.decode()
     pending.refresh_from_db()
     assert (pending.status, pending.decision_comment) == (Status.REJECTED, "Too broad")
 

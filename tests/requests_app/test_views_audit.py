@@ -81,7 +81,7 @@ def test_the_trail_lists_every_event_newest_first_without_ids(history, admin):
     assert table.index("step.identity.succeeded") < table.index("request.approved") < table.index("request.submitted")
     assert "Riley Requester" in body and "system" in body and "10.9.8.7" in body
     assert reverse("request_detail", args=[history.pk]) in body
-    assert "aks-demo-team-payments-payments-api" in body  # details are shown ...
+    assert "aks-demo_team-payments_payments-api" in body  # details are shown ...
     assert CLIENT_ID not in body and PRINCIPAL_ID not in body  # ... without the IDs
 
 
@@ -131,7 +131,7 @@ def test_csv_has_a_header_the_filtered_rows_and_no_ids(history, admin):
     assert rows[0] == ["time", "actor", "action", "request", "cluster", "details", "source_ip"]
     assert [r[2] for r in rows[1:]] == ["step.identity.succeeded"]
     assert rows[1][1:5] == ["system", "step.identity.succeeded", str(history.pk), "aks-demo"]
-    assert rows[1][5] == '{"name":"aks-demo-team-payments-payments-api"}'
+    assert rows[1][5] == '{"name":"aks-demo_team-payments_payments-api"}'
 
 
 def test_csv_without_filters_exports_everything(history, admin):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from requests_app import workflow
+from requests_app import naming, workflow
 from requests_app.models import AuditEvent, IdentityRequest, Status, Step
 
-from .conftest import SUBSCRIPTION, VAULT_SCOPE
+from .conftest import SUBSCRIPTION, TEAM_PAYMENTS, VAULT_SCOPE
 from .factories import client_for, form_data, submitted
 
 CLIENT_ID = "c1c1c1c1-0000-4000-8000-00000000c11d"
@@ -18,7 +21,7 @@ PRINCIPAL_ID = "d2d2d2d2-0000-4000-8000-0000000000f1"
 TENANT_ID = "7d2c6e1a-5b4f-4c3e-9a8d-1f2e3d4c5b6a"
 RESOURCE_ID = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo-identities/providers/"
-    "Microsoft.ManagedIdentity/userAssignedIdentities/aks-demo-team-payments-payments-api"
+    "Microsoft.ManagedIdentity/userAssignedIdentities/aks-demo_team-payments_payments-api"
 )
 
 
@@ -161,6 +164,58 @@ def test_an_active_request_for_the_same_service_account_is_refused(offline_clust
     assert IdentityRequest.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs a database that serves two connections")
+def test_two_people_submitting_one_identity_name_at_once_get_one_request_and_one_clear_refusal(
+    offline_cluster, requester, devops, monkeypatch
+):
+    # Under the old derivation team/payments-api and team-payments/api met (aks-demo-team-payments-api); it stands
+    # for any collision. Whether the form's check or the database's constraint stops the second, the page says
+    # why and keeps what was typed.
+    monkeypatch.setattr(naming, "identity_name", naming.legacy_identity_name)
+    offline_cluster.allowed_namespaces.append("team")
+    offline_cluster.namespace_owners["team"] = TEAM_PAYMENTS
+    offline_cluster.save()
+    pages: list[tuple[int, str]] = []
+    barrier = threading.Barrier(2)
+
+    def submit(user, namespace: str, service_account: str) -> None:
+        from django.db import connection as conn
+
+        data = form_data(offline_cluster, action="submit", namespace=namespace, service_account=service_account)
+        c = client_for(user)
+        try:
+            barrier.wait()
+            response = c.post(reverse("new_request"), data)
+            pages.append((response.status_code, response.content.decode()))
+        finally:
+            conn.close()
+
+    people = [(requester, "team", "payments-api"), (devops, "team-payments", "api")]
+    threads = [threading.Thread(target=submit, args=who) for who in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(code for code, _ in pages) == [200, 302]
+    refusal = next(body for code, body in pages if code == 200)
+    assert "The identity name this request derives is already used by an active request" in refusal
+    assert "Read the payment provider&#x27;s API key" in refusal  # what was typed is kept
+    assert IdentityRequest.objects.count() == 1
+
+
+def test_a_request_made_before_0009_shows_the_names_it_was_given(offline_cluster, requester):
+    # Its identity and credential exist in Azure under the old names: the page shows the stored ones.
+    req = submitted(offline_cluster, requester, sa="payments.api")
+    IdentityRequest.objects.filter(pk=req.pk).update(
+        identity_name="aks-demo-team-payments-payments-api-9d7c3b1a",
+        fic_name="aks-demo-team-payments-payments-api-9d7c3b1a",
+    )
+    body = client_for(requester).get(reverse("request_detail", args=[req.pk])).content.decode()
+    assert body.count("aks-demo-team-payments-payments-api-9d7c3b1a") >= 2
+    assert "aks-demo_team-payments_payments_api" not in body
+
+
 def test_add_another_grant_rerenders_with_one_more_row_and_no_errors(offline_cluster, requester):
     data = form_data(offline_cluster, action="add", service_account="")
     body = client_for(requester).post(reverse("new_request"), data).content.decode()
@@ -175,7 +230,7 @@ def test_review_shows_everything_that_will_be_created_and_creates_nothing(offlin
     body = response.content.decode()
     assert "Review your request" in body
     for text in (
-        "aks-demo-team-payments-payments-api",
+        "aks-demo_team-payments_payments-api",
         offline_cluster.oidc_issuer_url,
         "system:serviceaccount:team-payments:payments-api",
         "api://AzureADTokenExchange",
@@ -211,7 +266,7 @@ def test_submit_creates_the_request_and_its_audit_event(offline_cluster, request
     assert (req.requester, req.status, req.identity_name) == (
         requester,
         Status.SUBMITTED,
-        "aks-demo-team-payments-payments-api",
+        "aks-demo_team-payments_payments-api",
     )
     assert [(g.role_name, g.scope) for g in req.grants.all()] == [("Key Vault Secrets User", VAULT_SCOPE)]
     event = AuditEvent.objects.get(action="request.submitted")

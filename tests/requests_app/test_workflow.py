@@ -7,11 +7,11 @@ import threading
 import pytest
 from django.db import connection
 
-from requests_app import workflow
-from requests_app.models import AuditEvent, IdentityRequest, Status
+from requests_app import naming, workflow
+from requests_app.models import AuditEvent, Cluster, IdentityRequest, Status, User
 from requests_app.workflow import WorkflowError
 
-from .conftest import TEAM_PAYMENTS, VAULT_SCOPE
+from .conftest import KEY_VAULT_SECRETS_USER, TEAM_PAYMENTS, VAULT_SCOPE
 from .factories import submitted
 
 
@@ -29,7 +29,7 @@ def test_the_transition_table_allows_only_the_documented_moves() -> None:
 
 def test_submit_derives_the_identity_name_and_audits(offline_cluster, requester) -> None:
     req = submitted(offline_cluster, requester)
-    assert req.identity_name == "aks-demo-team-payments-payments-api"
+    assert req.identity_name == "aks-demo_team-payments_payments-api"
     assert req.grants.get().scope == VAULT_SCOPE
     assert actions(req) == ["request.submitted"]
     assert AuditEvent.objects.get().actor == requester
@@ -39,6 +39,30 @@ def test_a_second_active_request_for_the_same_service_account_is_refused(offline
     submitted(offline_cluster, requester)
     with pytest.raises(WorkflowError, match="already an active request"):
         submitted(offline_cluster, requester)
+
+
+def test_submit_stores_the_identity_and_credential_names_it_derives(offline_cluster, requester) -> None:
+    req = submitted(offline_cluster, requester, sa="payments.api")
+    req.refresh_from_db()
+    assert (req.identity_name, req.fic_name) == ("aks-demo_team-payments_payments_api",) * 2
+
+
+def test_a_request_under_an_identity_name_an_active_request_holds_is_refused(offline_cluster, requester) -> None:
+    # A request stored with the name this submission derives (as a request made before 0009 could be): the
+    # database's constraint refuses the second one, and says why in the words the form uses.
+    IdentityRequest.objects.create(
+        cluster=offline_cluster,
+        namespace="team-search",
+        service_account="other",
+        purpose="x",
+        identity_name="aks-demo_team-payments_payments-api",
+        fic_name="aks-demo_team-payments_payments-api",
+        requester=requester,
+    )
+    with pytest.raises(WorkflowError) as refused:
+        submitted(offline_cluster, requester)
+    assert str(refused.value) == workflow.IDENTITY_NAME_TAKEN
+    assert IdentityRequest.objects.count() == 1
 
 
 def test_a_request_can_be_made_again_after_the_first_was_rejected(offline_cluster, requester, approver) -> None:
@@ -111,6 +135,56 @@ def test_two_approvers_in_two_threads_give_one_approval(offline_cluster, request
         t.join()
     assert sorted(outcomes) == ["approved", "refused"]
     assert actions(req).count("request.approved") == 1
+
+
+def submit_in(cluster: Cluster, requester: User, namespace: str, service_account: str) -> IdentityRequest:
+    return workflow.submit_request(
+        requester=requester,
+        cluster=cluster,
+        namespace=namespace,
+        service_account=service_account,
+        purpose="Read the payment provider's API key",
+        grants=[workflow.GrantRequest(cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER), VAULT_SCOPE)],
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs a database that serves two connections")
+def test_two_submissions_of_one_identity_name_at_the_same_instant_give_one_request(
+    offline_cluster, requester, monkeypatch
+) -> None:
+    # Issue 9's pair, under the old derivation: team/payments-api and team-payments/api both give
+    # aks-demo-team-payments-api. It stands for any collision the derivation could still have (a hash's): each
+    # submission, on its own connection, sees no other before it inserts; the database lets one in.
+    monkeypatch.setattr(naming, "identity_name", naming.legacy_identity_name)
+    offline_cluster.allowed_namespaces.append("team")
+    offline_cluster.namespace_owners["team"] = TEAM_PAYMENTS
+    offline_cluster.save()
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def submit(namespace: str, service_account: str) -> None:
+        from django.db import connection as conn
+
+        try:
+            barrier.wait()
+            submit_in(offline_cluster, requester, namespace, service_account)
+            outcomes.append("submitted")
+        except WorkflowError as e:
+            outcomes.append(str(e))
+        finally:
+            conn.close()
+
+    threads = [
+        threading.Thread(target=submit, args=pair) for pair in (("team", "payments-api"), ("team-payments", "api"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == sorted(["submitted", workflow.IDENTITY_NAME_TAKEN])
+    assert list(IdentityRequest.objects.values_list("identity_name", flat=True)) == ["aks-demo-team-payments-api"]
+    assert AuditEvent.objects.filter(action="request.submitted").count() == 1
 
 
 def test_reject_needs_a_comment(offline_cluster, requester, approver) -> None:
