@@ -25,6 +25,7 @@ from requests_app.cloud.credentials import portal_credential
 from requests_app.cloud.errors import CloudError
 from requests_app.models import AuditEvent, IdentityRequest, Status, Step
 from tests.requests_app.factories import approved
+from tests.requests_app.test_fault_matrix import Sleeps  # the `sleep` seam: records each wait, never sleeps
 
 from ..portal_fixtures import DEMO_CLUSTER_ID, SUBSCRIPTION, TENANT, VAULT_SCOPE
 
@@ -204,16 +205,6 @@ def test_graph_not_answering_in_time_at_sign_in_can_be_tried_again(cloud, contro
 
 
 # ---- through provisioning: the step waits, tries again, and the request ends ready ------------------------------
-
-
-class Sleeps:
-    """The `sleep` seam of provisioning: records each wait instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
 
 
 @pytest.fixture
