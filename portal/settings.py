@@ -227,6 +227,17 @@ PORTAL_ARM_RETRY_TOTAL = env_int("PORTAL_ARM_RETRY_TOTAL", -1)
 if PORTAL_ARM_RETRY_TOTAL < 0:
     PORTAL_ARM_RETRY_TOTAL = None
 AKS_SERVER_APP_ID = env_str("AKS_SERVER_APP_ID", "6dae42f8-4368-4678-94ff-3960e28e3630")
+# How long any call to Azure Resource Manager, Entra ID, Graph, Key Vault, an OIDC issuer or a cluster's API may
+# take to connect, and then to answer (requests_app/cloud/timeouts.py). A call that runs out is a transient
+# failure, retried like a 503, instead of a worker held until the job's own timeout.
+PORTAL_CONNECT_TIMEOUT_SECONDS = env_float("PORTAL_CONNECT_TIMEOUT_SECONDS", 5.0)
+PORTAL_READ_TIMEOUT_SECONDS = env_float("PORTAL_READ_TIMEOUT_SECONDS", 30.0)
+# No timeout at all is not on offer: 0 (or less) and anything past 300 s (a job's worth of waiting) are refused.
+if not (0 < PORTAL_CONNECT_TIMEOUT_SECONDS <= 300 and 0 < PORTAL_READ_TIMEOUT_SECONDS <= 300):
+    raise ImproperlyConfigured(
+        "PORTAL_CONNECT_TIMEOUT_SECONDS and PORTAL_READ_TIMEOUT_SECONDS must be more than 0 and at most 300 seconds, "
+        f"not {PORTAL_CONNECT_TIMEOUT_SECONDS} and {PORTAL_READ_TIMEOUT_SECONDS}"
+    )
 
 # ---- Provisioning: retries, leases, limits, periodic work ------------------------------------------------
 # Transient failures (429, 5xx, timeouts, FIC write conflicts, Kubernetes conflicts) are retried with

@@ -24,12 +24,13 @@ import requests
 from django.conf import settings
 from msal.exceptions import MsalError, MsalServiceError
 
+from ..cloud.timeouts import is_timeout, timeouts
+
 log = logging.getLogger(__name__)
 
 # A Graph permission, so the token response carries a Graph token for group overage. msal adds
 # openid, profile and offline_access itself.
 SCOPES = ["User.Read"]
-HTTP_TIMEOUT = 15  # seconds; a sign-in should fail visibly rather than hang a worker
 CLOCK_SKEW = 300  # seconds of leeway on exp/nbf/iat, as Entra's own guidance allows
 JWKS_MAX_AGE = 24 * 3600
 JWKS_MIN_REFETCH = 30  # an unknown kid refetches the key set at most this often (key rotation)
@@ -97,8 +98,9 @@ class Config:
 
 
 class _Session(requests.Session):
-    """requests with our CA bundle and a timeout, ignoring REQUESTS_CA_BUNDLE/proxies from the environment
-    (msal ignores `verify=` when REQUESTS_CA_BUNDLE is set; an explicit session is the reliable way)."""
+    """requests with our CA bundle and the portal's timeouts, ignoring REQUESTS_CA_BUNDLE/proxies from the
+    environment (msal ignores `verify=` and `timeout=` when given an http_client; an explicit session is the
+    reliable way). A sign-in should fail visibly rather than hang a web worker."""
 
     def __init__(self, verify: str | bool):
         super().__init__()
@@ -106,7 +108,8 @@ class _Session(requests.Session):
         self.verify = verify
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", HTTP_TIMEOUT)
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = timeouts()
         return super().request(method, url, *args, **kwargs)
 
 
@@ -188,7 +191,7 @@ class _Client:
             return resp.json()
         except (requests.RequestException, ValueError) as e:
             log.warning("Entra ID request failed: %s: %s", url, e)
-            raise SignInError("Microsoft Entra ID could not be reached.", reason="unreachable", permanent=False) from e
+            raise _unreachable(e) from e
 
 
 @functools.lru_cache(maxsize=4)
@@ -198,6 +201,15 @@ def _client_for(config: Config) -> _Client:
 
 def _client() -> _Client:
     return _client_for(Config.from_settings())
+
+
+def _unreachable(e: Exception) -> SignInError:
+    """Entra ID did not answer (in time, or at all): a passing failure; trying again may help."""
+    if is_timeout(e):
+        return SignInError(
+            "Microsoft Entra ID did not answer in time. Try again in a moment.", reason="timeout", permanent=False
+        )
+    return SignInError("Microsoft Entra ID could not be reached.", reason="unreachable", permanent=False)
 
 
 # ----- the sign-in -------------------------------------------------------------------------------------
@@ -210,7 +222,7 @@ def begin_sign_in(redirect_uri: str) -> dict[str, Any]:
         raise
     except (requests.RequestException, MsalError, ValueError) as e:
         log.warning("starting an Entra sign-in failed: %s", e)
-        raise SignInError("Microsoft Entra ID could not be reached.", reason="unreachable", permanent=False) from e
+        raise _unreachable(e) from e
 
 
 def complete_sign_in(flow: dict[str, Any], auth_response: dict[str, str]) -> EntraIdentity:
@@ -238,7 +250,7 @@ def _redeem(flow: dict[str, Any], auth_response: dict[str, str]) -> dict[str, An
     except (requests.RequestException, MsalServiceError) as e:
         # Unreachable, or an answer msal could not read (a 5xx page): Entra is having trouble.
         log.warning("redeeming an Entra code failed: %s", e)
-        raise SignInError("Microsoft Entra ID could not be reached.", reason="unreachable", permanent=False) from e
+        raise _unreachable(e) from e
     except ValueError as e:  # msal: state mismatch and other client-side checks
         raise SignInError("The sign-in response did not match the sign-in that was started.", reason="state") from e
     except RuntimeError as e:  # msal: the id_token's nonce is not ours
@@ -339,7 +351,8 @@ def member_groups(access_token: str) -> list[str]:
     except requests.RequestException as e:
         log.warning("Graph getMemberObjects failed: %s", e)
         raise SignInError(
-            "Your group memberships could not be read from Microsoft Graph. Try again in a moment.",
+            "Your group memberships could not be read from Microsoft Graph"
+            f"{' (it did not answer in time)' if is_timeout(e) else ''}. Try again in a moment.",
             reason="graph",
             permanent=False,
         ) from e

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 import yaml
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline import policies
@@ -35,6 +36,7 @@ from django.conf import settings
 from .credentials import connection_verify, portal_credential
 from .errors import CloudError
 from .identities import arm_error, arm_options
+from .timeouts import is_timeout, timeout_error, timeouts
 
 API_VERSION = "2024-09-01"
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -45,7 +47,6 @@ RESOURCE_ID = re.compile(
 )
 # Issuer discovery documents are small; a bigger answer is not one.
 MAX_DISCOVERY_BYTES = 64 * 1024
-DISCOVERY_TIMEOUT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -181,10 +182,12 @@ def check_issuer(issuer: str) -> None:
         with requests.Session() as session:
             session.trust_env = False
             response = session.get(
-                url, timeout=DISCOVERY_TIMEOUT_SECONDS, verify=connection_verify(), allow_redirects=False, stream=True
+                url, timeout=timeouts(), verify=connection_verify(), allow_redirects=False, stream=True
             )
             body = response.raw.read(MAX_DISCOVERY_BYTES + 1, decode_content=True)
-    except requests.RequestException as e:
+    except (requests.RequestException, urllib3.exceptions.TimeoutError) as e:
+        if is_timeout(e):
+            raise timeout_error(f"The OIDC issuer {urlsplit(issuer).netloc}", "its discovery document") from e
         raise CloudError(
             f"Could not fetch {url}: {type(e).__name__}. Check the issuer URL.",
             permanent=False,

@@ -1,4 +1,4 @@
-"""The portal's own Azure credential and TLS trust, shared by every adapter.
+"""The portal's own Azure credential, TLS trust and SDK retries, shared by every adapter.
 
 Against Azure: workload identity (a federated token file) or a client secret, else DefaultAzureCredential.
 Against the emulator: the same classes, with the emulator as authority and its CA in PORTAL_CA_BUNDLE.
@@ -13,6 +13,8 @@ from azure.core.credentials import TokenCredential
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, WorkloadIdentityCredential
 from django.conf import settings
 
+from .timeouts import azure_timeouts, timeouts
+
 MICROSOFT_AUTHORITY_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
 
 
@@ -21,8 +23,17 @@ def connection_verify() -> str | bool:
     return settings.PORTAL_CA_BUNDLE or True
 
 
+def sdk_retries() -> dict[str, int]:
+    """azure-core's own retries inside one call (429, 5xx, timeouts), for every azure-core client and credential:
+    its default (up to 3 with backoff) unless PORTAL_ARM_RETRY_TOTAL caps it. Tests set 0, so a fault they inject
+    reaches the portal's retries."""
+    retry_total = settings.PORTAL_ARM_RETRY_TOTAL
+    return {} if retry_total is None else {"retry_total": int(retry_total)}
+
+
 def _authority_kwargs() -> dict[str, Any]:
-    kw: dict[str, Any] = {"authority": settings.ENTRA_AUTHORITY_HOST}
+    # The timeouts reach the credential's own transport: its token requests to Entra ID are calls like any other.
+    kw: dict[str, Any] = {"authority": settings.ENTRA_AUTHORITY_HOST, **azure_timeouts(), **sdk_retries()}
     if not any(h in settings.ENTRA_AUTHORITY_HOST for h in MICROSOFT_AUTHORITY_HOSTS):
         # msal would ask login.microsoftonline.com to vouch for any other host (wire notes §5.5).
         kw["disable_instance_discovery"] = True
@@ -40,12 +51,21 @@ def portal_credential() -> TokenCredential:
         settings.ENTRA_FEDERATED_TOKEN_FILE,
         settings.ENTRA_AUTHORITY_HOST,
         settings.PORTAL_CA_BUNDLE,
+        timeouts(),  # in the cache key: a changed timeout or retry budget builds a new credential
+        settings.PORTAL_ARM_RETRY_TOTAL,
     )
 
 
 @functools.lru_cache(maxsize=8)
 def _credential(
-    tenant: str, client_id: str, secret: str, token_file: str, authority: str, ca_bundle: str
+    tenant: str,
+    client_id: str,
+    secret: str,
+    token_file: str,
+    authority: str,
+    ca_bundle: str,
+    waits: tuple[float, float],
+    retry_total: int | None,
 ) -> TokenCredential:
     kw = _authority_kwargs()
     if token_file:

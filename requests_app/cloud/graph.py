@@ -24,10 +24,11 @@ from django.conf import settings
 
 from .credentials import connection_verify, portal_credential
 from .errors import CloudError
+from .timeouts import ENTRA, is_timeout, timeout_error, timeouts
 
 log = logging.getLogger(__name__)
 
-HTTP_TIMEOUT = 10  # seconds: a page waits on this, so fail rather than hang
+GRAPH = "Microsoft Graph"
 MAX_PAGES = 50  # a next link that never ends is a broken Graph, not a large tenant
 
 
@@ -93,6 +94,8 @@ class _Graph:
             token = portal_credential().get_token(f"{self.base}/.default").token
         except (AzureError, ValueError) as e:
             log.warning("no Graph token for the portal: %s", e)
+            if is_timeout(e):
+                raise timeout_error(ENTRA, "the portal's Graph token") from e
             raise CloudError(f"Could not get a Graph token for the portal: {type(e).__name__}.", permanent=False) from e
         self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -123,9 +126,11 @@ class _Graph:
 
     def _call(self, method: str, url: str, *, missing_ok: bool = False, **kw: Any) -> Any:
         try:
-            resp = self.session.request(method, url, timeout=HTTP_TIMEOUT, **kw)
+            resp = self.session.request(method, url, timeout=timeouts(), **kw)
         except requests.RequestException as e:
             log.warning("Graph %s %s failed: %s", method, url, e)
+            if is_timeout(e):
+                raise timeout_error(GRAPH, "a person's account, groups and roles") from e
             raise CloudError(
                 f"Microsoft Graph could not be reached: {type(e).__name__}.", permanent=False, code="ConnectionError"
             ) from e

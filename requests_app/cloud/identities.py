@@ -26,8 +26,9 @@ from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
 from django.conf import settings
 
 from .. import limits
-from .credentials import connection_verify, portal_credential
+from .credentials import connection_verify, portal_credential, sdk_retries
 from .errors import CloudError
+from .timeouts import azure_timeouts, is_timeout, sdk_timeout_error
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -73,6 +74,7 @@ MANAGED_BY_TAG = "managed-by"
 MANAGED_BY = "workload-identity-portal"
 REQUEST_TAG = "portal-request-id"
 TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"  # nosec B105 # the FIC audience Entra requires, public
+ARM = "Azure Resource Manager"
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,13 @@ class FederatedCredential:
 
 
 def arm_options() -> dict[str, Any]:
-    """Client options every ARM client gets: endpoint, TLS trust, and retries (read at call time)."""
-    options: dict[str, Any] = {"base_url": settings.ARM_BASE_URL, "connection_verify": connection_verify()}
-    retry_total = settings.PORTAL_ARM_RETRY_TOTAL
-    if retry_total is not None:
-        # azure-core retries 5xx/429 with backoff up to 4 attempts; tests and impatient deployments cap it.
-        options["retry_total"] = int(retry_total)
-    return options
+    """Client options every ARM client gets: endpoint, TLS trust, timeouts and retries (read at call time)."""
+    return {
+        "base_url": settings.ARM_BASE_URL,
+        "connection_verify": connection_verify(),
+        **azure_timeouts(),
+        **sdk_retries(),
+    }
 
 
 def arm_client(client_class: type[C], subscription_id: str) -> C:
@@ -141,8 +143,10 @@ def _retry_after(e: HttpResponseError) -> float | None:
         return None  # an HTTP-date: we do not need that precision
 
 
-def arm_error(e: AzureError, what: str) -> CloudError:
+def arm_error(e: AzureError, what: str, system: str = ARM) -> CloudError:
     """A CloudError for people from an azure-core exception raised by a call about `what` (a noun phrase)."""
+    if is_timeout(e):
+        return sdk_timeout_error(e, system, what)
     if isinstance(e, ServiceRequestError | ServiceResponseError):
         return CloudError(
             f"Could not reach Azure for {what}: {type(e).__name__}. Retry in a minute.",
@@ -167,11 +171,11 @@ def arm_error(e: AzureError, what: str) -> CloudError:
     return CloudError(message, permanent=permanent, code=code, status=status, retry_after=_retry_after(e))
 
 
-def call_arm(what: str, fn: Callable[[], T]) -> T:
+def call_arm(what: str, fn: Callable[[], T], *, system: str = ARM) -> T:
     try:
         return fn()
     except AzureError as e:
-        raise arm_error(e, what) from e
+        raise arm_error(e, what, system) from e
 
 
 # ---- identities ---------------------------------------------------------------------------------------------

@@ -17,14 +17,16 @@ from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .credentials import connection_verify, portal_credential
+from .credentials import connection_verify, portal_credential, sdk_retries
 from .errors import CloudError
 from .identities import call_arm
+from .timeouts import azure_timeouts
 
 # Key Vault's DNS suffixes. Its 401 challenge names a resource in the vault's own domain, which the SDK checks;
 # any other host (the emulator) answers with https://vault.azure.net, so the check is off there (as for msal's
 # instance discovery in credentials.py). The key URL comes from the deployment's settings, never from a user.
 VAULT_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net", ".managedhsm.azure.net")
+KEY_VAULT = "Key Vault"
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,11 @@ def parse_key_url(url: str) -> KeyRef:
 def get_key(url: str) -> EcKey:
     """The key's current version (or the version the URL names) with its public part."""
     ref = parse_key_url(url)
-    raw = call_arm(f"reading key {ref.name}", lambda: _key_client(ref.vault_url).get_key(ref.name, ref.version or None))
+    raw = call_arm(
+        f"reading key {ref.name}",
+        lambda: _key_client(ref.vault_url).get_key(ref.name, ref.version or None),
+        system=KEY_VAULT,
+    )
     jwk = raw.key
     if raw.key_type not in ("EC", "EC-HSM") or jwk.crv != "P-256" or not jwk.x or not jwk.y:
         raise CloudError(
@@ -73,7 +79,9 @@ def sign_es256(kid: str, digest: bytes) -> bytes:
     """Key Vault's ES256 signature of a SHA-256 digest, raw r||s. `kid` should carry its version."""
     ref = parse_key_url(kid)
     result = call_arm(
-        f"signing with key {ref.name}", lambda: _crypto_client(kid).sign(SignatureAlgorithm.es256, digest)
+        f"signing with key {ref.name}",
+        lambda: _crypto_client(kid).sign(SignatureAlgorithm.es256, digest),
+        system=KEY_VAULT,
     )
     return bytes(result.signature)
 
@@ -86,6 +94,8 @@ def _options(vault_url: str) -> dict[str, Any]:
     return {
         "connection_verify": connection_verify(),
         "verify_challenge_resource": host.endswith(VAULT_SUFFIXES),
+        **azure_timeouts(),
+        **sdk_retries(),
     }
 
 

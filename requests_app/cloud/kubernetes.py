@@ -29,6 +29,7 @@ from ..models import Cluster
 from .credentials import connection_verify, portal_credential
 from .errors import CloudError
 from .identities import scrub
+from .timeouts import ENTRA, is_timeout, timeout_error, timeouts
 
 T = TypeVar("T")
 
@@ -106,9 +107,17 @@ def _check_from_azure(cluster: Cluster) -> None:
         )
 
 
+class _ApiClient(client.ApiClient):
+    """Every call the generated API classes make goes through `call_api`: each gets the portal's (connect, read)
+    timeouts there, since the client has none of its own and would wait on a hung API server for ever."""
+
+    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return super().call_api(*args, _request_timeout=_request_timeout or timeouts(), **kwargs)
+
+
 @contextlib.contextmanager
 def _api(cluster: Cluster) -> Iterator[client.ApiClient]:
-    api = client.ApiClient(configuration(cluster))
+    api = _ApiClient(configuration(cluster))
     try:
         yield api
     finally:
@@ -126,6 +135,10 @@ def _status(e: ApiException) -> dict[str, Any]:
 def k8s_error(e: Exception, cluster: Cluster, what: str) -> CloudError:
     """A CloudError for people from whatever the kubernetes client (or the token fetch) raised."""
     where = f"cluster {cluster.name}"
+    if is_timeout(e):
+        if isinstance(e, AzureError):  # the portal's token for the cluster, fetched before the call
+            return timeout_error(ENTRA, f"the portal's token for {where} ({what})")
+        return timeout_error(f"The Kubernetes API of {where}", what)
     if isinstance(e, ApiException) and not e.status and str(e.reason).startswith("SSLError"):
         e = urllib3.exceptions.SSLError(e.reason)  # the client wraps TLS failures as status 0
     if isinstance(e, ApiException) and e.status:

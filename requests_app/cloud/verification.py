@@ -18,9 +18,10 @@ from django.conf import settings
 
 from ..models import Cluster
 from . import kubernetes
-from .credentials import MICROSOFT_AUTHORITY_HOSTS, connection_verify
+from .credentials import MICROSOFT_AUTHORITY_HOSTS, connection_verify, sdk_retries
 from .errors import CloudError
 from .identities import TOKEN_EXCHANGE_AUDIENCE, scrub
+from .timeouts import ENTRA, azure_timeouts, is_timeout, timeout_error
 
 ARM_SCOPE = "https://management.azure.com/.default"
 _AADSTS = re.compile(r"AADSTS(\d+)")
@@ -52,17 +53,21 @@ def _claims(token: str) -> dict[str, Any]:
 
 
 def _credential(tenant_id: str, client_id: str, assertion: str) -> ClientAssertionCredential:
-    kw: dict[str, Any] = {"authority": settings.ENTRA_AUTHORITY_HOST, "connection_verify": connection_verify()}
+    kw: dict[str, Any] = {
+        "authority": settings.ENTRA_AUTHORITY_HOST,
+        "connection_verify": connection_verify(),
+        **azure_timeouts(),
+        **sdk_retries(),  # azure-identity retries 5xx and timeouts with backoff too
+    }
     if not any(h in settings.ENTRA_AUTHORITY_HOST for h in MICROSOFT_AUTHORITY_HOSTS):
         kw["disable_instance_discovery"] = True
-    retry_total = settings.PORTAL_ARM_RETRY_TOTAL
-    if retry_total is not None:  # the same knob as ARM calls: azure-identity retries 5xx with backoff too
-        kw["retry_total"] = int(retry_total)
     return ClientAssertionCredential(tenant_id, client_id, lambda: assertion, **kw)
 
 
 def exchange_error(e: AzureError, claims: dict[str, Any], expected_issuer: str, expected_subject: str) -> CloudError:
     """A CloudError for people from a failed token exchange."""
+    if is_timeout(e):
+        return timeout_error(ENTRA, "the token exchange")
     if isinstance(e, ServiceRequestError | ServiceResponseError):
         return CloudError(
             f"Could not reach Entra ID for the token exchange: {type(e).__name__}. Retry in a minute.",
