@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings
 
 from portal import settings as configured
-from requests_app import provisioning
+from requests_app import naming, provisioning
 from requests_app.auth import entra
 from requests_app.cloud import aks, graph, identities, keyvault_keys, kubernetes, rbac, verification
 from requests_app.cloud.credentials import portal_credential
@@ -32,7 +32,7 @@ from ..portal_fixtures import DEMO_CLUSTER_ID, SUBSCRIPTION, TENANT, VAULT_SCOPE
 READ_TIMEOUT = 0.5  # seconds: far above what the emulator takes to answer, far below HANG_MS
 HANG_MS = 5000
 NS, SA = "team-payments", "payments-api"
-IDENTITY = "aks-demo-team-payments-payments-api"
+IDENTITY = naming.identity_name("aks-demo", NS, SA)
 RG = "rg-aks-demo-identities"
 TOKEN = r"/oauth2/v2.0/token$"
 ALEX = "44444444-4444-4444-8444-444444444444"
