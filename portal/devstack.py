@@ -96,6 +96,12 @@ def portal_env(emu: dict[str, str], redis_url: str, port: int) -> dict[str, str]
     }
 
 
+def queue_names(env: dict[str, str]) -> list[str]:
+    """The queues the worker takes jobs from: the names portal/settings.py makes from PORTAL_REDIS_PREFIX."""
+    prefix = env.get("PORTAL_REDIS_PREFIX", "").strip()
+    return [f"{prefix}provisioning", f"{prefix}default"]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -130,7 +136,7 @@ def main() -> int:
         )
         children.append(
             subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
-                [*manage, "rqworker", "provisioning", "default", "--with-scheduler"], env=env, cwd=ROOT
+                [*manage, "rqworker", *queue_names(env), "--with-scheduler"], env=env, cwd=ROOT
             )
         )
         children.append(

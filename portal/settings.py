@@ -6,6 +6,7 @@ Defaults are the embedded ones `make run` uses (SQLite, the emulator); productio
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -86,9 +87,19 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Put before the queue names and every key the portal writes itself (the cache's, the ARM write budget, the FIC
+# writer locks), so that several portals, or test runs, share one Redis database without taking each other's
+# jobs or spending each other's limits. Workers name the prefixed queues: `rqworker <prefix>provisioning ...`.
+PORTAL_REDIS_PREFIX = env_str("PORTAL_REDIS_PREFIX", "")
+if not re.fullmatch(r"[A-Za-z0-9_-]*", PORTAL_REDIS_PREFIX):  # it also goes into RQ job ids, which allow no more
+    raise ImproperlyConfigured(
+        f"PORTAL_REDIS_PREFIX may hold only letters, digits, - and _, not {PORTAL_REDIS_PREFIX!r}"
+    )
+PORTAL_PROVISIONING_QUEUE = f"{PORTAL_REDIS_PREFIX}provisioning"
+PORTAL_DEFAULT_QUEUE = f"{PORTAL_REDIS_PREFIX}default"
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
-    "provisioning": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
+    PORTAL_DEFAULT_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
+    PORTAL_PROVISIONING_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
 }
 # `manage.py rqworker`: RQ's forking worker that imports the cloud SDKs once, not in every job's fork.
 RQ = {"WORKER_CLASS": "requests_app.jobs.Worker"}
@@ -202,7 +213,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": env_str("PORTAL_CACHE_URL") or REDIS_URL,
-        "KEY_PREFIX": "portal-cache",
+        "KEY_PREFIX": f"{PORTAL_REDIS_PREFIX}portal-cache",
     }
 }
 PORTAL_SIGNIN_RATE = env_str("PORTAL_SIGNIN_RATE", "20/m")  # per client IP, for the login POST and the callback

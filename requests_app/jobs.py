@@ -10,9 +10,13 @@ import uuid
 
 import django_rq
 import rq
+from django.conf import settings
 from django_rq import job
 
-QUEUE = "provisioning"
+# The configured names (settings.PORTAL_REDIS_PREFIX + "provisioning" / "default"): cloud work on one queue,
+# periodic checks on the other.
+QUEUE = settings.PORTAL_PROVISIONING_QUEUE
+DEFAULT_QUEUE = settings.PORTAL_DEFAULT_QUEUE
 _ALIVE = ("queued", "started", "deferred", "scheduled")
 
 
@@ -58,21 +62,21 @@ def repair(request_id: str, actor_id: int | None) -> None:
     drift.run_repair(uuid.UUID(str(request_id)), actor_id=actor_id)
 
 
-@job("default")
+@job(DEFAULT_QUEUE)
 def reconcile(request_id: str) -> None:
     from . import drift
 
     drift.reconcile_one(uuid.UUID(str(request_id)))
 
 
-@job("default")
+@job(DEFAULT_QUEUE)
 def reconcile_clusters() -> None:
     from . import drift
 
     drift.reconcile_clusters()
 
 
-@job("default")
+@job(DEFAULT_QUEUE)
 def sweep() -> int:
     from . import sweeping
 
@@ -114,8 +118,10 @@ def enqueue_repair(request_id: uuid.UUID, actor_id: int | None) -> None:
 
 
 def enqueue_reconcile(request_id: uuid.UUID) -> None:
-    _enqueue(reconcile, request_id, "reconcile", queue_name="default")
+    _enqueue(reconcile, request_id, "reconcile", queue_name=DEFAULT_QUEUE)
 
 
 def enqueue_reconcile_clusters() -> None:
-    django_rq.get_queue("default").enqueue(reconcile_clusters, job_id="reconcile-clusters")
+    # A fixed job id is one key for every portal on this Redis database: the prefix keeps it ours.
+    job_id = f"{settings.PORTAL_REDIS_PREFIX}reconcile-clusters"
+    django_rq.get_queue(DEFAULT_QUEUE).enqueue(reconcile_clusters, job_id=job_id)

@@ -31,7 +31,15 @@ return wait
 
 
 def _redis():
-    return django_rq.get_connection("provisioning")
+    return django_rq.get_connection(settings.PORTAL_PROVISIONING_QUEUE)
+
+
+def arm_budget_key(subscription_id: str) -> str:
+    return f"{settings.PORTAL_REDIS_PREFIX}portal:arm-writes:{subscription_id.lower()}"
+
+
+def fic_writer_key(identity_id: str) -> str:
+    return f"{settings.PORTAL_REDIS_PREFIX}portal:fic-writer:{identity_id.lower()}"
 
 
 def spend_arm_write(subscription_id: str, *, sleep=time.sleep) -> float:
@@ -43,7 +51,7 @@ def spend_arm_write(subscription_id: str, *, sleep=time.sleep) -> float:
     script = conn.register_script(_BUCKET)
     waited = 0.0
     while True:
-        wait_ms = int(script(keys=[f"portal:arm-writes:{subscription_id.lower()}"], args=[rate, burst]))
+        wait_ms = int(script(keys=[arm_budget_key(subscription_id)], args=[rate, burst]))
         if wait_ms <= 0:
             return waited
         sleep(wait_ms / 1000)
@@ -59,7 +67,7 @@ def fic_writer(identity_id: str, *, timeout: float | None = None) -> Iterator[No
     """
     timeout = timeout or settings.PORTAL_LEASE_SECONDS
     # Wait a little longer than the lock can live, so a dead holder's lock is outlasted rather than raced.
-    lock = _redis().lock(f"portal:fic-writer:{identity_id.lower()}", timeout=timeout, blocking_timeout=timeout + 1)
+    lock = _redis().lock(fic_writer_key(identity_id), timeout=timeout, blocking_timeout=timeout + 1)
     if not lock.acquire():
         from .cloud.errors import CloudError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from emulator import Emulator, EmulatorClient
+from tests import isolation
 
 pytest_plugins = ["tests.portal_fixtures"]
 
@@ -17,6 +19,36 @@ pytest_plugins = ["tests.portal_fixtures"]
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings as django_settings
+
+    # Never the queues of a portal (or of another test run) on the same Redis: see tests/isolation.py.
+    if not django_settings.PORTAL_REDIS_PREFIX.startswith("test-"):
+        raise pytest.UsageError(
+            "The tests need Redis names of their own: run them with tests/isolation.py loaded (pyproject.toml's "
+            f"addopts: -p tests.isolation), not with PORTAL_REDIS_PREFIX={django_settings.PORTAL_REDIS_PREFIX!r}."
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leave_no_redis_keys_behind() -> Iterator[None]:
+    """Queues, registries, limits and cache entries this run left in Redis are its own (they carry its prefix)."""
+    yield
+    import redis
+    from django.conf import settings as django_settings
+
+    with contextlib.suppress(redis.ConnectionError):  # a run that never needed Redis may run without one
+        isolation.forget_run(django_settings.PORTAL_REDIS_PREFIX)
+
+
+@pytest.fixture(scope="module")
+def redis_db_of_our_own() -> Iterator[str]:
+    """A whole Redis database (its URL) for one module's tests: for those that flush it, or press django-rq's
+    buttons that act on everything in it. Leased from a pool shared by every test run on this machine."""
+    with isolation.lease_redis_db() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import django_rq
 import pytest
 from rq import SimpleWorker
 
+from requests_app import jobs
 from requests_app.models import AuditEvent, IdentityRequest, Status
 
 from ..requests_app.conftest import VAULT_SCOPE
@@ -23,13 +24,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def provisioning_queue(settings):
-    """The real `provisioning` queue on the real Redis, emptied first; returns a burst-worker runner."""
-    queue = django_rq.get_queue("provisioning")
+    """This run's provisioning queue on the real Redis (its name is its own: tests/isolation.py), emptied first;
+    returns a burst-worker runner."""
+    queue = django_rq.get_queue(jobs.QUEUE)
     queue.empty()
 
     def run() -> None:
         # SimpleWorker runs jobs in this process, against the same test database as the live server.
-        django_rq.get_worker("provisioning", worker_class=SimpleWorker).work(burst=True)
+        django_rq.get_worker(jobs.QUEUE, worker_class=SimpleWorker).work(burst=True)
 
     return run
 

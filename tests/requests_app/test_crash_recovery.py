@@ -6,24 +6,22 @@ out, the sweep re-enqueues the request and a fresh worker finishes it: ready, an
 Redis FLUSHDB while requests are queued and running loses nothing: the database is the source of truth.
 
 The workers see exactly what this test sees: its database (committed rows: `transactional_db`), a Redis
-database of their own, and the emulator, configured through the same environment variables a deployment sets.
+database leased for this module (tests/isolation.py: this file FLUSHDBs it), the run's own queue names, and the
+emulator, configured through the same environment variables a deployment sets.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import django_rq
 import pytest
@@ -31,33 +29,13 @@ from django.db import connection
 
 from requests_app import jobs, sweeping, workflow
 from requests_app.models import AuditEvent, IdentityRequest, Status, Step
+from tests import isolation
 from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "team-payments"
 LEASE_SECONDS = 3
-# A Redis database of its own (test_jobs has 15, test_views_drift 14, test_sweeping 13): this file FLUSHDBs it.
-CRASH_REDIS_DB = 12
 SLOW_MS = 3000
-
-
-def crash_redis_url() -> str:
-    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    return urlunsplit(parts._replace(path=f"/{CRASH_REDIS_DB}"))
-
-
-@contextlib.contextmanager
-def redis_db_to_ourselves(db: int) -> Iterator[None]:
-    """Keep other test runs on this machine (a second checkout, a parallel session) off Redis database `db`
-    while we flush it and run workers on it: one run at a time, by a file lock."""
-    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    name = f"portal-tests-redis-{parts.hostname}-{parts.port}-{db}.lock"
-    with open(Path(tempfile.gettempdir()) / name, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def database_url() -> str:
@@ -125,15 +103,9 @@ class Workers:
         return "\n".join(p.read_text() for p in sorted(self.logs.glob("worker-*.log")))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _redis_db():
-    with redis_db_to_ourselves(CRASH_REDIS_DB):
-        yield
-
-
 @pytest.fixture
-def workers(cloud, emu, transactional_db, tmp_path) -> Iterator[Workers]:
-    cloud.RQ_QUEUES = {"default": {"URL": crash_redis_url()}, "provisioning": {"URL": crash_redis_url()}}
+def workers(cloud, emu, transactional_db, tmp_path, redis_db_of_our_own) -> Iterator[Workers]:
+    cloud.RQ_QUEUES = isolation.queues_on(redis_db_of_our_own, cloud.RQ_QUEUES)
     cloud.PORTAL_ARM_RETRY_TOTAL = 0
     cloud.PORTAL_LEASE_SECONDS = LEASE_SECONDS
     cloud.PORTAL_SWEEP_SECONDS = 0.5
@@ -143,7 +115,7 @@ def workers(cloud, emu, transactional_db, tmp_path) -> Iterator[Workers]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "DATABASE_URL": database_url(),
-        "REDIS_URL": crash_redis_url(),
+        "REDIS_URL": redis_db_of_our_own,  # and PORTAL_REDIS_PREFIX from os.environ: the run's queue names
         "ENTRA_TENANT_ID": cloud.ENTRA_TENANT_ID,
         "ENTRA_CLIENT_ID": cloud.ENTRA_CLIENT_ID,
         "ENTRA_CLIENT_SECRET": cloud.ENTRA_CLIENT_SECRET,

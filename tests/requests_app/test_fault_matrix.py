@@ -26,7 +26,6 @@ from requests_app.cloud import kubernetes
 from requests_app.cloud.credentials import portal_credential
 from requests_app.models import AuditEvent, IdentityRequest, Status, Step
 from tests.requests_app.factories import approved
-from tests.requests_app.test_jobs import test_redis_url
 
 NS, SA = "team-payments", "payments-api"
 IDENTITY = "aks-demo_team-payments_payments-api"
@@ -227,8 +226,6 @@ def fast(cloud, emu):
     cloud.PORTAL_ARM_RETRY_TOTAL = 0  # azure-core would otherwise retry 5xx/429 itself (honouring Retry-After)
     # Just the emulator's CA: every SDK client loads it afresh, and the full bundle takes ~75 ms a time.
     cloud.PORTAL_CA_BUNDLE = str(emu.tls.ca_cert)
-    url = test_redis_url()  # the FIC writer lock lives in Redis: the tests' own database
-    cloud.RQ_QUEUES = {"default": {"URL": url}, "provisioning": {"URL": url}}
     # The portal's own tokens are fetched (and cached) first, so faults on the token endpoint hit the exchange.
     portal_credential().get_token("https://management.azure.com/.default")
     portal_credential().get_token(f"{settings.AKS_SERVER_APP_ID}/.default")

@@ -18,7 +18,6 @@ from requests_app import limits
 from requests_app.cloud import identities
 from requests_app.cloud.errors import CloudError
 from tests.requests_app.conftest import SUBSCRIPTION
-from tests.requests_app.test_jobs import test_redis_url
 
 RG = "rg-aks-demo-identities"
 IDENTITY = "aks-demo-shared-writer"
@@ -30,8 +29,6 @@ WRITERS = 6
 def identity(cloud, emu, control) -> identities.ManagedIdentity:
     cloud.PORTAL_ARM_RETRY_TOTAL = 0  # a 409 must reach us, not be retried away
     cloud.PORTAL_CA_BUNDLE = str(emu.tls.ca_cert)
-    url = test_redis_url()
-    cloud.RQ_QUEUES = {"default": {"URL": url}, "provisioning": {"URL": url}}
     control.settings(fic_write_seconds=0.2)  # each write holds the identity's slot this long
     return identities.put_identity(SUBSCRIPTION, RG, IDENTITY, location="westeurope", tags={})
 

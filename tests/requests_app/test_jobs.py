@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from urllib.parse import urlsplit, urlunsplit
-
 import django_rq
 import pytest
 from rq import SimpleWorker
@@ -13,26 +10,11 @@ from requests_app import jobs, workflow
 from requests_app.models import IdentityRequest, Status
 from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
 
-# A Redis database of its own, so tests never touch the queues of a portal running on the same Redis.
-TEST_REDIS_DB = 15
-
-
-def test_redis_url() -> str:
-    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    return urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
-
-
-test_redis_url.__test__ = False  # a helper, not a test
-
 
 @pytest.fixture
 def queue(cloud, transactional_db):
-    """The provisioning queue on the test Redis, empty; SDK retries off so injected faults fail at once."""
-    url = test_redis_url()
-    cloud.RQ_QUEUES = {
-        "default": {"URL": url, "DEFAULT_TIMEOUT": 600},
-        "provisioning": {"URL": url, "DEFAULT_TIMEOUT": 900},
-    }
+    """This run's provisioning queue (its name is its own: tests/isolation.py), empty; SDK retries off so injected
+    faults fail at once."""
     cloud.PORTAL_ARM_RETRY_TOTAL = 0
     q = django_rq.get_queue(jobs.QUEUE)
     q.empty()

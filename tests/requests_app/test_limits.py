@@ -11,13 +11,7 @@ import pytest
 
 from requests_app import limits
 from requests_app.cloud.errors import CloudError
-from tests.requests_app.test_jobs import test_redis_url
-
-
-@pytest.fixture(autouse=True)
-def test_redis(settings):
-    url = test_redis_url()
-    settings.RQ_QUEUES = {"default": {"URL": url}, "provisioning": {"URL": url}}
+from tests import isolation
 
 
 @pytest.fixture
@@ -83,15 +77,15 @@ def test_subscriptions_have_separate_budgets(settings, subscription) -> None:
 
 def test_a_rate_of_zero_turns_the_budget_off(settings, subscription) -> None:
     settings.PORTAL_ARM_WRITES_PER_SECOND = 0
-    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:1/0"}, "provisioning": {"URL": "redis://127.0.0.1:1/0"}}
+    settings.RQ_QUEUES = isolation.queues_on("redis://127.0.0.1:1/0", settings.RQ_QUEUES)  # nobody listens there
     assert limits.spend_arm_write(subscription, sleep=pytest.fail) == 0.0  # not even Redis is asked
 
 
 def test_the_bucket_lives_in_redis_and_expires(settings, subscription) -> None:
     settings.PORTAL_ARM_WRITES_PER_SECOND, settings.PORTAL_ARM_WRITE_BURST = 20, 2
     limits.spend_arm_write(subscription)
-    conn = django_rq.get_connection("provisioning")
-    key = f"portal:arm-writes:{subscription}"
+    conn = django_rq.get_connection(settings.PORTAL_PROVISIONING_QUEUE)
+    key = limits.arm_budget_key(subscription)
     assert float(conn.hget(key, "tokens")) == pytest.approx(1.0, abs=0.1)
     assert 0 < conn.pttl(key) <= 60_000
 
@@ -134,10 +128,10 @@ def test_a_writer_that_cannot_get_the_lock_in_time_raises_a_transient_error() ->
         pass  # released after the first writer
 
 
-def test_a_lock_lost_to_a_redis_flush_does_not_fail_the_writer() -> None:
+def test_a_lock_lost_to_a_redis_flush_does_not_fail_the_writer(settings) -> None:
     identity = f"/identities/{uuid.uuid4()}"
     with limits.fic_writer(identity):
-        django_rq.get_connection("provisioning").delete(f"portal:fic-writer:{identity.lower()}")
+        django_rq.get_connection(settings.PORTAL_PROVISIONING_QUEUE).delete(limits.fic_writer_key(identity))
     # Leaving the block did not raise, and the lock is free.
     with limits.fic_writer(identity, timeout=0.2):
         pass
@@ -147,6 +141,7 @@ def test_a_lock_left_by_a_killed_writer_runs_out_with_its_lease(settings) -> Non
     # A SIGKILLed worker never releases; the next writer waits at most one lease, not minutes.
     settings.PORTAL_LEASE_SECONDS = 0.5
     identity = f"/identities/{uuid.uuid4()}"
-    django_rq.get_connection("provisioning").set(f"portal:fic-writer:{identity.lower()}", "dead-worker", px=500)
+    redis = django_rq.get_connection(settings.PORTAL_PROVISIONING_QUEUE)
+    redis.set(limits.fic_writer_key(identity), "dead-worker", px=500)
     with limits.fic_writer(identity):
         pass

@@ -13,8 +13,6 @@ from requests_app.cloud.credentials import portal_credential
 from requests_app.models import AuditEvent, IdentityRequest, Status, Step
 from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
 
-from .test_jobs import test_redis_url
-
 NS, SA = "team-payments", "payments-api"
 IDENTITY = "aks-demo_team-payments_payments-api"
 PROVISIONING_STEPS = ["identity", "fic", "roles", "service_account", "verify"]
@@ -426,11 +424,6 @@ def test_reverify_waits_for_a_worker_holding_the_lease(ready, control) -> None:
 
 @pytest.fixture
 def queue(cloud, transactional_db):
-    url = test_redis_url()
-    cloud.RQ_QUEUES = {
-        "default": {"URL": url, "DEFAULT_TIMEOUT": 600},
-        "provisioning": {"URL": url, "DEFAULT_TIMEOUT": 900},
-    }
     q = django_rq.get_queue(jobs.QUEUE)
     q.empty()
     yield q

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import django_rq
 import pytest
@@ -14,29 +12,14 @@ from rq.job import JobStatus
 from requests_app import jobs, sweeping, workflow
 from requests_app.models import AuditEvent, IdentityRequest, Status
 from tests.requests_app.factories import submitted
-from tests.requests_app.test_crash_recovery import redis_db_to_ourselves
 
 DEAD_WORKER = "worker-7f9c:4242:a1b2c3"
-# A Redis database of its own (test_jobs has 15, test_views_drift 14): these tests empty the queue.
-SWEEP_REDIS_DB = 13
-
-
-def sweep_redis_url() -> str:
-    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    return urlunsplit(parts._replace(path=f"/{SWEEP_REDIS_DB}"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _redis_db():
-    with redis_db_to_ourselves(SWEEP_REDIS_DB):
-        yield
 
 
 @pytest.fixture
 def queue(settings, transactional_db):
-    """The provisioning queue on the test Redis. The database commits (django-rq enqueues on commit)."""
-    url = sweep_redis_url()
-    settings.RQ_QUEUES = {"default": {"URL": url}, "provisioning": {"URL": url}}
+    """This run's provisioning queue (tests/isolation.py), emptied by these tests. The database commits (django-rq
+    enqueues on commit)."""
     settings.PORTAL_SWEEP_SECONDS = 15
     q = django_rq.get_queue(jobs.QUEUE)
     q.empty()

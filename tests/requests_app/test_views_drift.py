@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import django_rq
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from rq import SimpleWorker
 
@@ -24,7 +23,6 @@ pytestmark = pytest.mark.usefixtures("cloud")
 KEY_VAULT_ROLE_KEY = f"4633458b-17de-408a-b874-0445c86b69e6 on {VAULT_SCOPE}"
 CLIENT_ID = "c1c1c1c1-0000-4000-8000-00000000c11d"
 PRINCIPAL_ID = "d2d2d2d2-0000-4000-8000-0000000000d2"
-TEST_REDIS_DB = 14  # like test_jobs (15): never the queues of a running portal, nor test_jobs' under xdist
 
 
 def ready_offline(cluster: Cluster, requester, sa: str = "payments-api") -> IdentityRequest:
@@ -184,23 +182,11 @@ def test_repair_is_audited_and_queued_on_commit(ready, devops, django_capture_on
 # ---- through a real Redis and worker, against the emulator -------------------------------------------------------
 
 
-def test_redis_url() -> str:
-    parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    return urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
-
-
-test_redis_url.__test__ = False  # a helper, not a test
-
-
 @pytest.fixture
 def queues(cloud, transactional_db):
-    url = test_redis_url()
-    cloud.RQ_QUEUES = {
-        "default": {"URL": url, "DEFAULT_TIMEOUT": 600},
-        "provisioning": {"URL": url, "DEFAULT_TIMEOUT": 900},
-    }
+    """This run's two queues (their names are its own: tests/isolation.py), empty."""
     cloud.PORTAL_ARM_RETRY_TOTAL = 0
-    qs = {name: django_rq.get_queue(name) for name in ("default", "provisioning")}
+    qs = {"default": django_rq.get_queue(jobs.DEFAULT_QUEUE), "provisioning": django_rq.get_queue(jobs.QUEUE)}
     for q in qs.values():
         q.empty()
     yield qs
@@ -208,8 +194,8 @@ def queues(cloud, transactional_db):
         q.empty()
 
 
-def work(queue: str) -> None:
-    django_rq.get_worker(queue, worker_class=SimpleWorker).work(burst=True)
+def work(queue) -> None:
+    django_rq.get_worker(queue.name, worker_class=SimpleWorker).work(burst=True)
 
 
 @pytest.fixture
@@ -228,10 +214,10 @@ def test_run_reconcile_now_queues_one_job_per_ready_request_and_the_worker_recor
     resp = client_for(admin).post("/drift/", follow=True)
     assert "Reconcile queued for 1 request." in resp.content.decode()
     # One job for the clusters' connections (checked against Azure), one per ready request.
-    assert queues["default"].job_ids == ["reconcile-clusters", f"reconcile-{live.pk}"]
+    assert queues["default"].job_ids == [f"{settings.PORTAL_REDIS_PREFIX}reconcile-clusters", f"reconcile-{live.pk}"]
     [event] = AuditEvent.objects.filter(action="drift.reconcile_requested")
     assert (event.actor, event.details) == (admin, {"requests": 1})
-    work("default")
+    work(queues["default"])
     [found] = DriftFinding.objects.filter(request=live, resolved_at__isnull=True)
     assert (found.kind, found.key) == ("sa_missing", "team-payments/payments-api")
     assert not AuditEvent.objects.filter(action="cluster.connection_drift").exists()  # Azure agrees
@@ -247,10 +233,9 @@ def test_the_repair_button_runs_a_job_that_puts_it_back(live, queues, devops, co
     drift.reconcile_request(live)
     client_for(devops).post(f"/requests/{live.pk}/repair/")
     assert queues["provisioning"].job_ids == [f"repair-{live.pk}"]
-    work("provisioning")
+    work(queues["provisioning"])
     assert not DriftFinding.objects.filter(request=live, resolved_at__isnull=True).exists()
     [sa] = control.state()["service_accounts"].values()
     assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"] == live.client_id
     [repaired] = AuditEvent.objects.filter(request=live, action="drift.repaired")
     assert (repaired.actor, repaired.details["action"]) == (devops, "service_account_written")
-    assert jobs.QUEUE == "provisioning"
