@@ -41,14 +41,29 @@ def test_writes_within_the_burst_do_not_wait(settings, subscription) -> None:
     assert waits.waits == []
 
 
+class Clock:
+    """The bucket's clock for a test: time moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.t += seconds
+
+
 def test_the_bucket_paces_writes_beyond_the_burst_to_the_rate(settings, subscription) -> None:
     settings.PORTAL_ARM_WRITES_PER_SECOND, settings.PORTAL_ARM_WRITE_BURST = 4, 2
-    waits = Waits()
-    waited = [limits.spend_arm_write(subscription, sleep=waits) for _ in range(5)]
+    clock = Clock()
+    waited = [limits.spend_arm_write(subscription, sleep=clock.sleep, now=clock.now) for _ in range(5)]
     assert waited[:2] == [0.0, 0.0]  # the burst
-    # Then each write waits for its token (one every 250 ms) — never longer, since the bucket only refills.
-    assert all(0 < w <= 0.25 + 0.01 for w in waited[2:])
-    assert waits.total == pytest.approx(sum(waited))
+    # Then each write waits exactly for its token (one every 250 ms), whatever else the machine is doing.
+    assert waited[2:] == [0.25, 0.25, 0.25]
+    assert clock.waits == [0.25, 0.25, 0.25]
 
 
 def test_all_workers_share_one_budget_per_subscription(settings, subscription) -> None:
