@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -212,8 +213,6 @@ def test_a_job_another_sweep_has_claimed_is_not_queued_twice(offline_cluster, re
 
 def wait_until_a_backend_waits_for_a_lock() -> None:
     """Poll PostgreSQL until a session of this database waits for a row lock (no fixed sleep)."""
-    import time
-
     with connection.cursor() as cur:
         for _ in range(6000):
             cur.execute(
