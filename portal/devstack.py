@@ -102,6 +102,17 @@ def queue_names(env: dict[str, str]) -> list[str]:
     return [f"{prefix}provisioning", f"{prefix}default"]
 
 
+def processes(manage: list[str], port: int, env: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """What runs beside the emulator and Redis (README: "How the pieces start"), each its own process."""
+    return {
+        # --with-scheduler: RQ's scheduler puts jobs waiting to retry (e-mail) back on the queue when due.
+        "worker": [*manage, "rqworker", *queue_names(env or {}), "--with-scheduler"],
+        # The sweep (outbox, lost jobs, dead workers), drift reconcile and signed audit checkpoints.
+        "scheduler": [*manage, "run_scheduler"],
+        "web": [*manage, "runserver", f"localhost:{port}", "--noreload"],
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -134,21 +145,10 @@ def main() -> int:
         subprocess.run(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
             [*manage, "load_clusters", "deploy/demo-clusters.yaml"], env=env, check=True, cwd=ROOT
         )
-        children.append(
-            subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
-                [*manage, "rqworker", *queue_names(env), "--with-scheduler"], env=env, cwd=ROOT
+        for argv in processes(manage, args.port, env).values():
+            children.append(
+                subprocess.Popen(argv, env=env, cwd=ROOT)  # nosec B603 # our own interpreter and manage.py, no shell
             )
-        )
-        children.append(
-            subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
-                [*manage, "run_scheduler"], env=env, cwd=ROOT
-            )
-        )
-        children.append(
-            subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
-                [*manage, "runserver", f"localhost:{args.port}", "--noreload"], env=env, cwd=ROOT
-            )
-        )
         time.sleep(1.5)
         print(f"\n  Workload Identity Portal: http://localhost:{args.port}/\n")
         print("  Sign in on the emulator's Entra page as:")

@@ -130,6 +130,9 @@ EMAIL_BACKEND = env_str("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.conso
 DEFAULT_FROM_EMAIL = env_str("PORTAL_FROM_EMAIL", "workload-identity-portal@localhost")
 EMAIL_HOST = env_str("PORTAL_EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("PORTAL_EMAIL_PORT", 25)
+# Seconds to connect to and hear from the SMTP server: a server that hangs fails the mail job, which RQ retries,
+# instead of holding a worker until the job's own timeout.
+EMAIL_TIMEOUT = env_int("PORTAL_EMAIL_TIMEOUT", 10)
 PORTAL_URL = env_str("PORTAL_URL", "http://localhost:8000")
 
 # ---- Entra ID sign-in (the portal's app registration) ------------------------------------------------

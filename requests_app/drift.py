@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import access, audit, clusters, leases, limits, naming, provisioning, retry
+from . import access, audit, clusters, jobs, leases, limits, naming, provisioning, retry
 from .cloud import identities, kubernetes, rbac
 from .cloud.errors import CloudError
 from .models import AllowedRole, Cluster, DriftFinding, IdentityRequest, Status, Step, User
@@ -406,8 +406,6 @@ def open_by_kind(request_ids: list[uuid.UUID] | None = None) -> dict[str, int]:
 
 def enqueue_reconcile_all() -> int:
     """One reconcile job per request on the "default" queue (the scheduler calls this); returns how many."""
-    from . import jobs
-
     ids = to_reconcile()
     jobs.enqueue_reconcile_clusters()
     for request_id in ids:
@@ -422,7 +420,7 @@ def request_reconcile_all(*, actor: User, source_ip: str | None = None) -> int:
     count = len(to_reconcile())
     with transaction.atomic():
         audit.record("drift.reconcile_requested", actor=actor, source_ip=source_ip, details={"requests": count})
-        transaction.on_commit(enqueue_reconcile_all)
+        transaction.on_commit(lambda: jobs.enqueue_or_keep("reconcile_all"))
     return count
 
 
@@ -438,13 +436,11 @@ def _guard_repair(req: IdentityRequest, actor: User) -> None:
 
 def request_repair(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:
     """Ask for a repair (the page's button): audited now, run by a job on the "provisioning" queue."""
-    from . import jobs
-
     _guard_repair(req, actor)
     with transaction.atomic():
         audit.record("drift.repair_requested", actor=actor, request=req, source_ip=source_ip)
         request_id, actor_id = req.pk, actor.pk
-        transaction.on_commit(lambda: jobs.enqueue_repair(request_id, actor_id))
+        transaction.on_commit(lambda: jobs.enqueue_or_keep("repair", request_id, actor_id))
 
 
 def repair(

@@ -1,22 +1,36 @@
-"""RQ jobs. They take ids, load fresh rows and call a service; nothing else.
+"""RQ jobs. They take ids, load fresh rows and call a service; nothing else. E-mail is sent by a job too.
 
 Redis only carries work: the database is the source of truth, and `sweep` puts back on the queue whatever a
-lost job, a flushed Redis or a dead worker left behind.
+lost job, a flushed Redis or a dead worker left behind, and whatever could not be queued when it committed
+because Redis was down (`enqueue_or_keep` keeps it in the outbox table).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable
 
 import django_rq
 import rq
 from django.conf import settings
 from django_rq import job
+from redis.exceptions import RedisError
+
+from . import notifications
+from .models import OutboxJob
+
+log = logging.getLogger(__name__)
 
 # The configured names (settings.PORTAL_REDIS_PREFIX + "provisioning" / "default"): cloud work on one queue,
 # periodic checks on the other.
 QUEUE = settings.PORTAL_PROVISIONING_QUEUE
 DEFAULT_QUEUE = settings.PORTAL_DEFAULT_QUEUE
+MAIL_QUEUE = DEFAULT_QUEUE
+# Waits between the attempts of an e-mail the SMTP server refused or that could not reach it (RQ's Retry; the
+# workers' scheduler, `rqworker --with-scheduler`, puts it back on the queue when due). About 1.5 hours in all;
+# after the last attempt the job stays in RQ's failed-job registry (each failure is logged as a warning).
+MAIL_RETRY_SECONDS = [30, 120, 600, 1800, 3600]
 _ALIVE = ("queued", "started", "deferred", "scheduled")
 
 
@@ -76,6 +90,22 @@ def reconcile_clusters() -> None:
     drift.reconcile_clusters()
 
 
+@job(MAIL_QUEUE)
+def send_mail(kind: str, request_id: str) -> rq.Retry | None:
+    """Render and send one e-mail about a request.
+
+    When the SMTP server refuses it, hangs (settings.EMAIL_TIMEOUT) or cannot be reached, the job returns RQ's
+    Retry: tried again after MAIL_RETRY_SECONDS, then failed. Any other error fails the job at once: retrying
+    cannot fix a bug.
+    """
+    try:
+        notifications.send(kind, uuid.UUID(str(request_id)))
+    except OSError as e:  # smtplib's errors, refused connections and timeouts are all OSErrors
+        log.warning("%s mail for request %s not sent, to be tried again: %r", kind, request_id, e)
+        return rq.Retry(max=len(MAIL_RETRY_SECONDS), interval=MAIL_RETRY_SECONDS)
+    return None
+
+
 @job(DEFAULT_QUEUE)
 def sweep() -> int:
     from . import sweeping
@@ -125,3 +155,44 @@ def enqueue_reconcile_clusters() -> None:
     # A fixed job id is one key for every portal on this Redis database: the prefix keeps it ours.
     job_id = f"{settings.PORTAL_REDIS_PREFIX}reconcile-clusters"
     django_rq.get_queue(DEFAULT_QUEUE).enqueue(reconcile_clusters, job_id=job_id)
+
+
+
+def enqueue_mail(kind: str, request_id: uuid.UUID | str) -> None:
+    if kind not in notifications.MAILS:
+        raise ValueError(f"no e-mail called {kind}")
+    django_rq.get_queue(MAIL_QUEUE).enqueue(send_mail, kind, str(request_id))
+
+
+def _enqueue_reconcile_all() -> None:
+    from . import drift
+
+    drift.enqueue_reconcile_all()
+
+
+# What a transaction can leave for the queue, by the name an OutboxJob row keeps when Redis could not take it.
+ENQUEUERS: dict[str, Callable[..., object]] = {
+    "provision": enqueue_provision,
+    "revoke": enqueue_revoke,
+    "verify": enqueue_verify,
+    "repair": enqueue_repair,
+    "reconcile_all": _enqueue_reconcile_all,
+    "mail": enqueue_mail,
+}
+
+
+def enqueue_or_keep(name: str, *args: object) -> bool:
+    """Put the job `name` on the queue; if Redis cannot take it, keep it in the outbox. True if it was queued.
+
+    Called once the work it carries has committed: the database holds that work, so a queue that is down is
+    logged, not raised. The person who approved (revoked, asked for a repair) is told the work is queued, and
+    the first sweep after Redis is back enqueues it (sweeping.flush_outbox).
+    """
+    args = tuple(str(a) if isinstance(a, uuid.UUID) else a for a in args)
+    try:
+        ENQUEUERS[name](*args)
+    except RedisError as e:
+        log.warning("the job queue is unavailable (%s): %s%s is kept for the sweep", e, name, args)
+        OutboxJob.objects.create(job=name, args=list(args), error=str(e)[:500])
+        return False
+    return True

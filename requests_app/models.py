@@ -405,3 +405,23 @@ class AuditCheckpoint(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise PermissionError("audit checkpoints are append-only")
+
+
+class OutboxJob(models.Model):
+    """A job the queue could not take when its transaction committed (Redis was down or unreachable).
+
+    The work itself is committed (an approval, a revocation, a repair asked for, an e-mail to send); this row is
+    what still has to go onto the queue. The sweep enqueues it and deletes the row. `job` names an entry of
+    `jobs.ENQUEUERS`; `args` are what it is called with (request ids as text).
+    """
+
+    job = models.CharField(max_length=32)
+    args = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    error = models.CharField(max_length=500, blank=True)  # why the queue refused it, for whoever looks
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.job}{tuple(self.args)} waiting for the queue since {self.created_at:%Y-%m-%d %H:%M:%S}"

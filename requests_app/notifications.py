@@ -1,13 +1,15 @@
 """E-mail through Django's mail framework: approvers on a new request; the requester on each outcome.
 
-Called on commit with a request id. Each message is a template triplet under templates/emails/:
-`<name>_subject.txt`, `<name>.txt`, `<name>.html`. Client and principal IDs never go into e-mail.
+Sent by a job (`jobs.send_mail`, queued on commit with the kind and a request id), never on the request path:
+the message is rendered when the job runs, and an SMTP error raises so that RQ retries the job. Each message is
+a template triplet under templates/emails/: `<name>_subject.txt`, `<name>.txt`, `<name>.html`. Client and
+principal IDs never go into e-mail.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -15,8 +17,6 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from .models import IdentityRequest, Status, User
-
-log = logging.getLogger(__name__)
 
 
 def _send(template: str, req: IdentityRequest, to: list[str]) -> None:
@@ -27,11 +27,7 @@ def _send(template: str, req: IdentityRequest, to: list[str]) -> None:
     subject = " ".join(render_to_string(f"emails/{template}_subject.txt", ctx).split())
     msg = EmailMultiAlternatives(subject, render_to_string(f"emails/{template}.txt", ctx), to=to)
     msg.attach_alternative(render_to_string(f"emails/{template}.html", ctx), "text/html")
-    try:
-        msg.send()
-    except OSError:
-        # Mail is a courtesy: an SMTP outage must not fail a transition that already committed.
-        log.exception("could not send %s mail for request %s", template, req.pk)
+    msg.send()  # smtplib's errors are OSErrors: they reach RQ, which retries the job
 
 
 def _load(request_id: uuid.UUID) -> IdentityRequest:
@@ -63,3 +59,17 @@ def request_failed(request_id: uuid.UUID) -> None:
 def request_revoked(request_id: uuid.UUID) -> None:
     req = _load(request_id)
     _send("request_revoked", req, [req.requester.email])
+
+
+# The kinds of e-mail a job can send, by the name the workflow queues them under.
+MAILS: dict[str, Callable[[uuid.UUID], None]] = {
+    "request_submitted": request_submitted,
+    "request_decided": request_decided,
+    "request_ready": request_ready,
+    "request_failed": request_failed,
+    "request_revoked": request_revoked,
+}
+
+
+def send(kind: str, request_id: uuid.UUID) -> None:
+    MAILS[kind](request_id)

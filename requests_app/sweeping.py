@@ -1,8 +1,10 @@
 """The periodic sweep: the database says what work is due; put it back on the queue.
 
-It finds requests that should be running but whose job is gone — approved but never picked up (Redis flushed
-or restarted), or provisioning/revoking with a lease that ran out (the worker was killed) — and enqueues them
-again. Leases keep two workers off one request, so enqueueing too often is harmless.
+First it enqueues what the queue could not take when it was committed (the outbox: Redis was down when a
+request was approved, revoked, verified or repaired, or an e-mail was to go). Then it finds requests that should
+be running but whose job is gone — approved but never picked up (never queued, Redis flushed or restarted), or
+provisioning/revoking with a lease that ran out (the worker was killed) — and enqueues them again. Leases keep
+two workers off one request, so enqueueing too often is harmless.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from . import audit, jobs
-from .models import IdentityRequest, Status
+from .models import IdentityRequest, OutboxJob, Status
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,29 @@ def due(now: datetime | None = None) -> list[IdentityRequest]:
     return list(IdentityRequest.objects.filter(running, unleased, not_waiting).select_related("cluster"))
 
 
+def flush_outbox() -> int:
+    """Enqueue the jobs the queue could not take at commit, oldest first; returns how many. Raises RedisError
+    while Redis is still down (the rows stay for the next sweep)."""
+    flushed = 0
+    for row in OutboxJob.objects.all():
+        # Deleting is the claim: of two sweeps at once, one deletes the row and queues its job; the other skips it.
+        if OutboxJob.objects.filter(pk=row.pk).delete()[0] == 0:
+            continue
+        try:
+            jobs.ENQUEUERS[row.job](*row.args)  # outside a transaction: django-rq enqueues at once, or raises
+        except RedisError:
+            row.save()  # back, under the same id, for the next sweep
+            raise
+        flushed += 1
+    if flushed:
+        log.info("sweep: queued %d job(s) from the outbox", flushed)
+    return flushed
+
+
 def sweep(now: datetime | None = None) -> int:
-    """Enqueue every request whose work is due; returns how many."""
+    """Enqueue the outbox, then every request whose work is due; returns how many (outbox jobs + due requests,
+    a due request counting even when its job turns out to be waiting already)."""
+    flushed = flush_outbox()
     found = due(now)
     for req in found:
         if req.lease_owner:
@@ -49,4 +73,4 @@ def sweep(now: datetime | None = None) -> int:
             jobs.enqueue_provision(req.pk, resume=True)
     if found:
         log.info("sweep: re-enqueued %d request(s)", len(found))
-    return len(found)
+    return flushed + len(found)

@@ -2,7 +2,8 @@
 
 Each transition is one function: guard first (raising WorkflowError with a message for people), then a
 compare-and-swap on `status` so two clicks at once give one winner, then the audit event in the same
-transaction, then side effects (jobs, e-mail) on commit.
+transaction, then side effects on commit: jobs, e-mail included (sent by a job), queued by
+`jobs.enqueue_or_keep`, which keeps them in the outbox when Redis is down.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import access, audit, naming, notifications, policy
+from . import access, audit, jobs, naming, policy
 from .models import (
     ACTIVE_STATUSES,
     AllowedRole,
@@ -75,24 +76,24 @@ def _swap(req: IdentityRequest, old: str, new: str, **fields: object) -> bool:
 
 
 def enqueue_provisioning(req: IdentityRequest) -> None:
-    from .jobs import enqueue_provision
-
     request_id = req.pk
-    transaction.on_commit(lambda: enqueue_provision(request_id))
+    transaction.on_commit(lambda: jobs.enqueue_or_keep("provision", request_id))
 
 
 def enqueue_revocation(req: IdentityRequest) -> None:
-    from .jobs import enqueue_revoke
-
     request_id = req.pk
-    transaction.on_commit(lambda: enqueue_revoke(request_id))
+    transaction.on_commit(lambda: jobs.enqueue_or_keep("revoke", request_id))
 
 
 def enqueue_verification(req: IdentityRequest) -> None:
-    from .jobs import enqueue_verify
-
     request_id = req.pk
-    transaction.on_commit(lambda: enqueue_verify(request_id))
+    transaction.on_commit(lambda: jobs.enqueue_or_keep("verify", request_id))
+
+
+def notify(kind: str, req: IdentityRequest) -> None:
+    """E-mail about `req` once the transaction commits, sent by a job (the kinds: notifications.MAILS)."""
+    request_id = req.pk
+    transaction.on_commit(lambda: jobs.enqueue_or_keep("mail", kind, request_id))
 
 
 def submit_request(
@@ -144,7 +145,7 @@ def submit_request(
                     "risk_reasons": reasons,
                 },
             )
-            transaction.on_commit(lambda: notifications.request_submitted(req.pk))
+            notify("request_submitted", req)
     except IntegrityError:
         # A partial unique index: someone submitted the same SA, or a request under the same identity name, a
         # moment ago (it has committed: that is what made this insert fail). Ask which, to say so.
@@ -230,7 +231,7 @@ def approve_request(req: IdentityRequest, *, actor: User, comment: str = "", sou
             details["approvers"] = [str(a.approver) for a in approvals]
         audit.record("request.approved", actor=actor, request=req, source_ip=source_ip, details=details)
         enqueue_provisioning(req)
-        transaction.on_commit(lambda: notifications.request_decided(req.pk))
+        notify("request_decided", req)
     return True
 
 
@@ -249,7 +250,7 @@ def reject_request(req: IdentityRequest, *, actor: User, comment: str, source_ip
         ):
             raise WorkflowError("This request was already decided.")
         audit.record("request.rejected", actor=actor, request=req, source_ip=source_ip, details={"comment": comment})
-        transaction.on_commit(lambda: notifications.request_decided(req.pk))
+        notify("request_decided", req)
 
 
 def cancel_request(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:
@@ -403,21 +404,21 @@ def step_failed(step: Step, message: str, detail: dict | None = None) -> None:
         moved = _swap(req, running, Status.FAILED, failed_step=step.name, failure_message=message, next_attempt_at=None)
         audit.record(f"step.{step.name}.failed", actor=None, request=req, details={"error": message, **(detail or {})})
         if moved:  # a re-run check on a ready request fails its step only: the request did not fail
-            transaction.on_commit(lambda: notifications.request_failed(req.pk))
+            notify("request_failed", req)
 
 
 def mark_ready(req: IdentityRequest) -> None:
     with transaction.atomic():
         if _swap(req, Status.PROVISIONING, Status.READY, ready_at=timezone.now()):
             audit.record("request.ready", actor=None, request=req)
-            transaction.on_commit(lambda: notifications.request_ready(req.pk))
+            notify("request_ready", req)
 
 
 def mark_revoked(req: IdentityRequest) -> None:
     with transaction.atomic():
         if _swap(req, Status.REVOKING, Status.REVOKED, revoked_at=timezone.now()):
             audit.record("request.revoked", actor=None, request=req)
-            transaction.on_commit(lambda: notifications.request_revoked(req.pk))
+            notify("request_revoked", req)
 
 
 IDENTITY_NAME_TAKEN = (

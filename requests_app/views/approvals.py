@@ -91,7 +91,7 @@ def _decide(request: HttpRequest, req: IdentityRequest, decision: str, comment: 
             f"This high-risk request needs {requirement.needs()}.",
         )
     elif decision == "approve":
-        messages.success(request, f"Approved {req.identity_name}; provisioning starts now.")
+        messages.success(request, f"Approved {req.identity_name}; provisioning is queued.")
     else:
         messages.success(request, f"Rejected {req.identity_name}; the requester is told why.")
     return redirect("approvals")

@@ -168,8 +168,8 @@ def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     except workflow.WorkflowError as e:
         messages.error(request, str(e))
     else:
-        what = "Revocation resumed" if req.status == Status.REVOKING else "Provisioning restarted"
-        messages.success(request, f"{what}; finished steps are not repeated.")
+        what = "Revocation" if req.status == Status.REVOKING else "Provisioning"
+        messages.success(request, f"{what} is queued again; finished steps are not repeated.")
     return redirect("request_detail", pk=req.pk)
 
 

@@ -36,8 +36,8 @@ def revoke(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     else:
         messages.success(
             request,
-            f"Revoking {req.identity_name}: the ServiceAccount, role assignments, federated credential and "
-            "identity are removed in that order.",
+            f"Revoking {req.identity_name} is queued: the ServiceAccount, role assignments, federated credential "
+            "and identity are removed in that order.",
         )
     return redirect("request_detail", pk=req.pk)
 

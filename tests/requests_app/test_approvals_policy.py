@@ -453,7 +453,7 @@ def test_self_approval_of_a_high_risk_request_through_a_crafted_post_is_refused(
 def test_the_second_approver_completes_it_through_the_page(risky, approver, second_approver) -> None:
     decide(approver, risky)
     body = decide(second_approver, risky).content.decode()
-    assert "Approved aks-demo_team-payments_payments-api; provisioning starts now." in body
+    assert "Approved aks-demo_team-payments_payments-api; provisioning is queued." in body
     assert fresh(risky).status == Status.APPROVED
 
 

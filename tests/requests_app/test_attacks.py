@@ -253,7 +253,7 @@ def test_a_second_approval_by_the_same_person_is_refused(
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         first = c.post(reverse("request_decide", args=[req.pk]), data, follow=True)
         second = c.post(reverse("request_decide", args=[req.pk]), data, follow=True)
-    assert "provisioning starts now" in first.content.decode()
+    assert "provisioning is queued" in first.content.decode()
     assert "This request was already decided." in second.content.decode()
     assert Approval.objects.filter(request=req).count() == 1
     assert AuditEvent.objects.filter(action="request.approved").count() == 1

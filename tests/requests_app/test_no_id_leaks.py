@@ -18,6 +18,7 @@ from requests_app import provisioning
 from requests_app.models import IdentityRequest, Status
 
 from .factories import client_for, form_data
+from .own_redis import queues_fixture  # noqa: F401 (the fixture `queues`)
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +70,7 @@ def configured_level(name: str) -> int:
 
 
 def test_no_id_in_any_mail_or_log(
-    demo_cluster, requester, approver, django_capture_on_commit_callbacks, mailoutbox, caplog
+    demo_cluster, requester, approver, django_capture_on_commit_callbacks, mailoutbox, caplog, queues
 ):
     configured = {name: configured_level(name) for name in (*HELD_AT_WARNING, "requests_app", "")}
     # Everything at DEBUG, the SDKs included, to see who would log an ID if allowed to.
@@ -77,6 +78,7 @@ def test_no_id_in_any_mail_or_log(
     for name in HELD_AT_WARNING:
         caplog.set_level(logging.DEBUG, logger=name)
     req = ready_request((client_for(requester), client_for(approver)), demo_cluster, django_capture_on_commit_callbacks)
+    queues.work(queues.default.name)  # the mail jobs (the database commits here: the flow queued them for real)
 
     assert len(mailoutbox) >= 2  # approved, ready (approvers are told of the submission too)
     for mail in mailoutbox:

@@ -424,14 +424,17 @@ def test_reverify_waits_for_a_worker_holding_the_lease(ready, control) -> None:
 
 @pytest.fixture
 def queue(cloud, transactional_db):
-    q = django_rq.get_queue(jobs.QUEUE)
+    q, mail = django_rq.get_queue(jobs.QUEUE), django_rq.get_queue(jobs.MAIL_QUEUE)
     q.empty()
+    mail.empty()
     yield q
     q.empty()
+    mail.empty()
 
 
 def work() -> None:
-    django_rq.get_worker(jobs.QUEUE, worker_class=SimpleWorker).work(burst=True)
+    """Provisioning and revocation jobs, then the e-mail jobs they queued."""
+    django_rq.get_worker(jobs.QUEUE, jobs.MAIL_QUEUE, worker_class=SimpleWorker).work(burst=True)
 
 
 @pytest.fixture

@@ -224,7 +224,7 @@ def test_a_failed_revocation_names_the_operation_and_devops_can_retry(
     assert reverse("request_retry", args=[ready.pk]) in detail(devops, ready)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = client_for(devops).post(reverse("request_retry", args=[ready.pk]), follow=True)
-    assert "Revocation resumed; finished steps are not repeated." in response.content.decode()
+    assert "Revocation is queued again; finished steps are not repeated." in response.content.decode()
     assert [c.__qualname__ for c in callbacks] == ["enqueue_revocation.<locals>.<lambda>"]
     assert status(ready) == Status.REVOKING
 

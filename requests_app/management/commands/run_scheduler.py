@@ -5,7 +5,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from requests_app import audit_keys, checkpoints, sweeping
+from requests_app import audit_keys, checkpoints, drift, sweeping
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +16,9 @@ class Command(BaseCommand):
         "audit checkpoint every PORTAL_AUDIT_CHECKPOINT_SECONDS when the chain head moved."
     )
 
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="do each piece of work once, then exit")
+
     def handle(self, *args, **options):
         stopping = False
 
@@ -23,8 +26,9 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        if not options["once"]:
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
         signer = audit_keys.configured_signer()
         if signer is None:
             log.warning("scheduler: PORTAL_AUDIT_SIGNING_KEY is not set, so no audit checkpoints are signed")
@@ -35,19 +39,14 @@ class Command(BaseCommand):
                 self._safely(sweeping.sweep)
                 next_sweep = now + settings.PORTAL_SWEEP_SECONDS
             if now >= next_reconcile:
-                self._safely(self._reconcile)
+                self._safely(drift.enqueue_reconcile_all)
                 next_reconcile = now + settings.PORTAL_RECONCILE_SECONDS
             if signer is not None and now >= next_checkpoint:
                 self._safely(lambda: checkpoints.checkpoint_if_moved(signer))
                 next_checkpoint = now + settings.PORTAL_AUDIT_CHECKPOINT_SECONDS
+            if options["once"]:
+                break
             time.sleep(0.5)
-
-    def _reconcile(self):
-        try:
-            from requests_app import drift
-        except ImportError:  # drift detection arrives with its own module
-            return
-        drift.enqueue_reconcile_all()
 
     @staticmethod
     def _safely(fn):

@@ -4,7 +4,7 @@ from requests_app import sweeping
 
 
 class Command(BaseCommand):
-    help = "Re-enqueue requests whose work is due (lost jobs, expired leases). Run once."
+    help = "Enqueue the outbox and re-enqueue requests whose work is due (lost jobs, expired leases). Run once."
 
     def handle(self, *args, **options):
-        self.stdout.write(f"re-enqueued {sweeping.sweep()} request(s)")
+        self.stdout.write(f"enqueued {sweeping.sweep()} (outbox jobs and requests due)")
