@@ -22,7 +22,7 @@ def how_the_pieces_start() -> dict[str, tuple[str, str]]:
 
 def test_make_run_starts_a_worker_on_both_queues_the_scheduler_and_the_web_server() -> None:
     started = devstack.processes(MANAGE, 8000)
-    assert started["worker"] == [*MANAGE, "rqworker", "provisioning", "default", "--with-scheduler"]
+    assert started["worker"] == [*MANAGE, "rqworker", *devstack.queue_names({}), "--with-scheduler"]
     assert started["scheduler"] == [*MANAGE, "run_scheduler"]
     assert started["web"][:3] == [*MANAGE, "runserver"]
 
@@ -39,8 +39,7 @@ def test_production_workers_run_the_scheduler_that_brings_retries_back() -> None
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["worker"]["command"].split()[-4:] == [
         "rqworker",
-        "provisioning",
-        "default",
+        *devstack.queue_names({}),
         "--with-scheduler",
     ]
     assert compose["services"]["scheduler"]["command"].endswith("manage.py run_scheduler")

@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -45,7 +46,7 @@ def test_approving_while_redis_is_down_succeeds_and_the_sweep_queues_the_work_wh
         reverse("request_decide", args=[req.pk]), {"decision": "approve", "comment": "fine"}, follow=True
     )
     assert response.redirect_chain == [(reverse("approvals"), 302)]
-    assert "Approved aks-demo-team-payments-payments-api; provisioning is queued." in response.content.decode()
+    assert "Approved aks-demo_team-payments_payments-api; provisioning is queued." in response.content.decode()
     assert fresh(req).status == Status.APPROVED
     pk = str(req.pk)
     assert outbox() == [
@@ -100,7 +101,7 @@ ACTIONS = {
         "devops",
         "request_revoke",
         {"reason": "Moved to another cluster."},
-        "Revoking aks-demo-team-payments-payments-api is queued",
+        "Revoking aks-demo_team-payments_payments-api is queued",
         ("revoke", "{pk}"),
         "revoke-{pk}",
     ),
@@ -150,7 +151,7 @@ def test_a_reconcile_asked_for_while_redis_is_down_is_queued_by_the_sweep_later(
     assert outbox() == [("reconcile_all", [])]
     queues.up()
     sweeping.sweep()
-    assert queues.default.job_ids == ["reconcile-clusters", f"reconcile-{ready.pk}"]
+    assert queues.default.job_ids == [f"{settings.PORTAL_REDIS_PREFIX}reconcile-clusters", f"reconcile-{ready.pk}"]
 
 
 def test_while_redis_is_still_down_the_sweep_keeps_the_outbox_for_the_next_one(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 
 import requests_app
@@ -31,8 +32,8 @@ def test_one_round_queues_the_outbox_and_a_reconcile_of_each_ready_request(
     call_command("run_scheduler", "--once")
     assert OutboxJob.objects.count() == 0
     assert queues.provisioning.job_ids == [f"provision-{approved.pk}"]
-    reconciles = [j for j in queues.default.job_ids if j.startswith("reconcile-")]
-    assert reconciles == ["reconcile-clusters", f"reconcile-{ready.pk}"]
+    reconciles = [j for j in queues.default.job_ids if "reconcile-" in j]
+    assert reconciles == [f"{settings.PORTAL_REDIS_PREFIX}reconcile-clusters", f"reconcile-{ready.pk}"]
     mails = [job.args for job in queues.default.jobs if job.func_name == "requests_app.jobs.send_mail"]
     assert sorted(mails) == [("request_decided", str(approved.pk)), ("request_submitted", str(approved.pk))]
 

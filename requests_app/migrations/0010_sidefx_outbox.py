@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('requests_app', '0008_audit_checkpoints_truncate_trigger'),
+        ('requests_app', '0009_names_stored_fic_name_unique_identity_name'),
     ]
 
     operations = [
