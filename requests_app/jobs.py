@@ -157,7 +157,6 @@ def enqueue_reconcile_clusters() -> None:
     django_rq.get_queue(DEFAULT_QUEUE).enqueue(reconcile_clusters, job_id=job_id)
 
 
-
 def enqueue_mail(kind: str, request_id: uuid.UUID | str) -> None:
     if kind not in notifications.MAILS:
         raise ValueError(f"no e-mail called {kind}")
