@@ -83,7 +83,9 @@ class ClusterAdminForm(forms.ModelForm):
         try:
             connection, location = clusters.resolve_connection(data)
             if self.instance.pk:
-                original = Cluster.objects.get(pk=self.instance.pk)
+                # Locked until the save commits (the admin's change view is one transaction), so the check and
+                # the save see the same cluster; a failed check is a form error, never an error page.
+                original = Cluster.objects.select_for_update().get(pk=self.instance.pk)
                 chosen = {name: data.get(name) or "" for name in ("api_auth", "kubeconfig_context")}
                 self.connection_changes = clusters.connection_changes(original, {**connection, **chosen})
         except clusters.ClusterConfigError as e:
@@ -159,10 +161,7 @@ class ClusterAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Cluster, form: forms.ModelForm, change: bool) -> None:
         if change:
-            # Re-checked under a row lock: an identity approved since the form was validated still counts.
-            locked = Cluster.objects.select_for_update().get(pk=obj.pk)
-            clusters.connection_changes(locked, {n: getattr(obj, n) for n in clusters.CONNECTION})
-            obj.connection_drift = {}
+            obj.connection_drift = {}  # the connection was just read from Azure (the form's clean)
         super().save_model(request, obj, form, change)
         # The admin wraps this in a transaction: the audit event commits with the change.
         audit.record(
