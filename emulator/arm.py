@@ -583,6 +583,12 @@ class Arm:
         store = self.emu.store
         key = identity_id(sub, rg, name).lower()
         existing = store.identities.get(key)
+        if existing is not None and request.headers.get("If-None-Match", "").strip() == "*":
+            # A conditional create (RFC 9110, as ARM passes it to the provider): the identity exists, so nothing
+            # is written.
+            raise ArmFailure(
+                412, "PreconditionFailed", "The condition specified using HTTP conditional header(s) is not met."
+            )
         if existing is not None:
             if existing["location"] != location:
                 raise ArmFailure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable
@@ -54,6 +55,11 @@ def record(
         event.save()
         AuditChainHead.objects.filter(pk=1).update(seq=event.seq, hash=event.hash)
     return event
+
+
+def batch():
+    """Group the events of one transaction (a round of step transitions): a placeholder until appends are batched."""
+    return contextlib.nullcontext()
 
 
 def event_hash(event: AuditEvent) -> str:

@@ -246,6 +246,11 @@ class Step(models.Model):
         REVOKE_ROLES = "revoke_roles", "Remove the role assignments"
         REVOKE_FIC = "revoke_fic", "Remove the federated credential"
         REVOKE_IDENTITY = "revoke_identity", "Delete the managed identity"
+        # A drift repair (each run starts these afresh): put back exactly what was approved.
+        REPAIR_IDENTITY = "repair_identity", "Put back the managed identity"
+        REPAIR_FIC = "repair_fic", "Put back the federated credential"
+        REPAIR_ROLES = "repair_roles", "Put back the role assignments"
+        REPAIR_SERVICE_ACCOUNT = "repair_service_account", "Put back the ServiceAccount"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"

@@ -1,10 +1,14 @@
-"""Provisioning an approved request: identity → federated credential → role assignments → ServiceAccount →
-verification → ready.
+"""Provisioning an approved request: identity → (federated credential, role assignments, ServiceAccount, at once)
+→ verification → ready; revocation in the reverse order; verification again on a ready request.
 
-Every step is recorded (workflow.step_*) and idempotent: names are deterministic, what exists and is ours is
-adopted, what exists and is not ours is never taken over. So the job may run twice, or again after a crash in
-any step, and creates nothing twice. A failed step leaves the request `failed` with a message a person can act
-on; a retry re-enqueues the job, which skips the steps that succeeded and re-runs the failed one.
+The operations are declared here as steps for the engine (engine.py), which owns the lease, the step records,
+retries and audit. Every step is idempotent: names are deterministic, what exists and is ours is adopted, what
+exists and is not ours is never taken over. So a job may run twice, or again after a crash in any step, and
+creates nothing twice. A first attempt writes without reading first (the writes are idempotent and, where a
+write could take over something not ours, conditional); a later attempt looks before it writes.
+
+The credential, role and ServiceAccount steps run at the same time in threads of one job: they must not use
+the database (the grants are loaded before; `save_assignments` stores the assignment IDs after).
 """
 
 from __future__ import annotations
@@ -13,12 +17,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
+from django.utils import timezone
 
-from . import leases, limits, policy, retry, workflow
+from . import engine, limits, policy, workflow
 from .cloud import identities, kubernetes, rbac, verification
 from .cloud.errors import CloudError
 from .models import IdentityRequest, RoleGrant, Status, Step
@@ -36,129 +39,64 @@ OWNER_ANNOTATION_PREFIXES = ("meta.helm.sh/", "argocd.argoproj.io/", "kustomize.
 Detail = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Operation:
-    """A run of ordered, idempotent steps on a request: provisioning or revocation."""
+def provision(
+    request_id: uuid.UUID, *, sleep: Callable[[float], None] = time.sleep, now: engine.Clock = timezone.now
+) -> engine.Outcome:
+    """Run (or resume) provisioning of one request to its end in this process, waiting out retries with `sleep`.
 
-    name: str
-    start: Callable[[IdentityRequest], bool]  # take the request into the running status; False: nothing to do
-    steps: list[tuple[str, Callable[[IdentityRequest], Detail]]]
-    finish: Callable[[IdentityRequest], None]
-
-
-def provision(request_id: uuid.UUID, *, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Run (or resume) provisioning of one request. Safe to call any number of times, from any worker."""
-    run(request_id, PROVISIONING, sleep=sleep)
+    The job (jobs.provision) runs `engine.run` instead, which never waits: it schedules the next attempt.
+    """
+    return engine.run_here(request_id, PROVISIONING, sleep=sleep, now=now)
 
 
-def revoke(request_id: uuid.UUID, *, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Run (or resume) revocation: ServiceAccount → role assignments → FIC → identity."""
-    run(request_id, REVOCATION, sleep=sleep)
+def revoke(
+    request_id: uuid.UUID, *, sleep: Callable[[float], None] = time.sleep, now: engine.Clock = timezone.now
+) -> engine.Outcome:
+    """Run (or resume) revocation here: ServiceAccount → role assignments → FIC → identity."""
+    return engine.run_here(request_id, REVOCATION, sleep=sleep, now=now)
 
 
-def reverify(request_id: uuid.UUID, *, sleep: Callable[[float], None] = time.sleep) -> None:
+def reverify(
+    request_id: uuid.UUID, *, sleep: Callable[[float], None] = time.sleep, now: engine.Clock = timezone.now
+) -> engine.Outcome:
     """Run only the verification step again on a ready request (its attempts and errors go on that step).
 
     A failure, even a permanent one, marks the step failed and is audited, but the request stays ready: the
     identity is in place, and the check's message says what to fix before running it again.
     """
-    if not leases.acquire(request_id):
-        log.info("reverify: request %s is leased by another worker", request_id)
-        return
-    try:
-        req = IdentityRequest.objects.select_related("cluster").filter(pk=request_id, status=Status.READY).first()
-        step = req.steps.filter(name=Step.Name.VERIFY).first() if req else None
-        if step is None:
-            return  # revoked meanwhile, or never got as far: nothing to check
-        step.request = req
-        _run_step(step, verify, sleep)
-    finally:
-        leases.release(request_id)
-
-
-def run(request_id: uuid.UUID, op: Operation, *, sleep: Callable[[float], None] = time.sleep) -> None:
-    # The lease makes this worker the only one on the request; a dead worker's lease runs out and the sweep
-    # hands the request to another, which resumes here: finished steps are skipped, nothing is made twice.
-    if not leases.acquire(request_id):
-        log.info("%s: request %s is leased by another worker", op.name, request_id)
-        return
-    try:
-        req = IdentityRequest.objects.select_related("cluster").filter(pk=request_id).first()
-        if req is None or not op.start(req):
-            return
-        steps = {s.name: s for s in req.steps.all()}
-        for name, step_fn in op.steps:
-            step = steps[name]
-            step.request = req  # one instance, so status changes made by workflow are seen here
-            if step.state == Step.State.SUCCEEDED and _still_done(req, step):
-                continue
-            if not leases.renew(req.pk):
-                log.warning("%s: lost the lease on request %s; stopping", op.name, request_id)
-                return
-            if not _run_step(step, step_fn, sleep):
-                return
-        op.finish(req)
-    finally:
-        leases.release(request_id)
+    return engine.run_here(request_id, VERIFICATION, sleep=sleep, now=now)
 
 
 def _start_provisioning(req: IdentityRequest) -> bool:
     if req.status == Status.APPROVED:
-        return workflow.begin_provisioning(req)
-    return req.status == Status.PROVISIONING  # a run that a dead worker left behind
+        if not workflow.begin_provisioning(req):
+            return False
+        req._prefetched_objects_cache.pop("steps", None)  # the step rows were made just now
+        return True
+    return req.status == Status.PROVISIONING  # a run that a dead worker left behind, or a retry that is due
 
 
 def _start_revocation(req: IdentityRequest) -> bool:
     return req.status == Status.REVOKING
 
 
-def _run_step(step: Step, step_fn: Callable[[IdentityRequest], Detail], sleep: Callable[[float], None]) -> bool:
-    """Run one step, retrying transient errors within its budget; False when the request failed or was lost."""
-    workflow.step_started(step)
-    began = time.monotonic()
-    while True:
-        try:
-            detail = step_fn(step.request)
-        except CloudError as e:
-            decision = retry.decide(e, attempts=step.attempts, elapsed=time.monotonic() - began)
-            facts = {"code": e.code, "status": e.status, "permanent": e.permanent}
-            if not decision.retry:
-                message = e.message if e.permanent else f"{e.message} The portal {decision.reason}."
-                workflow.step_failed(step, message, facts)
-                return False
-            workflow.step_waiting(step, e.message, decision.delay, facts)
-            # Keep the lease through the wait; if we die meanwhile it runs out soon after the retry was due.
-            if not leases.renew(step.request_id, seconds=decision.delay + settings.PORTAL_LEASE_SECONDS):
-                return False
-            sleep(decision.delay)
-            workflow.step_attempt(step)
-            continue
-        except Exception as e:  # a bug or an SDK surprise: fail the step visibly rather than leave it running
-            log.exception("step %s of request %s crashed", step.name, step.request_id)
-            workflow.step_failed(
-                step,
-                f"The portal hit an unexpected error ({type(e).__name__}). Retrying may help; "
-                "if it does not, an admin can find the details in the worker's log.",
-                {"code": type(e).__name__, "permanent": False},
-            )
-            return False
-        workflow.step_succeeded(step, detail)
-        return True
+def _start_verification(req: IdentityRequest) -> bool:
+    return req.status == Status.READY and any(s.name == Step.Name.VERIFY for s in req.steps.all())
 
 
-def _still_done(req: IdentityRequest, step: Step) -> bool:
-    """Whether a step that succeeded before still holds, judged from the database alone (free to check).
+def _identity_done(req: IdentityRequest, step: Step) -> bool:
+    # The identity step must have left its IDs.
+    return bool(req.principal_id and req.client_id and req.tenant_id and req.identity_resource_id)
 
-    The identity and roles steps must have left their IDs. The credential step is re-run when the cluster's
-    issuer was corrected since (an admin fixing an AADSTS700211), so a retry writes the right credential.
-    """
-    if step.name == Step.Name.IDENTITY:
-        return bool(req.principal_id and req.client_id and req.tenant_id and req.identity_resource_id)
-    if step.name == Step.Name.FIC:
-        return step.detail.get("issuer") == req.cluster.oidc_issuer_url and step.detail.get("subject") == req.subject
-    if step.name == Step.Name.ROLES:
-        return all(g.assignment_id for g in req.grants.all())
-    return True
+
+def _credential_done(req: IdentityRequest, step: Step) -> bool:
+    # Re-run when the cluster's issuer was corrected since (an admin fixing an AADSTS700211), so a retry writes
+    # the right credential.
+    return step.detail.get("issuer") == req.cluster.oidc_issuer_url and step.detail.get("subject") == req.subject
+
+
+def _roles_done(req: IdentityRequest, step: Step) -> bool:
+    return all(g.assignment_id for g in req.grants.all())
 
 
 # ---- 1. the managed identity -------------------------------------------------------------------------------
@@ -174,30 +112,51 @@ def identity_tags(req: IdentityRequest) -> dict[str, str]:
     }
 
 
-def create_identity(req: IdentityRequest) -> Detail:
+def _not_ours_error(req: IdentityRequest) -> CloudError:
+    return CloudError(
+        f"An identity named {req.identity_name} already exists in resource group {req.cluster.resource_group} and "
+        "was not created for this request. The portal never takes over an identity: ask an admin to remove or "
+        "rename it, then retry.",
+        permanent=True,
+        code="IdentityNotOurs",
+    )
+
+
+def create_identity(req: IdentityRequest, first: bool = False) -> Detail:
+    """Create the identity, or adopt it if an earlier attempt made it for this request.
+
+    `first`: no earlier attempt can have made it, so create it only if new (one conditional PUT, no lookup);
+    if one exists, look at it as a later attempt would. Any identity not tagged for this request is refused.
+    """
     cluster = req.cluster
-    existing = identities.get_identity(cluster.subscription_id, cluster.resource_group, req.identity_name)
-    if existing is not None and existing.tags.get(identities.REQUEST_TAG) != str(req.pk):
-        raise CloudError(
-            f"An identity named {req.identity_name} already exists in resource group {cluster.resource_group} and "
-            "was not created for this request. The portal never takes over an identity: ask an admin to remove or "
-            "rename it, then retry.",
-            permanent=True,
-            code="IdentityNotOurs",
-        )
+    where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
     tags = identity_tags(req)
-    if existing is not None and all(existing.tags.get(k) == v for k, v in tags.items()):
-        ident = existing  # ours, as we left it: nothing to write
-    else:
-        # Keep tags others added to our identity; ours win.
-        merged = {**(existing.tags if existing else {}), **tags}
-        ident = identities.put_identity(
-            cluster.subscription_id,
-            cluster.resource_group,
-            req.identity_name,
-            location=existing.location if existing else cluster.location,
-            tags=merged,
-        )
+    ident = None
+    if first:
+        try:
+            ident = identities.put_identity(*where, location=cluster.location, tags=tags, only_if_new=True)
+        except CloudError as e:
+            if e.code != "IdentityExists":
+                raise
+            if getattr(e, "existed_and_written", False):  # the service ignored the condition: say so loudly
+                raise CloudError(
+                    f"{_not_ours_error(req).message} (Azure updated the existing identity although the portal "
+                    "asked to create it only if new: check its tags.)",
+                    permanent=True,
+                    code="IdentityNotOurs",
+                ) from e
+    existing = None
+    if ident is None:
+        existing = identities.get_identity(*where)
+        if existing is not None and existing.tags.get(identities.REQUEST_TAG) != str(req.pk):
+            raise _not_ours_error(req)
+        if existing is not None and all(existing.tags.get(k) == v for k, v in tags.items()):
+            ident = existing  # ours, as we left it: nothing to write
+        else:
+            # Keep tags others added to our identity; ours win.
+            merged = {**(existing.tags if existing else {}), **tags}
+            location = existing.location if existing else cluster.location
+            ident = identities.put_identity(*where, location=location, tags=merged)
     req.identity_resource_id, req.client_id = ident.id, ident.client_id
     req.principal_id, req.tenant_id = ident.principal_id, ident.tenant_id
     req.save(update_fields=["identity_resource_id", "client_id", "principal_id", "tenant_id", "updated_at"])
@@ -207,13 +166,29 @@ def create_identity(req: IdentityRequest) -> Detail:
 # ---- 2. the federated identity credential --------------------------------------------------------------------
 
 
-def create_federated_credential(req: IdentityRequest) -> Detail:
+def create_federated_credential(req: IdentityRequest, first: bool = False) -> Detail:
+    """Write the approved credential on the request's identity (which the identity step proved is ours).
+
+    `first`: the identity was made by this run, so the credential is written under its name without listing
+    the identity's credentials first. Later attempts (and a duplicate issuer/subject refused by Azure) list
+    them: an existing exact credential is adopted, a stale one corrected under its own name.
+    """
     cluster = req.cluster
     issuer = cluster.oidc_issuer_url  # exactly as stored: Entra compares it byte for byte
     audience = identities.TOKEN_EXCHANGE_AUDIENCE
     where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
     # Azure refuses concurrent FIC writes on one identity (409): one writer per identity across all workers.
     with limits.fic_writer(req.identity_resource_id or req.identity_name):
+        if first:
+            try:
+                fic = identities.put_federated_credential(
+                    *where, req.fic_name, issuer=issuer, subject=req.subject, audiences=[audience]
+                )
+                return {"credential": fic.name, "adopted": False, "issuer": fic.issuer, "subject": fic.subject}
+            except CloudError as e:
+                # Azure allows one credential per issuer+subject: one exists under another name. Look at it.
+                if "issuer and subject combination already exists" not in e.message.lower():
+                    raise
         same = [
             f for f in identities.list_federated_credentials(*where) if f.issuer == issuer and f.subject == req.subject
         ]
@@ -257,7 +232,10 @@ def check_grant_policy(req: IdentityRequest, grant: RoleGrant) -> None:
         raise CloudError(f"{grant.role_name} is not granted: {reason}", permanent=True, code="ForbiddenRole")
 
 
-def assign_roles(req: IdentityRequest) -> Detail:
+def assign_roles(req: IdentityRequest, first: bool = False) -> Detail:
+    """Assign every approved role (PUT under a deterministic name: idempotent). Runs beside other steps, so it
+    uses no database: the grants were loaded with the request, and the IDs it sets on them are stored by
+    `save_assignments`, whatever the outcome (some may have been made before another failed)."""
     grants = list(req.grants.all())
     for grant in grants:  # every grant first: a request with one forbidden role gets none of its roles
         if not grant.assignment_id:
@@ -267,9 +245,13 @@ def assign_roles(req: IdentityRequest) -> Detail:
         if not grant.assignment_id:
             ra = rbac.assign_role(grant.scope, grant.role_definition_id, req.principal_id, role_name=grant.role_name)
             grant.assignment_id = ra.id
-            grant.save(update_fields=["assignment_id"])
         done.append({"role": grant.role_name, "scope": grant.scope})
     return {"assignments": done}
+
+
+def save_assignments(req: IdentityRequest) -> None:
+    """Store the assignment IDs `assign_roles` put on the request's grants (one query)."""
+    RoleGrant.objects.bulk_update(list(req.grants.all()), ["assignment_id"])
 
 
 # ---- 4. the ServiceAccount -------------------------------------------------------------------------------------
@@ -287,14 +269,16 @@ def _is_ours(sa: kubernetes.ServiceAccount, req: IdentityRequest) -> bool:
     return sa.labels.get(MANAGED_BY_LABEL) == PORTAL and sa.annotations.get(REQUEST_ANNOTATION) == str(req.pk)
 
 
-def create_service_account(req: IdentityRequest) -> Detail:
+def create_service_account(req: IdentityRequest, first: bool = False) -> Detail:
+    """Create the annotated ServiceAccount, or complete ours. `first`: create without looking first (a create
+    never takes anything over: an existing one answers AlreadyExists, and is then looked at)."""
     cluster, ns, name = req.cluster, req.namespace, req.service_account
     annotations = {
         CLIENT_ID_ANNOTATION: req.client_id,
         TENANT_ID_ANNOTATION: req.tenant_id,
         REQUEST_ANNOTATION: str(req.pk),
     }
-    sa = kubernetes.get_service_account(cluster, ns, name)
+    sa = None if first else kubernetes.get_service_account(cluster, ns, name)
     if sa is None:
         try:
             kubernetes.create_service_account(
@@ -328,7 +312,7 @@ def create_service_account(req: IdentityRequest) -> Detail:
 # ---- 5. verification ---------------------------------------------------------------------------------------------
 
 
-def verify(req: IdentityRequest) -> Detail:
+def verify(req: IdentityRequest, first: bool = False) -> Detail:
     result = verification.verify_federation(
         req.cluster, req.namespace, req.service_account, tenant_id=req.tenant_id, client_id=req.client_id
     )
@@ -338,7 +322,7 @@ def verify(req: IdentityRequest) -> Detail:
 # ---- revocation: the reverse order, so nothing points at a principal that is already gone ----------------------
 
 
-def remove_service_account(req: IdentityRequest) -> Detail:
+def remove_service_account(req: IdentityRequest, first: bool = False) -> Detail:
     sa = kubernetes.get_service_account(req.cluster, req.namespace, req.service_account)
     if sa is None:
         return {"service_account": "absent"}
@@ -349,7 +333,7 @@ def remove_service_account(req: IdentityRequest) -> Detail:
     return {"service_account": "deleted"}
 
 
-def remove_role_assignments(req: IdentityRequest) -> Detail:
+def remove_role_assignments(req: IdentityRequest, first: bool = False) -> Detail:
     removed = []
     for grant in req.grants.all():
         if not req.principal_id:
@@ -361,7 +345,7 @@ def remove_role_assignments(req: IdentityRequest) -> Detail:
     return {"assignments": removed}
 
 
-def remove_federated_credential(req: IdentityRequest) -> Detail:
+def remove_federated_credential(req: IdentityRequest, first: bool = False) -> Detail:
     cluster = req.cluster
     where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
     if identities.get_identity(*where) is None:
@@ -373,7 +357,7 @@ def remove_federated_credential(req: IdentityRequest) -> Detail:
     return {"credentials_deleted": [f.name for f in ours]}
 
 
-def remove_identity(req: IdentityRequest) -> Detail:
+def remove_identity(req: IdentityRequest, first: bool = False) -> Detail:
     cluster = req.cluster
     existing = identities.get_identity(cluster.subscription_id, cluster.resource_group, req.identity_name)
     if existing is None:
@@ -389,22 +373,32 @@ def remove_identity(req: IdentityRequest) -> Detail:
     return {"identity": "deleted"}
 
 
-STEPS: list[tuple[str, Callable[[IdentityRequest], Detail]]] = [
-    (Step.Name.IDENTITY, create_identity),
-    (Step.Name.FIC, create_federated_credential),
-    (Step.Name.ROLES, assign_roles),
-    (Step.Name.SERVICE_ACCOUNT, create_service_account),
-    (Step.Name.VERIFY, verify),
+N = Step.Name
+STEPS = [
+    engine.StepSpec(N.IDENTITY, create_identity, still_done=_identity_done),
+    # Once the identity exists, these three are independent of each other: they run at once.
+    engine.StepSpec(N.FIC, create_federated_credential, after=(N.IDENTITY,), still_done=_credential_done),
+    engine.StepSpec(N.ROLES, assign_roles, after=(N.IDENTITY,), still_done=_roles_done, save=save_assignments),
+    engine.StepSpec(N.SERVICE_ACCOUNT, create_service_account, after=(N.IDENTITY,)),
+    engine.StepSpec(N.VERIFY, verify, after=(N.FIC, N.ROLES, N.SERVICE_ACCOUNT)),
 ]
-assert [n for n, _ in STEPS] == workflow.PROVISIONING_STEPS  # nosec B101 # import-time check of two constants
+assert [s.name for s in STEPS] == workflow.PROVISIONING_STEPS  # nosec B101 # import-time check of two constants
 
-REVOKE_STEPS: list[tuple[str, Callable[[IdentityRequest], Detail]]] = [
-    (Step.Name.REVOKE_SERVICE_ACCOUNT, remove_service_account),
-    (Step.Name.REVOKE_ROLES, remove_role_assignments),
-    (Step.Name.REVOKE_FIC, remove_federated_credential),
-    (Step.Name.REVOKE_IDENTITY, remove_identity),
+# One after another: nothing may point at a principal that is already gone.
+REVOKE_STEPS = [
+    engine.StepSpec(N.REVOKE_SERVICE_ACCOUNT, remove_service_account),
+    engine.StepSpec(N.REVOKE_ROLES, remove_role_assignments, after=(N.REVOKE_SERVICE_ACCOUNT,)),
+    engine.StepSpec(N.REVOKE_FIC, remove_federated_credential, after=(N.REVOKE_ROLES,)),
+    engine.StepSpec(N.REVOKE_IDENTITY, remove_identity, after=(N.REVOKE_FIC,)),
 ]
-assert [n for n, _ in REVOKE_STEPS] == workflow.REVOCATION_STEPS  # nosec B101 # import-time check of two constants
+assert [s.name for s in REVOKE_STEPS] == workflow.REVOCATION_STEPS  # nosec B101 # import-time check
 
-PROVISIONING = Operation("provisioning", _start_provisioning, STEPS, workflow.mark_ready)
-REVOCATION = Operation("revocation", _start_revocation, REVOKE_STEPS, workflow.mark_revoked)
+PROVISIONING = engine.Operation("provisioning", _start_provisioning, STEPS, workflow.mark_ready)
+REVOCATION = engine.Operation("revocation", _start_revocation, REVOKE_STEPS, workflow.mark_revoked)
+# Checking again is the point of this operation: its one step runs whatever it found last time.
+VERIFICATION = engine.Operation(
+    "verification",
+    _start_verification,
+    [engine.StepSpec(N.VERIFY, verify, still_done=lambda req, step: False)],
+    finish=lambda req: None,
+)

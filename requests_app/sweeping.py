@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import audit, jobs
+from . import audit, queueing
 from .models import IdentityRequest, OutboxJob, Status
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def flush_outbox() -> int:
         if OutboxJob.objects.filter(pk=row.pk).delete()[0] == 0:
             continue
         try:
-            jobs.ENQUEUERS[row.job](*row.args)  # outside a transaction: django-rq enqueues at once, or raises
+            queueing.ENQUEUERS[row.job](*row.args)  # outside a transaction: django-rq enqueues at once, or raises
         except RedisError:
             row.save()  # back, under the same id, for the next sweep
             raise
@@ -68,9 +68,9 @@ def sweep(now: datetime | None = None) -> int:
             )
         # No live lease: any job still marked "started" for the request is dead, so resume=True.
         if req.status == Status.REVOKING:
-            jobs.enqueue_revoke(req.pk, resume=True)
+            queueing.enqueue_revoke(req.pk, resume=True)
         else:
-            jobs.enqueue_provision(req.pk, resume=True)
+            queueing.enqueue_provision(req.pk, resume=True)
     if found:
         log.info("sweep: re-enqueued %d request(s)", len(found))
     return flushed + len(found)

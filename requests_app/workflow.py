@@ -3,20 +3,20 @@
 Each transition is one function: guard first (raising WorkflowError with a message for people), then a
 compare-and-swap on `status` so two clicks at once give one winner, then the audit event in the same
 transaction, then side effects on commit: jobs, e-mail included (sent by a job), queued by
-`jobs.enqueue_or_keep`, which keeps them in the outbox when Redis is down.
+`queueing.enqueue_or_keep`, which keeps them in the outbox when Redis is down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import access, audit, jobs, naming, policy
+from . import access, audit, naming, policy, queueing
 from .models import (
     ACTIVE_STATUSES,
     AllowedRole,
@@ -46,6 +46,15 @@ REVOCATION_STEPS = [
     Step.Name.REVOKE_FIC,
     Step.Name.REVOKE_IDENTITY,
 ]
+
+REPAIR_STEPS = [
+    Step.Name.REPAIR_IDENTITY,
+    Step.Name.REPAIR_FIC,
+    Step.Name.REPAIR_ROLES,
+    Step.Name.REPAIR_SERVICE_ACCOUNT,
+]
+# Step rows are ordered by position: provisioning, then revocation, then a repair's.
+REPAIR_POSITION = 20
 
 
 class WorkflowError(Exception):
@@ -77,23 +86,23 @@ def _swap(req: IdentityRequest, old: str, new: str, **fields: object) -> bool:
 
 def enqueue_provisioning(req: IdentityRequest) -> None:
     request_id = req.pk
-    transaction.on_commit(lambda: jobs.enqueue_or_keep("provision", request_id))
+    transaction.on_commit(lambda: queueing.enqueue_or_keep("provision", request_id))
 
 
 def enqueue_revocation(req: IdentityRequest) -> None:
     request_id = req.pk
-    transaction.on_commit(lambda: jobs.enqueue_or_keep("revoke", request_id))
+    transaction.on_commit(lambda: queueing.enqueue_or_keep("revoke", request_id))
 
 
 def enqueue_verification(req: IdentityRequest) -> None:
     request_id = req.pk
-    transaction.on_commit(lambda: jobs.enqueue_or_keep("verify", request_id))
+    transaction.on_commit(lambda: queueing.enqueue_or_keep("verify", request_id))
 
 
 def notify(kind: str, req: IdentityRequest) -> None:
     """E-mail about `req` once the transaction commits, sent by a job (the kinds: notifications.MAILS)."""
     request_id = req.pk
-    transaction.on_commit(lambda: jobs.enqueue_or_keep("mail", kind, request_id))
+    transaction.on_commit(lambda: queueing.enqueue_or_keep("mail", kind, request_id))
 
 
 def submit_request(
@@ -350,61 +359,95 @@ def begin_provisioning(req: IdentityRequest) -> bool:
     return True
 
 
-def step_started(step: Step) -> None:
-    with transaction.atomic():
-        Step.objects.filter(pk=step.pk).update(
-            state=Step.State.RUNNING, attempts=step.attempts + 1, started_at=timezone.now(), finished_at=None, error=""
+@dataclass
+class StepResult:
+    """How one attempt of a step ended: succeeded (`detail`), waiting (`waiting`: the error, `delay` seconds to the
+    next attempt) or failed for good (`failed`: the message). `facts` go into the audit event."""
+
+    step: Step
+    detail: dict | None = None
+    waiting: str = ""
+    delay: float = 0.0
+    failed: str = ""
+    facts: dict | None = None
+
+
+def steps_started(steps: list[Step], *, now: datetime | None = None) -> None:
+    """A round of steps begins: one transaction, one audit batch. A step that was waiting to retry keeps its
+    first attempt's start time (its retry window counts from there)."""
+    now = now or timezone.now()
+    with transaction.atomic(), audit.batch():
+        for step in steps:
+            first = step.state != Step.State.WAITING
+            step.state, step.attempts, step.next_attempt_at = Step.State.RUNNING, step.attempts + 1, None
+            if first:
+                step.started_at, step.finished_at, step.error = now, None, ""
+                audit.record(
+                    f"step.{step.name}.started", actor=None, request=step.request, details={"attempt": step.attempts}
+                )
+        Step.objects.bulk_update(steps, ["state", "attempts", "next_attempt_at", "started_at", "finished_at", "error"])
+        req = steps[0].request
+        if req.next_attempt_at is not None:
+            req.next_attempt_at = None
+            IdentityRequest.objects.filter(pk=req.pk).update(next_attempt_at=None)
+
+
+def steps_finished(results: list[StepResult], *, now: datetime | None = None) -> Step | None:
+    """Record how a round of steps ended, in one transaction; returns the first step that failed for good.
+
+    A waiting step records when its next attempt is due, and the request the earliest of those (the page shows
+    it; the sweep leaves the request alone until then). A failed step fails the request, naming the step.
+    """
+    now = now or timezone.now()
+    failed: Step | None = None
+    with transaction.atomic(), audit.batch():
+        for r in results:
+            step = r.step
+            if r.failed:
+                step.state, step.finished_at, step.error, step.next_attempt_at = Step.State.FAILED, now, r.failed, None
+                failed = failed or step
+            elif r.waiting:
+                step.state, step.error = Step.State.WAITING, r.waiting
+                step.next_attempt_at = now + timedelta(seconds=r.delay)
+                audit.record(
+                    f"step.{step.name}.retrying",
+                    actor=None,
+                    request=step.request,
+                    details={
+                        "error": r.waiting,
+                        "attempt": step.attempts,
+                        "retry_in_seconds": round(r.delay, 2),
+                        **(r.facts or {}),
+                    },
+                )
+            else:
+                step.state, step.finished_at, step.error, step.next_attempt_at = Step.State.SUCCEEDED, now, "", None
+                step.detail = {**step.detail, **(r.detail or {})}
+                audit.record(f"step.{step.name}.succeeded", actor=None, request=step.request, details=r.detail or {})
+        Step.objects.bulk_update(
+            [r.step for r in results], ["state", "finished_at", "error", "next_attempt_at", "detail"]
         )
-        step.refresh_from_db()
-        audit.record(f"step.{step.name}.started", actor=None, request=step.request, details={"attempt": step.attempts})
-
-
-def step_attempt(step: Step) -> None:
-    """The next attempt of a step that was waiting to retry (its start time stays the first attempt's)."""
-    with transaction.atomic():
-        Step.objects.filter(pk=step.pk).update(
-            state=Step.State.RUNNING, attempts=step.attempts + 1, next_attempt_at=None
-        )
-        IdentityRequest.objects.filter(pk=step.request_id).update(next_attempt_at=None)
-        step.refresh_from_db()
-
-
-def step_waiting(step: Step, message: str, delay: float, detail: dict | None = None) -> None:
-    """A transient failure: the step waits `delay` seconds before its next attempt; the page shows when."""
-    due = timezone.now() + timedelta(seconds=delay)
-    with transaction.atomic():
-        step.state, step.error, step.next_attempt_at = Step.State.WAITING, message, due
-        step.save(update_fields=["state", "error", "next_attempt_at"])
-        IdentityRequest.objects.filter(pk=step.request_id).update(next_attempt_at=due)
-        audit.record(
-            f"step.{step.name}.retrying",
-            actor=None,
-            request=step.request,
-            details={"error": message, "attempt": step.attempts, "retry_in_seconds": round(delay, 2), **(detail or {})},
-        )
-
-
-def step_succeeded(step: Step, detail: dict | None = None) -> None:
-    with transaction.atomic():
-        step.state, step.finished_at, step.error = Step.State.SUCCEEDED, timezone.now(), ""
-        step.next_attempt_at = None
-        step.detail = {**step.detail, **(detail or {})}
-        step.save(update_fields=["state", "finished_at", "detail", "error", "next_attempt_at"])
-        audit.record(f"step.{step.name}.succeeded", actor=None, request=step.request, details=detail or {})
-
-
-def step_failed(step: Step, message: str, detail: dict | None = None) -> None:
-    """The step failed for good: the request becomes `failed`, naming the step, and can be retried."""
-    with transaction.atomic():
-        step.state, step.finished_at, step.error = Step.State.FAILED, timezone.now(), message
-        step.next_attempt_at = None
-        step.save(update_fields=["state", "finished_at", "error", "next_attempt_at"])
-        req = step.request
-        running = Status.REVOKING if step.name in REVOCATION_STEPS else Status.PROVISIONING
-        moved = _swap(req, running, Status.FAILED, failed_step=step.name, failure_message=message, next_attempt_at=None)
-        audit.record(f"step.{step.name}.failed", actor=None, request=req, details={"error": message, **(detail or {})})
-        if moved:  # a re-run check on a ready request fails its step only: the request did not fail
-            notify("request_failed", req)
+        req = results[0].step.request
+        dues = [r.step.next_attempt_at for r in results if r.waiting]
+        if failed is not None:
+            running = Status.REVOKING if failed.name in REVOCATION_STEPS else Status.PROVISIONING
+            moved = _swap(
+                req, running, Status.FAILED, failed_step=failed.name, failure_message=failed.error, next_attempt_at=None
+            )
+            for r in results:
+                if r.failed:
+                    audit.record(
+                        f"step.{r.step.name}.failed",
+                        actor=None,
+                        request=req,
+                        details={"error": r.failed, **(r.facts or {})},
+                    )
+            if moved:  # a re-run check on a ready request fails its step only: the request did not fail
+                notify("request_failed", req)
+        elif dues:
+            req.next_attempt_at = min(dues)
+            IdentityRequest.objects.filter(pk=req.pk).update(next_attempt_at=req.next_attempt_at)
+    return failed
 
 
 def mark_ready(req: IdentityRequest) -> None:

@@ -212,17 +212,56 @@ def get_identity(subscription_id: str, resource_group: str, name: str) -> Manage
 
 
 def put_identity(
-    subscription_id: str, resource_group: str, name: str, *, location: str, tags: dict[str, str]
+    subscription_id: str,
+    resource_group: str,
+    name: str,
+    *,
+    location: str,
+    tags: dict[str, str],
+    only_if_new: bool = False,
 ) -> ManagedIdentity:
-    """Create the identity, or update its tags if it exists (PUT is idempotent; the IDs never change)."""
+    """Create the identity, or update its tags if it exists (PUT is idempotent; the IDs never change).
+
+    `only_if_new`: a conditional create (`If-None-Match: *`): if an identity of that name exists, nothing is
+    written and CloudError `IdentityExists` is raised, so the caller can look at it before touching it. Should a
+    service ignore the condition and answer 200 (it updated an identity that was there), `IdentityExists` is
+    raised too, with `existed_and_written` set on the error.
+    """
     body = Identity(location=location, tags=tags)
     limits.spend_arm_write(subscription_id)
-    return call_arm(
-        f"the managed identity {name}",
-        lambda: _identity(
-            _client(subscription_id).user_assigned_identities.create_or_update(resource_group, name, body)
-        ),
-    )
+    kwargs: dict[str, Any] = {}
+    if only_if_new:
+        kwargs = {"headers": {"If-None-Match": "*"}, "cls": lambda response, raw, headers: (response, raw)}
+    try:
+        result = call_arm(
+            f"the managed identity {name}",
+            lambda: _client(subscription_id).user_assigned_identities.create_or_update(
+                resource_group, name, body, **kwargs
+            ),
+        )
+    except CloudError as e:
+        if only_if_new and e.status == 412:
+            raise CloudError(
+                f"An identity named {name} already exists in resource group {resource_group}.",
+                permanent=False,
+                code="IdentityExists",
+                status=412,
+            ) from e
+        raise
+    if not only_if_new:
+        return _identity(result)
+    response, raw = result
+    if response.http_response.status_code != 201:
+        error = CloudError(
+            f"An identity named {name} already existed in resource group {resource_group}, and Azure updated it "
+            "although the portal asked to create it only if new.",
+            permanent=True,
+            code="IdentityExists",
+            status=response.http_response.status_code,
+        )
+        error.existed_and_written = True
+        raise error
+    return _identity(raw)
 
 
 def delete_identity(subscription_id: str, resource_group: str, name: str) -> None:

@@ -183,6 +183,7 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
         for step in steps:
             step.error = redact_ids(step.error, req)
     revoking = {s.value for s in workflow.REVOCATION_STEPS}
+    repairing = {s.value for s in workflow.REPAIR_STEPS}
     # A re-run verification on a ready request is followed live too (the status itself does not change).
     checking = req.status == Status.READY and any(s.state in UNFINISHED_STEP_STATES for s in steps)
     return {
@@ -192,7 +193,8 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
         "step_groups": [
             (title, group)
             for title, group in (
-                ("Provisioning", [s for s in steps if s.name not in revoking]),
+                ("Provisioning", [s for s in steps if s.name not in revoking | repairing]),
+                ("Last repair", [s for s in steps if s.name in repairing]),
                 ("Revocation", [s for s in steps if s.name in revoking]),
             )
             if group

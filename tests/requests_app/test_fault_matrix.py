@@ -60,11 +60,15 @@ TARGETS = {
         "DELETE", rf"/userAssignedIdentities/{IDENTITY}$", "arm", f"the deletion of managed identity {IDENTITY}"
     ),
 }
-# The first read each step makes: reads fail transiently too, and are retried like writes.
-READS = {
+# The first read each step makes: reads fail transiently too, and are retried like writes. The identity,
+# credential and ServiceAccount steps read only on a later attempt (a first attempt writes at once): see
+# test_a_later_attempt_reads_first_and_its_failed_read_is_retried.
+LATER_READS = {
     "identity": ("GET", rf"/userAssignedIdentities/{IDENTITY}$"),
     "fic": ("GET", r"/federatedIdentityCredentials$"),
     "service_account": ("GET", rf"/serviceaccounts/{SA}$"),
+}
+READS = {
     "verify": ("POST", TOKEN),  # the token exchange at Entra, after the TokenRequest
     "revoke_service_account": ("GET", rf"/serviceaccounts/{SA}$"),
     "revoke_roles": ("GET", r"/roleAssignments$"),
@@ -331,7 +335,9 @@ def assert_failed_at(req: IdentityRequest, step: str) -> IdentityRequest:
     rows = steps(req)
     assert rows[step].state == Step.State.FAILED and rows[step].error == req.failure_message
     order = REVOKE_STEPS if step in REVOKE_STEPS else PROVISION_STEPS
-    assert all(rows[s].state == Step.State.PENDING for s in order[order.index(step) + 1 :])
+    # The credential, role and ServiceAccount steps run at once: only what needs the failed step waits.
+    later = ["verify"] if step in ("fic", "roles", "service_account") else order[order.index(step) + 1 :]
+    assert all(rows[s].state == Step.State.PENDING for s in later)
     assert AuditEvent.objects.filter(request=req, action=f"step.{step}.failed").count() == 1
     assert not AuditEvent.objects.filter(request=req, action=f"step.{step}.retrying").exists()
     return req
@@ -406,15 +412,33 @@ def test_a_credential_still_propagating_is_retried_until_entra_knows_it(req, con
     assert codes == {"AADSTS70021"}
 
 
+@pytest.mark.parametrize("step", list(LATER_READS))
+def test_a_later_attempt_reads_first_and_its_failed_read_is_retried(step, request, demo_cluster, control) -> None:
+    req = request_for(step, request)
+    target = TARGETS[step]
+    method, path = LATER_READS[step]
+    control.add_fault(target.path, method=target.method, status=503, times=1)  # the first attempt's write
+    control.add_fault(path, method=method, status=503, times=1)  # the second attempt's read
+    sleeps = Sleeps()
+    run(step, req, sleeps)
+    assert_finished(step, control, req)
+    assert sum(r["hits"] for r in control.faults()) == 2
+    assert_retried(req, step, 2)
+    assert len(control.calls(method=method, path=path)) >= 2  # read on the second attempt, and again after it failed
+
+
 def test_the_kubernetes_client_does_not_retry_on_its_own(req, control) -> None:
     # urllib3 retries GET 429/503 with Retry-After by itself unless told not to; the adapter turns that off,
-    # so every 429 reaches the portal's retry logic (and its audit), one call per attempt.
+    # so every 429 reaches the portal's retry logic (and its audit), one call per attempt. The ServiceAccount
+    # step reads on its second attempt (the first one's create fails here).
+    control.add_fault(r"/serviceaccounts$", method="POST", status=503, times=1)
     control.add_fault(rf"/serviceaccounts/{SA}$", method="GET", status=429, retry_after=1, times=1)
     sleeps = Sleeps()
     provisioning.provision(req.pk, sleep=sleeps)
     assert_exactly_once(control, req)
-    assert_retried(req, "service_account", 1)
-    assert sleeps.delays == [1.0]
+    assert_retried(req, "service_account", 2)
+    assert sleeps.delays[1] == 1.0
+    assert len(control.calls(method="GET", path=rf"/serviceaccounts/{SA}$")) == 2  # the 429, then the answer
     assert kubernetes.configuration(req.cluster).retries is False
 
 

@@ -8,7 +8,6 @@ shows no two writes overlapping in time. Without the lock the emulator does answ
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 from collections.abc import Callable
 
@@ -82,18 +81,6 @@ def assert_no_overlap(calls: list[dict]) -> None:
     spans = sorted((c["start"], c["end"]) for c in calls)
     overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
     assert overlaps == []
-
-
-def test_writers_in_separate_processes_are_serialised_and_none_fails(identity, control) -> None:
-    # Forked worker processes, as RQ runs them: they share nothing but Redis and the emulator.
-    with multiprocessing.get_context("fork").Pool(WRITERS) as pool:
-        results = pool.map(_write_locked, range(WRITERS))
-    assert results == ["ok"] * WRITERS
-    calls = fic_writes(control)
-    assert [c["status"] for c in calls] == [201] * WRITERS  # each written once, and never refused
-    assert_no_overlap(calls)
-    fics = [f for f in control.state()["fics"].values() if f["id"].lower().startswith(identity.id.lower())]
-    assert sorted(f["name"] for f in fics) == [f"fic-{i}" for i in range(WRITERS)]
 
 
 def test_writers_in_threads_are_serialised_and_none_fails(identity, control) -> None:

@@ -6,7 +6,7 @@ import django_rq
 import pytest
 from rq import SimpleWorker
 
-from requests_app import jobs, workflow
+from requests_app import jobs, queueing, workflow
 from requests_app.models import IdentityRequest, Status
 from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
 
@@ -62,7 +62,7 @@ def test_enqueueing_twice_creates_nothing_twice(approved, queue, control) -> Non
     jobs.enqueue_provision(approved.pk)  # a redelivery while queued (rq keeps both entries of the one job id)
     work()
     seq = control.last_seq()
-    jobs.provision.delay(str(approved.pk))  # and a late duplicate after it finished
+    queue.enqueue(queueing.PROVISION, str(approved.pk))  # and a late duplicate after it finished
     work()
     assert status(approved) == Status.READY
     assert control.calls(since=seq) == []  # the runs after the first found the request ready

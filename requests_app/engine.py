@@ -1,0 +1,246 @@
+"""The one engine that runs every operation on a request: provisioning, revocation, verification, drift repair.
+
+An operation is a declared list of steps, each naming the steps it needs first. The engine owns everything
+around them: the request's lease, the Step rows (attempts, timings, errors, the next attempt), the audit events,
+retries and their waits. A run does what is due now and returns:
+
+- steps whose needs are met run; when several are ready at once (the credential, the role assignments and the
+  ServiceAccount, once the identity exists) they run at the same time, each in a thread of this job;
+- a transient error records when the next attempt is due (retry.decide: backoff with full jitter, Retry-After,
+  the long windows for PrincipalNotFound and AADSTS70021) and the run returns `Outcome.retry_at`: the job puts
+  itself back on the queue for then (RQ's scheduler) and the worker moves on. Waiting never holds a worker;
+- a permanent error fails the step (and the request, for provisioning and revocation), audited, retryable;
+- when every step has succeeded the operation's `finish` runs (ready, revoked, …).
+
+Steps that run in threads must not touch the database: the engine reads what they need before (the request, its
+cluster and grants are loaded once) and writes what they return after, in this thread (`StepSpec.save`). Steps
+that run alone (an operation's first step, verification, every repair step) may.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections
+from django.utils import timezone
+
+from . import leases, retry, workflow
+from .cloud.errors import CloudError
+from .models import IdentityRequest, Step
+
+log = logging.getLogger(__name__)
+
+Detail = dict[str, Any]
+Clock = Callable[[], datetime]
+# A scheduled job may be started a moment before its time by a scheduler whose clock runs a little ahead: a step
+# due within this margin runs now rather than being put back for a few milliseconds.
+DUE_MARGIN = timedelta(seconds=0.5)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of an operation.
+
+    `run(req, first)` does the work and returns what to record; `first` is True on the step's first attempt of
+    this operation, when nothing can have been written by an earlier attempt (a step may then skip a read it
+    needs only to resume). `after`: the steps that must have succeeded first. `still_done(req, step)`: whether
+    a step that succeeded before still holds (judged from the database alone); a step that does not is run
+    again. `save(req)`: runs in the engine's thread after the step, whatever its outcome, to store what the
+    step put on the request's objects (it may have made some of its things before it failed).
+    """
+
+    name: str
+    run: Callable[[IdentityRequest, bool], Detail]
+    after: tuple[str, ...] = ()
+    still_done: Callable[[IdentityRequest, Step], bool] | None = None
+    save: Callable[[IdentityRequest], None] | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    # Take the request into the operation (e.g. approved → provisioning); False: nothing to do.
+    start: Callable[[IdentityRequest], bool]
+    steps: list[StepSpec]
+    finish: Callable[[IdentityRequest], None]
+    # Checked before each round of steps: False stops the run (e.g. a repair once a revocation was asked for).
+    still_wanted: Callable[[IdentityRequest], bool] = lambda req: True
+    # Called once when a step fails for good (after the step and the request recorded it).
+    on_failure: Callable[[IdentityRequest, Step], None] | None = None
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.steps]
+        unknown = {a for s in self.steps for a in s.after} - set(names)
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"operation {self.name}: steps {names} need unknown steps {sorted(unknown)}")
+
+
+@dataclass
+class Outcome:
+    """How a run ended. `retry_at`: when to run again (a step waits for its next attempt)."""
+
+    state: str  # "done", "failed", "waiting", "busy" (another worker holds the lease), "idle", "stopped"
+    retry_at: datetime | None = None
+    delay: float | None = None  # the wait this run decided on, in seconds, when it put a step off
+    ran: list[str] = field(default_factory=list)
+
+
+def run(request_id: uuid.UUID, op: Operation, *, now: Clock = timezone.now) -> Outcome:
+    """Do what is due of `op` on one request now. Safe to call any number of times, from any worker."""
+    # The lease makes this worker the only one on the request; a dead worker's lease runs out and the sweep
+    # hands the request to another, which resumes here: finished steps are skipped, nothing is made twice.
+    if not leases.acquire(request_id):
+        log.info("%s: request %s is leased by another worker", op.name, request_id)
+        return Outcome("busy")
+    try:
+        req = (
+            IdentityRequest.objects.select_related("cluster")
+            .prefetch_related("grants", "steps")
+            .filter(pk=request_id)
+            .first()
+        )
+        if req is None or not op.start(req):
+            return Outcome("idle")
+        return _rounds(req, op, now)
+    finally:
+        leases.release(request_id)
+
+
+def _rounds(req: IdentityRequest, op: Operation, now: Clock) -> Outcome:
+    rows = {s.name: s for s in req.steps.all()}
+    for row in rows.values():
+        row.request = req  # one instance, so status changes made by workflow are seen everywhere
+    outcome = Outcome("done")
+    deferred: set[str] = set()  # steps this run put off: their next attempt is a later run's, however soon
+    succeeded: set[str] = set()  # steps this run did (a step that is never `still_done` runs once per run)
+    while True:
+        done = {s.name for s in op.steps if s.name in succeeded or _done(req, rows[s.name], s)}
+        pending = [s for s in op.steps if s.name not in done]
+        if not pending:
+            op.finish(req)
+            return outcome
+        ready = [s for s in pending if set(s.after) <= done]
+        due = now() + DUE_MARGIN
+        waits = {s.name for s in ready if s.name in deferred or _waiting_until(rows[s.name], due)}
+        later = [rows[name].next_attempt_at for name in waits]
+        runnable = [s for s in ready if s.name not in waits]
+        if not runnable:
+            outcome.state, outcome.retry_at = "waiting", min(t for t in later if t) if any(later) else now()
+            return outcome
+        if not op.still_wanted(req):
+            outcome.state = "stopped"
+            return outcome
+        if not leases.renew(req.pk):
+            log.warning("%s: lost the lease on request %s; stopping", op.name, req.pk)
+            outcome.state = "stopped"
+            return outcome
+        results = _run_round(req, [(spec, rows[spec.name]) for spec in runnable], now)
+        outcome.ran += [spec.name for spec in runnable]
+        failed = workflow.steps_finished(results, now=now())
+        deferred |= {r.step.name for r in results if r.waiting}
+        succeeded |= {r.step.name for r in results if not (r.waiting or r.failed)}
+        delays = [r.delay for r in results if r.waiting]
+        if delays:
+            outcome.delay = min(delays + ([outcome.delay] if outcome.delay is not None else []))
+        if failed is not None:
+            if op.on_failure:
+                op.on_failure(req, failed)
+            outcome.state = "failed"
+            return outcome
+
+
+def _waiting_until(row: Step, due: datetime) -> bool:
+    return row.state == Step.State.WAITING and row.next_attempt_at is not None and row.next_attempt_at > due
+
+
+def _done(req: IdentityRequest, row: Step, spec: StepSpec) -> bool:
+    return row.state == Step.State.SUCCEEDED and (spec.still_done is None or spec.still_done(req, row))
+
+
+def _run_round(req: IdentityRequest, batch: list[tuple[StepSpec, Step]], now: Clock) -> list[workflow.StepResult]:
+    """Start the steps (one transaction), run them (at once when several), and say how each ended."""
+    workflow.steps_started([row for _, row in batch], now=now())
+    if len(batch) == 1:
+        spec, row = batch[0]
+        outcomes = [_call(spec, req, row)]
+    else:
+        with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix=f"step-{req.pk}") as pool:
+            outcomes = list(pool.map(lambda pair: _call_in_thread(pair[0], req, pair[1]), batch))
+    results = []
+    for (spec, row), (detail, error) in zip(batch, outcomes, strict=True):
+        if spec.save:
+            spec.save(req)
+        results.append(_result(row, detail, error, now))
+    return results
+
+
+def _call_in_thread(spec: StepSpec, req: IdentityRequest, row: Step) -> tuple[Detail | None, Exception | None]:
+    try:
+        return _call(spec, req, row)
+    finally:
+        # A step that ran here must not have used the database; if it did anyway, do not leak the connection.
+        connections.close_all()
+
+
+def _call(spec: StepSpec, req: IdentityRequest, row: Step) -> tuple[Detail | None, Exception | None]:
+    try:
+        return spec.run(req, row.attempts == 1), None
+    except Exception as e:  # recorded by _result: a CloudError is retried or fails the step; anything else fails it
+        if not isinstance(e, CloudError):
+            log.exception("step %s of request %s crashed", row.name, req.pk)
+        return None, e
+
+
+def _result(row: Step, detail: Detail | None, error: Exception | None, now: Clock) -> workflow.StepResult:
+    if error is None:
+        return workflow.StepResult(row, detail=detail or {})
+    if not isinstance(error, CloudError):  # a bug or an SDK surprise: fail the step visibly rather than loop
+        return workflow.StepResult(
+            row,
+            failed=(
+                f"The portal hit an unexpected error ({type(error).__name__}). Retrying may help; "
+                "if it does not, an admin can find the details in the worker's log."
+            ),
+            facts={"code": type(error).__name__, "permanent": False},
+        )
+    elapsed = (now() - row.started_at).total_seconds() if row.started_at else 0.0
+    decision = retry.decide(error, attempts=row.attempts, elapsed=elapsed)
+    facts = {"code": error.code, "status": error.status, "permanent": error.permanent}
+    if not decision.retry:
+        message = error.message if error.permanent else f"{error.message} The portal {decision.reason}."
+        return workflow.StepResult(row, failed=message, facts=facts)
+    return workflow.StepResult(row, waiting=error.message, delay=decision.delay, facts=facts)
+
+
+def run_here(
+    request_id: uuid.UUID,
+    op: Operation,
+    *,
+    sleep: Callable[[float], None],
+    now: Clock = timezone.now,
+) -> Outcome:
+    """Run `op` to its end in this process, waiting out retries with `sleep` (management commands and tests).
+
+    Time as the engine sees it moves on by what was slept, so `sleep=lambda s: None` runs a whole retry
+    window at once, exactly as the scheduled jobs would over real minutes.
+    """
+    slept = timedelta()
+
+    def clock() -> datetime:
+        return now() + slept
+
+    while True:
+        outcome = run(request_id, op, now=clock)
+        if outcome.state != "waiting" or outcome.retry_at is None:
+            return outcome
+        # The wait as decided (Retry-After is honoured as given), or what is left of an earlier run's.
+        delay = outcome.delay if outcome.delay is not None else (outcome.retry_at - clock()).total_seconds()
+        delay = max(0.0, delay)
+        sleep(delay)
+        slept += timedelta(seconds=delay)

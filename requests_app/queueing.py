@@ -1,0 +1,142 @@
+"""Putting work on the queues, and nothing else.
+
+Workflow, sweeping and drift import this module to enqueue; the job targets live in `jobs` and are named here by
+their dotted path, so only RQ imports them (in a worker) and nothing here imports the provisioning code: no
+import cycle between workflow, jobs, provisioning, drift and sweeping.
+
+Redis only carries work: the database is the source of truth. `enqueue_or_keep` keeps in the outbox table what
+Redis could not take when it committed; the sweep enqueues it later (sweeping.flush_outbox).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import django_rq
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from .models import OutboxJob
+
+log = logging.getLogger(__name__)
+
+# The configured names (settings.PORTAL_REDIS_PREFIX + "provisioning" / "default"): cloud work on one queue,
+# periodic checks and e-mail on the other.
+QUEUE = settings.PORTAL_PROVISIONING_QUEUE
+DEFAULT_QUEUE = settings.PORTAL_DEFAULT_QUEUE
+MAIL_QUEUE = DEFAULT_QUEUE
+_ALIVE = ("queued", "started", "deferred", "scheduled")
+
+# The job targets, by name (see jobs.py).
+PROVISION = "requests_app.jobs.provision"
+REVOKE = "requests_app.jobs.revoke"
+VERIFY = "requests_app.jobs.verify_again"
+REPAIR = "requests_app.jobs.repair"
+RECONCILE = "requests_app.jobs.reconcile"
+RECONCILE_CLUSTERS = "requests_app.jobs.reconcile_clusters"
+SEND_MAIL = "requests_app.jobs.send_mail"
+SWEEP = "requests_app.jobs.sweep"
+
+
+def _enqueue(
+    func: str, request_id: uuid.UUID, kind: str, *args: object, queue_name: str = QUEUE, resume: bool = False
+) -> None:
+    """Queue `func` for a request unless a job for it is already waiting or running.
+
+    The check is not atomic; a rare second job is harmless: the lease lets one run, and steps are idempotent.
+    `resume`: the sweep found the request without a live lease, so a job still marked "started" is dead (a
+    SIGKILLed worker leaves that status behind until RQ's own cleanup, much later): queue a new one.
+    """
+    queue = django_rq.get_queue(queue_name)
+    job_id = f"{kind}-{request_id}"
+    existing = queue.fetch_job(job_id)
+    alive = tuple(s for s in _ALIVE if not (resume and s == "started"))
+    if existing is not None and existing.get_status(refresh=True) in alive:
+        return
+    queue.enqueue(func, str(request_id), *args, job_id=job_id)
+
+
+def enqueue_provision(request_id: uuid.UUID, *, resume: bool = False) -> None:
+    _enqueue(PROVISION, request_id, "provision", resume=resume)
+
+
+def enqueue_revoke(request_id: uuid.UUID, *, resume: bool = False) -> None:
+    _enqueue(REVOKE, request_id, "revoke", resume=resume)
+
+
+def enqueue_verify(request_id: uuid.UUID) -> None:
+    _enqueue(VERIFY, request_id, "verify")
+
+
+def enqueue_repair(request_id: uuid.UUID, actor_id: int | None) -> None:
+    _enqueue(REPAIR, request_id, "repair", actor_id)
+
+
+def enqueue_reconcile(request_id: uuid.UUID) -> None:
+    _enqueue(RECONCILE, request_id, "reconcile", queue_name=DEFAULT_QUEUE)
+
+
+def enqueue_reconcile_clusters() -> None:
+    # A fixed job id is one key for every portal on this Redis database: the prefix keeps it ours.
+    job_id = f"{settings.PORTAL_REDIS_PREFIX}reconcile-clusters"
+    django_rq.get_queue(DEFAULT_QUEUE).enqueue(RECONCILE_CLUSTERS, job_id=job_id)
+
+
+def enqueue_mail(kind: str, request_id: uuid.UUID | str) -> None:
+    from .notifications import MAILS  # a constant table; notifications imports nothing of the workflow
+
+    if kind not in MAILS:
+        raise ValueError(f"no e-mail called {kind}")
+    django_rq.get_queue(MAIL_QUEUE).enqueue(SEND_MAIL, kind, str(request_id))
+
+
+def enqueue_sweep() -> None:
+    django_rq.get_queue(DEFAULT_QUEUE).enqueue(SWEEP)
+
+
+def enqueue_again_at(func: str, kind: str, request_id: uuid.UUID, when: datetime, *args: object) -> None:
+    """Run `func` for the request again at `when` (a step waits for its next attempt): RQ's scheduler, which
+    every worker runs (`rqworker --with-scheduler`), puts the job on the queue then.
+
+    The job id carries the time, so it never collides with the job that is running now (which scheduled it);
+    should this job be lost (Redis flushed), the sweep finds the request due once `when` has passed.
+    """
+    job_id = f"{kind}-{request_id}-at-{int(when.timestamp() * 1000)}"
+    django_rq.get_queue(QUEUE).enqueue_at(when, func, str(request_id), *args, job_id=job_id)
+
+
+def _enqueue_reconcile_all() -> None:
+    from .drift.reconcile import enqueue_reconcile_all
+
+    enqueue_reconcile_all()
+
+
+# What a transaction can leave for the queue, by the name an OutboxJob row keeps when Redis could not take it.
+ENQUEUERS: dict[str, Callable[..., object]] = {
+    "provision": enqueue_provision,
+    "revoke": enqueue_revoke,
+    "verify": enqueue_verify,
+    "repair": enqueue_repair,
+    "reconcile_all": _enqueue_reconcile_all,
+    "mail": enqueue_mail,
+}
+
+
+def enqueue_or_keep(name: str, *args: object) -> bool:
+    """Put the job `name` on the queue; if Redis cannot take it, keep it in the outbox. True if it was queued.
+
+    Called once the work it carries has committed: the database holds that work, so a queue that is down is
+    logged, not raised. The person who approved (revoked, asked for a repair) is told the work is queued, and
+    the first sweep after Redis is back enqueues it (sweeping.flush_outbox).
+    """
+    args = tuple(str(a) if isinstance(a, uuid.UUID) else a for a in args)
+    try:
+        ENQUEUERS[name](*args)
+    except RedisError as e:
+        log.warning("the job queue is unavailable (%s): %s%s is kept for the sweep", e, name, args)
+        OutboxJob.objects.create(job=name, args=list(args), error=str(e)[:500])
+        return False
+    return True
