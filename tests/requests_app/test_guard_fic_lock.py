@@ -17,6 +17,8 @@ as a worker that lost its lease would be doing, on one real request.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from requests_app import provisioning
@@ -113,7 +115,8 @@ def test_a_repair_and_late_workers_take_turns(ready, env, control) -> None:
     outcomes = at_once(env, ready.pk, ["repair"] + ["create_federated_credential"] * (WORKERS - 1))
     assert outcomes == ["ok"] * WORKERS
     writes = fic_writes(control, ready, since=seq)
-    assert sorted(c["method"] for c in writes)[:2] == ["DELETE", "DELETE"] and "PUT" in {c["method"] for c in writes}
+    methods = Counter(c["method"] for c in writes)
+    assert methods["DELETE"] == 2 and methods["PUT"] >= 1  # the two added by hand went; the approved one came back
     assert overlapping(writes) == []
     [fic] = identities.list_federated_credentials(*where(ready))
     assert (fic.name, fic.subject) == (name, ready.subject)
