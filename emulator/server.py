@@ -372,6 +372,7 @@ class Emulator:
         entry = None
         if surface != "control":
             entry = self.calls.start(
+                clock=self.now(),  # the emulator's own clock (moved by /clock): what its throttle and tokens go by
                 method=method,
                 path=path,
                 query=request.query_string,
