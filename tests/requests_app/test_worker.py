@@ -15,6 +15,7 @@ from rq.job import JobStatus
 
 from requests_app import jobs
 from requests_app.cloud import graph, kubernetes
+from requests_app.cloud.errors import CloudError
 from requests_app.models import Cluster
 from requests_app.worker import Worker
 from tests.requests_app import test_crash_recovery as crash
@@ -155,3 +156,11 @@ def test_graph_rounds_share_one_session_and_its_connection(cloud, control) -> No
     graph.user_access("11111111-1111-4111-8111-111111111111")
     calls = control.calls(since=start, surface="graph")
     assert len(calls) >= 2 and len(peers(calls)) == 1
+
+
+def test_a_kept_client_still_sends_the_token_only_to_an_api_server_read_from_azure(demo_cluster: Cluster) -> None:
+    kubernetes.get_service_account(demo_cluster, "team-payments", "nobody")  # its client is built and kept
+    demo_cluster.arm_resource_id = ""  # a row that no longer says it came from Azure
+    with pytest.raises(CloudError) as info:
+        kubernetes.get_service_account(demo_cluster, "team-payments", "nobody")
+    assert info.value.code == "ClusterNotFromAzure"
