@@ -115,6 +115,13 @@ def test_the_worker_replaces_itself_with_a_fresh_copy_after_max_jobs(workers) ->
     assert [tuple(j.return_value()) for j in runs] == [(pid, 1), (pid, 2), (pid, 1)]
 
 
+def test_the_worker_replaces_itself_once_it_has_used_its_memory_limit(workers) -> None:
+    queue = django_rq.get_queue(jobs.QUEUE)
+    runs = [queue.enqueue(worker_jobs.which_process) for _ in range(2)]
+    pid = run_burst(workers, PORTAL_WORKER_MAX_MEMORY_MB="1")  # any worker has used more: it recycles every job
+    assert [tuple(j.return_value()) for j in runs] == [(pid, 1), (pid, 1)]
+
+
 # ---- per-process clients in the adapters ---------------------------------------------------------------------
 
 
