@@ -171,3 +171,13 @@ def test_a_kept_client_still_sends_the_token_only_to_an_api_server_read_from_azu
     with pytest.raises(CloudError) as info:
         kubernetes.get_service_account(demo_cluster, "team-payments", "nobody")
     assert info.value.code == "ClusterNotFromAzure"
+
+
+def test_a_kept_kubernetes_client_reads_the_portals_token_from_the_credential_before_each_call(
+    control, demo_cluster: Cluster
+) -> None:
+    api = kubernetes.api_client(demo_cluster)
+    api.configuration.api_key["authorization"] = "a-token-that-expired"  # what a kept client would hold by now
+    start = control.last_seq()
+    kubernetes.get_service_account(demo_cluster, "team-payments", "nobody")
+    assert [c["status"] for c in control.calls(since=start, surface="k8s")] == [404]  # heard, not refused (401)
