@@ -31,7 +31,7 @@ from aiohttp import web
 from . import graph
 from .config import App, Tenant, User
 from .errors import entra_error
-from .server import audience_of_scope
+from .server import CALLER, audience_of_scope
 from .tokens import TokenError, unverified_claims
 
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -492,6 +492,7 @@ class Entra:
             form.setdefault("client_id", basic[0])
             form.setdefault("client_secret", basic[1])
         grant = form.get("grant_type", "")
+        request[CALLER] = form.get("client_id", "")  # the call log says which app asked for a token
         if grant == "client_credentials":
             return self.client_credentials(t, form)
         if grant == "authorization_code":

@@ -380,6 +380,8 @@ class Emulator:
                 body=body,
                 request_id=request.headers.get("x-ms-client-request-id") or request.headers.get("client-request-id"),
                 user_agent=request.headers.get("User-Agent", ""),
+                # The client's address and port: calls that share it came over one (TLS) connection.
+                peer=_peer(request),
                 caller=None,
                 fault=None,
             )
@@ -453,6 +455,11 @@ class Emulator:
         for k, v in headers.items():
             response.headers.setdefault(k, v)
         return response
+
+
+def _peer(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return f"{peer[0]}:{peer[1]}" if peer else ""
 
 
 async def _acall(fn: Any, *args: Any) -> Any:

@@ -101,8 +101,14 @@ RQ_QUEUES = {
     PORTAL_DEFAULT_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
     PORTAL_PROVISIONING_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 900},
 }
-# `manage.py rqworker`: RQ's forking worker that imports the cloud SDKs once, not in every job's fork.
-RQ = {"WORKER_CLASS": "requests_app.jobs.Worker"}
+# `manage.py rqworker`: a warm worker that runs every job in its own process (no fork per job), so tokens, SDK
+# clients and their connections serve many jobs (requests_app/worker.py). It replaces itself with a fresh copy
+# after PORTAL_WORKER_MAX_JOBS jobs or PORTAL_WORKER_MAX_MEMORY_MB of memory, and when a job runs on
+# PORTAL_WORKER_STOP_GRACE_SECONDS past its timeout.
+RQ = {"WORKER_CLASS": "requests_app.worker.Worker"}
+PORTAL_WORKER_MAX_JOBS = env_int("PORTAL_WORKER_MAX_JOBS", 1000)
+PORTAL_WORKER_MAX_MEMORY_MB = env_int("PORTAL_WORKER_MAX_MEMORY_MB", 1024)
+PORTAL_WORKER_STOP_GRACE_SECONDS = env_int("PORTAL_WORKER_STOP_GRACE_SECONDS", 60)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("PORTAL_TIME_ZONE", "UTC")

@@ -7,6 +7,7 @@ Against the emulator: the same classes, with the emulator as authority and its C
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -43,17 +44,23 @@ def _authority_kwargs() -> dict[str, Any]:
 
 
 def portal_credential() -> TokenCredential:
-    """The credential the portal acts with (cached per configuration, since token caches live in it)."""
-    return _credential(
-        settings.ENTRA_TENANT_ID,
-        settings.ENTRA_CLIENT_ID,
-        settings.ENTRA_CLIENT_SECRET,
-        settings.ENTRA_FEDERATED_TOKEN_FILE,
-        settings.ENTRA_AUTHORITY_HOST,
-        settings.PORTAL_CA_BUNDLE,
-        timeouts(),  # in the cache key: a changed timeout or retry budget builds a new credential
-        settings.PORTAL_ARM_RETRY_TOTAL,
-    )
+    """The credential the portal acts with: one object per configuration and process, since its token cache
+    lives in it. A warm worker (requests_app/worker.py) and every thread of a job share it, so the portal's token
+    for a resource is fetched once and refreshed by azure-identity shortly before it expires."""
+    with _CREDENTIAL_LOCK:  # lru_cache does not stop two threads from building it at once
+        return _credential(
+            settings.ENTRA_TENANT_ID,
+            settings.ENTRA_CLIENT_ID,
+            settings.ENTRA_CLIENT_SECRET,
+            settings.ENTRA_FEDERATED_TOKEN_FILE,
+            settings.ENTRA_AUTHORITY_HOST,
+            settings.PORTAL_CA_BUNDLE,
+            timeouts(),  # in the cache key: a changed timeout or retry budget builds a new credential
+            settings.PORTAL_ARM_RETRY_TOTAL,
+        )
+
+
+_CREDENTIAL_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)

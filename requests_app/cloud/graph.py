@@ -15,6 +15,8 @@ Every failure comes out as CloudError; a deleted or disabled account is an answe
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,14 +84,31 @@ def next_link_allowed(link: str) -> bool:
     return link.startswith(settings.GRAPH_URL.rstrip("/") + "/")
 
 
+def _session(verify: str | bool) -> requests.Session:
+    """One session per CA setting and process, so its pooled TLS connections to Graph serve every round.
+
+    It carries no token (each round sends its own header) and is shared by threads: requests' connection pool
+    is thread-safe, and Graph sets no cookies."""
+    key = (os.getpid(), verify)  # a forked process must not share its parent's pooled connections
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            session = _SESSIONS[key] = requests.Session()
+            session.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment do not apply
+            session.verify = verify
+        return session
+
+
+_SESSIONS: dict[tuple[int, str | bool], requests.Session] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
 class _Graph:
-    """One round of Graph calls: a session with the portal's CA bundle and an app-only token."""
+    """One round of Graph calls: the shared session with the portal's CA bundle, and an app-only token."""
 
     def __init__(self) -> None:
         self.base = settings.GRAPH_URL.rstrip("/")
-        self.session = requests.Session()
-        self.session.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment do not apply
-        self.session.verify = connection_verify()
+        self.session = _session(connection_verify())
         try:
             token = portal_credential().get_token(f"{self.base}/.default").token
         except (AzureError, ValueError) as e:
@@ -97,13 +116,13 @@ class _Graph:
             if is_timeout(e):
                 raise timeout_error(ENTRA, "the portal's Graph token") from e
             raise CloudError(f"Could not get a Graph token for the portal: {type(e).__name__}.", permanent=False) from e
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.headers = {"Authorization": f"Bearer {token}"}
 
     def __enter__(self) -> _Graph:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.session.close()
+        pass  # the session and its connections stay for the next round
 
     def get(self, path: str, *, params: dict[str, str] | None = None, missing_ok: bool = False) -> Any:
         return self._call("GET", self.base + path, params=params, missing_ok=missing_ok)
@@ -126,7 +145,7 @@ class _Graph:
 
     def _call(self, method: str, url: str, *, missing_ok: bool = False, **kw: Any) -> Any:
         try:
-            resp = self.session.request(method, url, timeout=timeouts(), **kw)
+            resp = self.session.request(method, url, headers=self.headers, timeout=timeouts(), **kw)
         except requests.RequestException as e:
             log.warning("Graph %s %s failed: %s", method, url, e)
             if is_timeout(e):

@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,7 +66,9 @@ def _ca_file(pem: str) -> str:
 
 
 def configuration(cluster: Cluster) -> client.Configuration:
-    """How to reach `cluster`'s API server now (tokens are fetched per call; the credential caches them)."""
+    """How to reach `cluster`'s API server now. The portal's Entra token is read from the credential again before
+    every call (`refresh_api_key_hook`): the credential keeps it and fetches a new one before it expires, so a
+    configuration (and the client built on it) can live as long as the worker."""
     cfg = client.Configuration()
     if cluster.api_auth == Cluster.ApiAuth.KUBECONFIG:
         # The client reads $KUBECONFIG once, at import; read it now so a changed environment counts.
@@ -84,12 +87,20 @@ def configuration(cluster: Cluster) -> client.Configuration:
             cfg.ssl_ca_cert = _ca_file(cluster.api_server_ca)
         elif isinstance(connection_verify(), str):
             cfg.ssl_ca_cert = connection_verify()
-        token = portal_credential().get_token(f"{settings.AKS_SERVER_APP_ID}/.default").token
-        cfg.api_key = {"authorization": token}
+        cfg.api_key = {"authorization": _portal_token()}  # fetched now: a refused credential fails here
         cfg.api_key_prefix = {"authorization": "Bearer"}
+        cfg.refresh_api_key_hook = _refresh_token
     # Our callers decide about retrying; urllib3 would otherwise retry some answers on its own.
     cfg.retries = False
     return cfg
+
+
+def _portal_token() -> str:
+    return portal_credential().get_token(f"{settings.AKS_SERVER_APP_ID}/.default").token
+
+
+def _refresh_token(cfg: client.Configuration) -> None:
+    cfg.api_key["authorization"] = _portal_token()
 
 
 def _check_from_azure(cluster: Cluster) -> None:
@@ -115,13 +126,44 @@ class _ApiClient(client.ApiClient):
         return super().call_api(*args, _request_timeout=_request_timeout or timeouts(), **kwargs)
 
 
-@contextlib.contextmanager
-def _api(cluster: Cluster) -> Iterator[client.ApiClient]:
-    api = _ApiClient(configuration(cluster))
-    try:
-        yield api
-    finally:
-        api.close()
+def _connection_key(cluster: Cluster) -> tuple[Any, ...]:
+    """Everything `configuration` builds a client from: a cluster whose endpoint, CA, context or auth changed (or
+    a changed kubeconfig file, CA bundle, server app or credential) gets a new client, never a stale one."""
+    kubeconfig = os.environ.get("KUBECONFIG") or ""
+    if cluster.api_auth == Cluster.ApiAuth.KUBECONFIG:
+        with contextlib.suppress(OSError):
+            kubeconfig += f"@{os.stat(os.path.expanduser(kubeconfig or '~/.kube/config')).st_mtime_ns}"
+    return (
+        os.getpid(),  # a forked process must not share its parent's pooled connections
+        cluster.api_auth,
+        cluster.api_server_url,
+        cluster.api_server_ca,
+        cluster.kubeconfig_context,
+        kubeconfig,
+        connection_verify(),
+        settings.AKS_SERVER_APP_ID,
+        id(portal_credential()),
+    )
+
+
+def api_client(cluster: Cluster) -> client.ApiClient:
+    """The kubernetes client for `cluster`'s connection, one per process: its connection pool (TLS sessions kept
+    open) and token serve every call and job after the first. Shared by a job's threads (urllib3's pool is
+    thread-safe); built under a lock so two threads do not each build one."""
+    if cluster.api_auth not in (Cluster.ApiAuth.KUBECONFIG, Cluster.ApiAuth.IN_CLUSTER):
+        _check_from_azure(cluster)  # on every call: the row may have changed since its client was built
+    key = _connection_key(cluster)
+    with _CLIENTS_LOCK:
+        api = _CLIENTS.get(key)
+        if api is None:
+            if len(_CLIENTS) >= 64:
+                _CLIENTS.clear()  # dropped clients close their pools when collected; a call in flight keeps its own
+            api = _CLIENTS[key] = _ApiClient(configuration(cluster))
+        return api
+
+
+_CLIENTS: dict[tuple[Any, ...], client.ApiClient] = {}
+_CLIENTS_LOCK = threading.Lock()
 
 
 def _status(e: ApiException) -> dict[str, Any]:
@@ -191,8 +233,7 @@ def k8s_error(e: Exception, cluster: Cluster, what: str) -> CloudError:
 
 def _call(cluster: Cluster, what: str, fn: Callable[[client.ApiClient], T]) -> T:
     try:
-        with _api(cluster) as api:
-            return fn(api)
+        return fn(api_client(cluster))
     except (ApiException, urllib3.exceptions.HTTPError, OSError, AzureError, ConfigException) as e:
         raise k8s_error(e, cluster, what) from e
 
