@@ -218,6 +218,20 @@ def wait_until_done(request_ids: list[Any], timeout: float, *, every: float = 0.
     return time.time()
 
 
+def wait_for_workers(n: int, timeout: float = 60) -> None:
+    """Until n RQ workers are registered in Redis (listening), as RQ's own `rqinfo` sees them."""
+    import django_rq
+    import rq
+    from django.conf import settings
+
+    conn = django_rq.get_connection(settings.PORTAL_PROVISIONING_QUEUE)
+    deadline = time.time() + timeout
+    while len(rq.Worker.all(connection=conn)) < n:
+        if time.time() > deadline:
+            raise SystemExit(f"fewer than {n} workers registered after {timeout:.0f} s; see their logs")
+        time.sleep(0.2)
+
+
 def flush_redis() -> None:
     import django_rq
     from django.conf import settings

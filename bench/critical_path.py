@@ -91,20 +91,6 @@ def kinds_line(calls: list[dict[str, Any]]) -> str:
     return ", ".join(f"{n}× {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def wait_for_workers(n: int, timeout: float = 60) -> None:
-    """Until n RQ workers are registered in Redis (listening), as RQ's own `rqinfo` sees them."""
-    import django_rq
-    import rq
-    from django.conf import settings
-
-    conn = django_rq.get_connection(settings.PORTAL_PROVISIONING_QUEUE)
-    deadline = time.time() + timeout
-    while len(rq.Worker.all(connection=conn)) < n:
-        if time.time() > deadline:
-            raise SystemExit(f"fewer than {n} workers registered after {timeout:.0f} s; see their logs")
-        time.sleep(0.2)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5, help="requests timed, one after another (median reported)")
@@ -132,7 +118,7 @@ def main() -> int:
 
         worker_argv = _stack.devstack_processes(env)["worker"]
         workers = [_stack.start(worker_argv, env, Path(tmp.name) / "worker.log")]
-        wait_for_workers(1)
+        _stack.wait_for_workers(1)
         warm = demo.submit("cp-warmup")
         demo.approve(warm)
         _stack.wait_until_done([warm.pk], args.timeout)
