@@ -286,7 +286,8 @@ def count_queries() -> Iterator[dict[str, int]]:
 def queries_per_job(demo: Demo, service_account: str, timeout: float = 120) -> tuple[int, str]:
     """Approve one request and run its jobs in this process (RQ's SimpleWorker, burst), counting SQL statements.
 
-    Only the jobs are counted, not the approval. No worker process may be listening on the queue meanwhile.
+    Only the jobs on the provisioning queue are counted, not the approval nor the e-mail jobs (default queue).
+    No worker process may be listening on the queue meanwhile.
     Returns the count and the request's final status.
     """
     import django_rq

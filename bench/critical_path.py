@@ -58,10 +58,10 @@ def critical_path(calls: list[dict[str, Any]]) -> tuple[float, dict[str, float]]
     """
     ok = [c for c in calls if succeeded(c)]
 
-    def last(kind: str) -> dict[str, Any]:
-        found = [c for c in ok if call_kind(c) == kind]
+    def last(*kinds: str) -> dict[str, Any]:
+        found = [c for c in ok if call_kind(c) in kinds]
         if not found:
-            raise LookupError(f"no successful {kind} in the call log")
+            raise LookupError(f"no successful {' or '.join(kinds)} in the call log")
         return found[-1]
 
     identity = last("ARM PUT identity")
@@ -69,7 +69,9 @@ def critical_path(calls: list[dict[str, Any]]) -> tuple[float, dict[str, float]]
     roles = [c for c in ok if call_kind(c) == "ARM PUT role assignment"]
     if not roles:
         raise LookupError("no successful ARM PUT role assignment in the call log")
-    account, token_request = last("k8s POST ServiceAccount"), last("k8s POST TokenRequest")
+    # Created with a POST (or an apply: PATCH/PUT); a GET-only run adopted one and has no create to count.
+    account = last("k8s POST ServiceAccount", "k8s PATCH ServiceAccount", "k8s PUT ServiceAccount")
+    token_request = last("k8s POST TokenRequest")
     # The call log keeps no Entra request bodies, so the exchange is told by order: the portal's own token
     # fetches use a secret and need no ServiceAccount token; the exchange needs one, so it comes after.
     exchanges = [c for c in ok if call_kind(c) == "Entra token" and c["start"] >= token_request["end"]]
@@ -114,7 +116,9 @@ def main() -> int:
         demo = _stack.Demo()
 
         queries, status = _stack.queries_per_job(demo, "cp-queries")
-        print(f"SQL queries per job (one request's jobs in this process): {queries} ({status})", flush=True)
+        print(f"SQL queries per job (one request's jobs in this process): {queries}", flush=True)
+        if status != "ready":
+            print(f"  (that request ended {status}, not ready: the count is of a partial run)")
 
         worker_argv = _stack.devstack_processes(env)["worker"]
         workers = [_stack.start(worker_argv, env, Path(tmp.name) / "worker.log")]
@@ -136,7 +140,11 @@ def main() -> int:
                 print(f"run {i + 1}: {req.service_account} ended {req.status}: {req.failure_message}")
                 return 1
             took = (req.ready_at - req.decided_at).total_seconds()
-            path, links = critical_path(calls)
+            try:
+                path, links = critical_path(calls)
+            except LookupError as e:
+                print(f"run {i + 1}: {e}; its calls: {kinds_line(calls)}")
+                return 1
             tokens = sum(1 for c in calls if call_kind(c) == "Entra token")
             rows.append({"took": took, "path": path, "ratio": took / path, "calls": len(calls), "tokens": tokens})
             print(
