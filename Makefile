@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test emulator-only bench bench-emulator bench-provisioning bench-audit audit clean
+.PHONY: run test emulator-only bench bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit \
+	audit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 ## make bench: every benchmark; figures go to stdout (and by hand into bench/README.md)
-bench: bench-emulator bench-provisioning bench-audit
+bench: bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit
 
 bench-emulator: $(STAMP)
 	$(BIN)/python bench/emulator_throughput.py
@@ -31,6 +32,15 @@ bench-emulator: $(STAMP)
 ## make bench-provisioning: 500 approvals at once, 4 workers, ARM throttling on (needs PostgreSQL and Redis)
 bench-provisioning: $(STAMP)
 	$(BIN)/python bench/provisioning_burst.py
+
+## make bench-critical-path: one request at a time, one warm worker: approve→ready against the cloud's critical path
+bench-critical-path: $(STAMP)
+	$(BIN)/python bench/critical_path.py
+
+## make bench-throughput: 1,000 approvals under ARM's write limit with 1, 2, 4 and 8 workers, a fresh stack each
+## (needs PostgreSQL and Redis; at the limit ~6 min per worker count; each is cut off after --timeout, 1 h)
+bench-throughput: $(STAMP)
+	$(BIN)/python bench/provisioning_throughput.py
 
 ## make bench-audit: audit checkpoints (local key, emulator's Key Vault) and verify_audit over 200,000 events
 ## (SQLite; PostgreSQL too when DATABASE_URL is set)

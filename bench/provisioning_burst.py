@@ -23,62 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-NAMESPACES = ["team-payments", "team-search"]
-ARM_WRITES = {"PUT", "POST", "PATCH", "DELETE"}
-
-
-def start_emulator(data_dir: str, latency_ms: float) -> tuple[subprocess.Popen, dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", "0", "--data-dir", data_dir, "--quiet"]
-        + ["--latency-ms", str(latency_ms)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "ready at" not in line:
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    env = dict(kv.split("=", 1) for kv in (Path(data_dir) / "env").read_text().splitlines() if "=" in kv)
-    return proc, env
-
-
-def scratch_database(admin_url: str) -> str:
-    """CREATE a fresh database; returns its URL."""
-    import psycopg
-
-    name = f"bench_burst_{os.getpid()}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    import psycopg
-
-    name = urlsplit(url).path.lstrip("/")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+import _stack
+from _stack import ROOT, percentile
 
 
 def main() -> int:
@@ -93,93 +46,36 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args()
 
-    admin_url = os.environ.get("BENCH_DATABASE_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    redis_parts = urlsplit(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    redis_url = urlunsplit(redis_parts._replace(path=f"/{os.environ.get('BENCH_REDIS_DB', '10')}"))
+    admin_url = _stack.admin_url()
+    redis_url = _stack.scratch_redis_url(10)
     tmp = tempfile.TemporaryDirectory(prefix="bench-burst-")
-    emu_proc, emu = start_emulator(tmp.name, args.latency_ms)
-    db_url = scratch_database(admin_url)
+    emu_proc, emu = _stack.start_emulator(tmp.name, args.latency_ms)
+    db_url = _stack.scratch_database(admin_url, "bench_burst")
     workers: list[subprocess.Popen] = []
     try:
-        import yaml
+        env = _stack.portal_env(
+            emu,
+            db_url,
+            redis_url,
+            PORTAL_ARM_WRITES_PER_SECOND=str(args.rate),
+            PORTAL_ARM_WRITE_BURST=str(args.burst),
+        )
+        _stack.setup_django(env)  # this process is the portal too: it submits and approves
+        from requests_app.models import IdentityRequest, Status
 
-        demo = yaml.safe_load((ROOT / "emulator" / "demo.yaml").read_text())
-        tenant = demo["tenants"][0]
-        app = tenant["apps"][0]
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url,
-            "ENTRA_TENANT_ID": tenant["id"],
-            "ENTRA_CLIENT_ID": app["client_id"],
-            "ENTRA_CLIENT_SECRET": app["secrets"][0],
-            "ENTRA_AUTHORITY_HOST": emu["EMULATOR_URL"],
-            "ENTRA_INSTANCE_DISCOVERY": "false",
-            "GRAPH_URL": emu["EMULATOR_URL"] + "/graph",
-            "ARM_BASE_URL": emu["EMULATOR_URL"],
-            # The SDK clients trust just the emulator's CA (a client per call loads it; the system bundle
-            # costs ~75 ms a time); msal reads REQUESTS_CA_BUNDLE, which carries the system CAs too.
-            "PORTAL_CA_BUNDLE": emu["EMULATOR_CA_FILE"],
-            "REQUESTS_CA_BUNDLE": emu["REQUESTS_CA_BUNDLE"],
-            "EMULATOR_URL": emu["EMULATOR_URL"],
-            "EMULATOR_CA_FILE": emu["EMULATOR_CA_FILE"],
-            "PORTAL_ARM_WRITES_PER_SECOND": str(args.rate),
-            "PORTAL_ARM_WRITE_BURST": str(args.burst),
-            "PORTAL_EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
-            "PORTAL_LOG_LEVEL": "WARNING",
-        }
-        os.environ.update(env)  # this process is the portal too: it submits and approves
-        import django
-
-        django.setup()
-        import django_rq
-        from django.core.management import call_command
-
-        from emulator import EmulatorClient
-        from requests_app import clusters, workflow
-        from requests_app.models import IdentityRequest, Status, User
-
-        control = EmulatorClient(emu["EMULATOR_URL"], emu["EMULATOR_CA_FILE"])
+        control = _stack.control()
         control.settings(throttle={"enabled": True, "bucket": args.arm_bucket, "refill_per_second": args.arm_refill})
-        call_command("migrate", verbosity=0, interactive=False)
-        redis = django_rq.get_connection("provisioning")
-        redis.flushdb()
-        [cluster] = clusters.load_file(ROOT / "deploy" / "demo-clusters.yaml")
-        role = cluster.roles.get(role_name="Key Vault Secrets User")
-        vault = (
-            f"/subscriptions/{cluster.subscription_id}/resourceGroups/rg-team-payments"
-            "/providers/Microsoft.KeyVault/vaults/kv-payments-demo"
-        )
-        # Only a namespace's owning team may ask in it (deploy/demo-clusters.yaml): the requester is in both.
-        requester = User.objects.create(
-            username="riley",
-            object_id="11111111-1111-4111-8111-111111111111",
-            entra_groups=[cluster.namespace_owners[ns] for ns in NAMESPACES],
-        )
-        approver = User.objects.create(
-            username="avery", object_id="22222222-2222-4222-8222-222222222222", is_approver=True
-        )
-        reqs = [
-            workflow.submit_request(
-                requester=requester,
-                cluster=cluster,
-                namespace=NAMESPACES[i % 2],
-                service_account=f"burst-{i:04d}",
-                purpose="burst benchmark",
-                grants=[workflow.GrantRequest(role, vault)],
-            )
-            for i in range(args.requests)
-        ]
+        _stack.flush_redis()
+        demo = _stack.Demo()
+        reqs = [demo.submit(f"burst-{i:04d}", i) for i in range(args.requests)]
         manage = [sys.executable, str(ROOT / "manage.py"), "rqworker", "provisioning"]
-        logs = [open(Path(tmp.name) / f"worker-{i}.log", "w") for i in range(args.workers)]  # noqa: SIM115
-        workers = [subprocess.Popen(manage, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+        workers = [_stack.start(manage, env, Path(tmp.name) / f"worker-{i}.log") for i in range(args.workers)]
         time.sleep(3)  # let the workers start listening
         seq = control.last_seq()
 
         started = time.time()
         for req in reqs:
-            workflow.approve_request(req, actor=approver)  # each enqueues its job on commit
+            demo.approve(req)  # each enqueues its job on commit
         approved_in = time.time() - started
         print(f"approved {len(reqs)} requests in {approved_in:.1f} s", flush=True)
 
@@ -198,7 +94,7 @@ def main() -> int:
         pending = len(rows) - len(ready) - len(failed)
         latencies = [(r.ready_at - r.decided_at).total_seconds() for r in ready]
         calls = control.calls(since=seq)
-        arm_writes = [c for c in calls if c["surface"] == "arm" and c["method"] in ARM_WRITES]
+        arm_writes = [c for c in calls if _stack.is_arm_write(c)]
         throttled = [c for c in calls if c["status"] == 429]
         ok_writes = [c for c in arm_writes if c["status"] and c["status"] < 400]
         span = (max(c["start"] for c in ok_writes) - min(c["start"] for c in ok_writes)) if ok_writes else 0
@@ -235,26 +131,17 @@ def main() -> int:
                     print(f"  {c['start'] - t0:7.3f} {took:6.3f} {c['status']} {c['method']} {c['path'][-70:]}")
         return 0 if not failed and not pending else 1
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for w in workers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        _stack.stop(workers)
         emu_proc.terminate()
         emu_proc.wait(10)
         try:
             from django.db import connections
 
             connections.close_all()
-            import django_rq
-
-            django_rq.get_connection("provisioning").flushdb()
+            _stack.flush_redis()
         except Exception as e:  # noqa: BLE001  (best effort: the figures are printed already)
             print(f"cleanup: {e}", file=sys.stderr)
-        drop_database(admin_url, db_url)
+        _stack.drop_database(admin_url, db_url)
         tmp.cleanup()
 
 
