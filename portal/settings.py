@@ -272,6 +272,9 @@ PORTAL_VERIFY_WINDOW_SECONDS = env_float("PORTAL_VERIFY_WINDOW_SECONDS", 300.0)
 # A worker holds a request for this long and renews it at every step; a dead worker's requests are resumed
 # by the sweep once it runs out.
 PORTAL_LEASE_SECONDS = env_float("PORTAL_LEASE_SECONDS", 120.0)
+# Whether a job runs independent steps (the credential, role assignments and ServiceAccount) at the same time,
+# in threads; off, it runs them one after another (to compare, or to pace one worker's calls exactly).
+PORTAL_CONCURRENT_STEPS = env_bool("PORTAL_CONCURRENT_STEPS", True)
 # The portal's own ARM write budget per subscription (ARM allows a bucket of 200 refilling 10/s), so a burst
 # of approvals does not run into throttling in the first place.
 PORTAL_ARM_WRITES_PER_SECOND = env_float("PORTAL_ARM_WRITES_PER_SECOND", 8.0)

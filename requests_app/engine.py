@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
@@ -166,9 +167,8 @@ def _done(req: IdentityRequest, row: Step, spec: StepSpec) -> bool:
 def _run_round(req: IdentityRequest, batch: list[tuple[StepSpec, Step]], now: Clock) -> list[workflow.StepResult]:
     """Start the steps (one transaction), run them (at once when several), and say how each ended."""
     workflow.steps_started([row for _, row in batch], now=now())
-    if len(batch) == 1:
-        spec, row = batch[0]
-        outcomes = [_call(spec, req, row)]
+    if len(batch) == 1 or not settings.PORTAL_CONCURRENT_STEPS:
+        outcomes = [_call(spec, req, row) for spec, row in batch]
     else:
         with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix=f"step-{req.pk}") as pool:
             outcomes = list(pool.map(lambda pair: _call_in_thread(pair[0], req, pair[1]), batch))

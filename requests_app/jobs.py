@@ -23,14 +23,6 @@ log = logging.getLogger(__name__)
 MAIL_RETRY_SECONDS = [30, 120, 600, 1800, 3600]
 
 
-class Worker(rq.Worker):
-    """RQ's forking worker (settings.RQ["WORKER_CLASS"]) with the cloud SDKs imported once, in the parent."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        from kubernetes.client import CoreV1Api  # noqa: F401
-
-
 def _again(func: str, kind: str, request_id: str, outcome: engine.Outcome, *args: object) -> engine.Outcome:
     if outcome.state == "waiting" and outcome.retry_at is not None:
         queueing.enqueue_again_at(func, kind, uuid.UUID(request_id), outcome.retry_at, *args)

@@ -40,11 +40,15 @@ def _guard(req: IdentityRequest, actor: User) -> None:
 def _prepare(req: IdentityRequest, actor: User, source_ip: str | None) -> None:
     """Audit the ask and start the repair's steps afresh (a repair already under way keeps its steps)."""
     audit.record("drift.repair_requested", actor=actor, request=req, source_ip=source_ip)
-    for position, name in enumerate(workflow.REPAIR_STEPS, start=workflow.REPAIR_POSITION):
-        Step.objects.get_or_create(request=req, name=name, defaults={"position": position})
+    _make_steps(req)
     Step.objects.filter(request=req, name__in=workflow.REPAIR_STEPS).exclude(
         state__in=[Step.State.RUNNING, Step.State.WAITING]
     ).update(state=Step.State.PENDING, attempts=0, error="", next_attempt_at=None, started_at=None, finished_at=None)
+
+
+def _make_steps(req: IdentityRequest) -> None:
+    for position, name in enumerate(workflow.REPAIR_STEPS, start=workflow.REPAIR_POSITION):
+        Step.objects.get_or_create(request=req, name=name, defaults={"position": position})
 
 
 def request_repair(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:
@@ -92,7 +96,11 @@ def operation(actor_id: int | None) -> engine.Operation:
         if req.status != Status.READY:
             _failed(req, actor, "Only a ready identity can be repaired.")
             return False
-        return req.steps.filter(name__in=workflow.REPAIR_STEPS).exists()
+        # Asked for through request_repair, the steps are there, reset; a repair run without it makes them.
+        if len([s for s in req.steps.all() if s.name in workflow.REPAIR_STEPS]) < len(workflow.REPAIR_STEPS):
+            _make_steps(req)
+            req._prefetched_objects_cache.pop("steps", None)
+        return True
 
     def still_ready(req: IdentityRequest) -> bool:
         # A revocation asked for meanwhile wins: stop putting back what is about to be removed.

@@ -12,7 +12,8 @@ whatever the machine's load:
 - the writes, read from the emulator's call log on the emulator's clock, never beat the bucket in any window;
 - the emulator's throttle never answered 429.
 
-One worker, so the accounting is exact: every spend is followed at once by its write. That all workers share one
+One worker running its steps one after another (PORTAL_CONCURRENT_STEPS off), so the accounting is exact: every
+spend is followed at once by its write. That all workers share one
 bucket in Redis is tests/requests_app/test_limits.py's to prove.
 """
 
@@ -54,6 +55,7 @@ def budget(cloud, control, transactional_db, monkeypatch) -> BudgetClock:
     """The budget on, on a virtual clock, the emulator throttling ARM writes with the same bucket."""
     cloud.PORTAL_ARM_RETRY_TOTAL = 0  # a 429 reaches the portal, rather than being waited out inside the SDK
     cloud.PORTAL_ARM_WRITES_PER_SECOND, cloud.PORTAL_ARM_WRITE_BURST = RATE, BURST
+    cloud.PORTAL_CONCURRENT_STEPS = False  # each spend followed at once by its write: the waits add up exactly
     django_rq.get_connection(jobs.QUEUE).delete(limits.arm_budget_key(SUBSCRIPTION))  # a full bucket to start
     clock = BudgetClock(control)
     spend = limits.spend_arm_write
