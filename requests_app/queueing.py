@@ -11,9 +11,10 @@ Redis could not take when it committed; the sweep enqueues it later (sweeping.fl
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import django_rq
 from django.conf import settings
@@ -104,7 +105,9 @@ def enqueue_again_at(func: str, kind: str, request_id: uuid.UUID, when: datetime
     The job id carries the time, so it never collides with the job that is running now (which scheduled it);
     should this job be lost (Redis flushed), the sweep finds the request due once `when` has passed.
     """
-    job_id = f"{kind}-{request_id}-at-{int(when.timestamp() * 1000)}"
+    # RQ's scheduler keeps whole seconds: round up, so the job never starts before its step is due.
+    when = datetime.fromtimestamp(math.ceil(when.timestamp()), tz=UTC)
+    job_id = f"{kind}-{request_id}-at-{int(when.timestamp())}"
     django_rq.get_queue(QUEUE).enqueue_at(when, func, str(request_id), *args, job_id=job_id)
 
 
