@@ -326,13 +326,21 @@ class DriftFinding(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """The end of the audit hash chain: one row, locked while an event is appended, so the chain never forks."""
+    """The end of one audit hash chain (requests_app/audit.py: one chain per request, per cluster, and `portal`).
 
+    Locked while an event is appended to its chain, so that chain never forks; other chains are not held up.
+    `signed_seq`/`signed_hash` are the head as the newest signed checkpoint vouched for it (0 and "" before any):
+    the checkpoint writer's memory of which chains moved since (requests_app/checkpoints.py).
+    """
+
+    key = models.CharField(max_length=80, unique=True)
     seq = models.PositiveBigIntegerField(default=0)
     hash = models.CharField(max_length=64, blank=True)
+    signed_seq = models.PositiveBigIntegerField(default=0)
+    signed_hash = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
-        return f"audit chain at event {self.seq}"
+        return f"audit chain {self.key} at event {self.seq}"
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -360,9 +368,11 @@ class AuditEvent(models.Model):
     cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     details = models.JSONField(default=dict, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
-    # The hash chain: `seq` counts events without gaps; `hash` covers this event's fields and `prev_hash`,
-    # so editing, deleting or reordering any event breaks every hash after it (manage.py verify_audit).
-    seq = models.PositiveBigIntegerField(unique=True, null=True)
+    # The hash chains: `chain` names the event's chain (audit.chain_key), `seq` counts that chain's events without
+    # gaps; `hash` covers this event's fields and `prev_hash`, so editing, deleting or reordering any event breaks
+    # every later hash of its chain (manage.py verify_audit). Across chains, `created_at` and `id` order events.
+    chain = models.CharField(max_length=80)
+    seq = models.PositiveBigIntegerField(null=True)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64, blank=True)
 
@@ -370,6 +380,7 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="audit_event_chain_seq_unique")]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"

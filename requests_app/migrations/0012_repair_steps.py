@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('requests_app', '0010_sidefx_outbox'),
+        ('requests_app', '0011_audit_chains'),
     ]
 
     operations = [
