@@ -2,15 +2,18 @@
 
 For each database (a scratch SQLite file; and a scratch PostgreSQL database on DATABASE_URL's server when
 DATABASE_URL is set, created here and dropped at the end) a child process migrates it, fills it with
---events audit events forming a valid hash chain, then measures:
-  1. writing a checkpoint signed with the local key (a PEM file), median of --rounds;
+--events audit events forming valid hash chains of --chain-length events each (one per request, as the portal
+writes them), then measures:
+  0. the first checkpoint, which lists every chain's head;
+  1. writing a checkpoint signed with the local key (a PEM file), median of --rounds (no head moved: it reads
+     every head and hashes them into the digest);
   2. writing a checkpoint signed by the emulator's Key Vault key (in-process emulator over HTTPS, the portal's
      credential, Key Vault Crypto User granted through ARM), median of --rounds after one warm-up;
   3. `manage.py verify_audit` over the whole log and its checkpoint file: events/s;
 and, as reference figures from the same run: reading the same rows through the ORM without checking anything,
 and hashing them in memory without reading them.
 
-Usage: python bench/audit_checkpoints.py [--events 200000] [--rounds 20]
+Usage: python bench/audit_checkpoints.py [--events 200000] [--chain-length 10] [--rounds 20]
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--chain-length", type=int, default=10)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--child", help=argparse.SUPPRESS)  # a database URL: measure there, print JSON
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.events, args.rounds)))
+        print(json.dumps(measure(args.child, args.events, args.chain_length, args.rounds)))
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
@@ -51,10 +55,12 @@ def main() -> int:
             results.append(("PostgreSQL", child(url, args)))
         finally:
             drop()
-    print(f"\n{args.events:,} audit events, {args.rounds} rounds per checkpoint figure (median)\n")
+    chains = -(-args.events // args.chain_length)
+    print(f"\n{args.events:,} audit events in {chains:,} chains, {args.rounds} rounds per checkpoint figure (median)\n")
     print("| figure | " + " | ".join(name for name, _ in results) + " |")
     print("|---|" + "---|" * len(results))
     rows = [
+        ("the first checkpoint, every chain moved, local key (ms)", "first_ms", "{:.1f}"),
         ("write a checkpoint, local key (ms)", "local_ms", "{:.1f}"),
         ("write a checkpoint, emulator's Key Vault (ms)", "keyvault_ms", "{:.1f}"),
         ("verify_audit, chain + checkpoints (events/s)", "verify_eps", "{:,.0f}"),
@@ -70,7 +76,8 @@ def main() -> int:
 
 def child(url: str, args: argparse.Namespace) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", url, "--events", str(args.events), "--rounds", str(args.rounds)],
+        [sys.executable, __file__, "--child", url, "--events", str(args.events), "--rounds", str(args.rounds)]
+        + ["--chain-length", str(args.chain_length)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -100,7 +107,7 @@ def scratch_postgres(url: str) -> tuple[str, Any]:
 # ---- the child: one database ------------------------------------------------------------------------------
 
 
-def measure(url: str, events: int, rounds: int) -> dict[str, Any]:
+def measure(url: str, events: int, chain_length: int, rounds: int) -> dict[str, Any]:
     from emulator import Emulator
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-audit-"))
@@ -132,8 +139,9 @@ def measure(url: str, events: int, rounds: int) -> dict[str, Any]:
 
         call_command("migrate", verbosity=0, interactive=False)
         started = time.monotonic()
-        fill(events)
+        fill(events, chain_length)
         result: dict[str, Any] = {"fill_s": time.monotonic() - started}
+        result["first_ms"] = checkpoint_ms(local_signer(), 1, warm=False)
         result["local_ms"] = checkpoint_ms(local_signer(), rounds, warm=False)
         result["keyvault_ms"] = checkpoint_ms(keyvault_signer(emu), rounds, warm=True)
         # verify_audit checks the checkpoints against one key: the Key Vault ones are checked through --key.
@@ -145,32 +153,34 @@ def measure(url: str, events: int, rounds: int) -> dict[str, Any]:
     return result
 
 
-def fill(count: int) -> None:
-    from django.db import transaction
+def fill(count: int, chain_length: int) -> None:
     from django.utils import timezone
 
     from requests_app import audit
     from requests_app.models import AuditChainHead, AuditEvent
 
-    prev, batch = "", []
     now = timezone.now()
-    for seq in range(1, count + 1):
-        e = AuditEvent(
-            created_at=now,
-            actor_name="system",
-            action="bench.event",
-            details={"n": seq, "note": "a typical small details object"},
-            seq=seq,
-            prev_hash=prev,
-        )
-        e.hash = prev = audit.event_hash(e)
-        batch.append(e)
-        if len(batch) == 5000:
-            AuditEvent.objects.bulk_create(batch)
-            batch = []
-    with transaction.atomic():
-        AuditEvent.objects.bulk_create(batch)
-        AuditChainHead.objects.update_or_create(pk=1, defaults={"seq": count, "hash": prev})
+    events, heads = [], []
+    for first in range(0, count, chain_length):
+        key, prev = f"request:{uuid.uuid4()}", ""
+        for seq in range(1, min(chain_length, count - first) + 1):
+            e = AuditEvent(
+                created_at=now,
+                actor_name="system",
+                action="bench.event",
+                details={"n": first + seq, "note": "a typical small details object"},
+                chain=key,
+                seq=seq,
+                prev_hash=prev,
+            )
+            e.hash = prev = audit.event_hash(e)
+            events.append(e)
+        heads.append(AuditChainHead(key=key, seq=seq, hash=prev))
+        if len(events) >= 5000:
+            AuditEvent.objects.bulk_create(events)
+            events = []
+    AuditEvent.objects.bulk_create(events)
+    AuditChainHead.objects.bulk_create(heads, batch_size=5000)
 
 
 def local_signer() -> Any:
@@ -220,7 +230,7 @@ def references(count: int) -> dict[str, float]:
     from requests_app.models import AuditEvent
 
     started = time.monotonic()
-    rows = list(AuditEvent.objects.order_by("seq").iterator())
+    rows = list(AuditEvent.objects.order_by("chain", "seq").iterator())
     read = time.monotonic() - started
     started = time.monotonic()
     for e in rows:

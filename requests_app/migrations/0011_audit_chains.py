@@ -10,11 +10,16 @@ the newest checkpoint vouched for: for `legacy`, the head the last checkpoint wr
 
 import json
 
+from django.core.management.color import no_style
 from django.db import migrations, models
 
 
-def remember_the_last_checkpoint(apps, schema_editor):
+def legacy_head(apps, schema_editor):
     AuditChainHead = apps.get_model("requests_app", "AuditChainHead")
+    # The one head was made with pk=1 by hand, which never moved PostgreSQL's id sequence: the next chain's head
+    # would be given id 1 too.
+    for sql in schema_editor.connection.ops.sequence_reset_sql(no_style(), [AuditChainHead]):
+        schema_editor.execute(sql)
     AuditCheckpoint = apps.get_model("requests_app", "AuditCheckpoint")
     last = AuditCheckpoint.objects.order_by("-number").first()
     if last is None:
@@ -59,5 +64,5 @@ class Migration(migrations.Migration):
             model_name="auditevent",
             constraint=models.UniqueConstraint(fields=("chain", "seq"), name="audit_event_chain_seq_unique"),
         ),
-        migrations.RunPython(remember_the_last_checkpoint, migrations.RunPython.noop),
+        migrations.RunPython(legacy_head, migrations.RunPython.noop),
     ]

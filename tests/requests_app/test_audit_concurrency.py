@@ -34,8 +34,6 @@ def holding_open(offline_cluster, requester) -> Iterator[tuple[IdentityRequest, 
     failures: list[BaseException] = []
 
     def hold() -> None:
-        from django.db import connection as conn
-
         try:
             with transaction.atomic():
                 audit.record("test.held", actor=None, request=IdentityRequest.objects.get(pk=req.pk))
@@ -45,7 +43,7 @@ def holding_open(offline_cluster, requester) -> Iterator[tuple[IdentityRequest, 
             failures.append(e)
             appended.set()
         finally:
-            conn.close()
+            connection.close()  # this thread's own connection
 
     holder = threading.Thread(target=hold)
     holder.start()
@@ -94,8 +92,6 @@ def test_a_second_append_to_one_request_waits_then_links_on(offline_cluster, req
     results: list[AuditEvent | BaseException] = []
 
     def first() -> None:
-        from django.db import connection as conn
-
         try:
             with transaction.atomic():
                 audit.record("test.first", actor=None, request=IdentityRequest.objects.get(pk=req.pk))
@@ -103,14 +99,12 @@ def test_a_second_append_to_one_request_waits_then_links_on(offline_cluster, req
                 release.wait()
         finally:
             first_open.set()
-            conn.close()
+            connection.close()  # this thread's own connection
 
     def second() -> None:
-        from django.db import connection as conn
-
         try:
             mine = IdentityRequest.objects.get(pk=req.pk)
-            pids.append(conn.connection.info.backend_pid)
+            pids.append(connection.connection.info.backend_pid)
             second_ready.set()
             with transaction.atomic():
                 results.append(audit.record("test.second", actor=None, request=mine))
@@ -118,7 +112,7 @@ def test_a_second_append_to_one_request_waits_then_links_on(offline_cluster, req
             results.append(e)
         finally:
             second_ready.set()
-            conn.close()
+            connection.close()  # this thread's own connection
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     threads[0].start()

@@ -77,13 +77,18 @@ def test_the_app_role_does_its_work(as_app: psycopg.Connection, events: list[Aud
         cur.execute("SELECT current_user, count(*) FROM requests_app_auditevent")
         assert cur.fetchone()[1] == 2
     with as_app.transaction(), as_app.cursor() as cur:
-        cur.execute("SELECT seq FROM requests_app_auditchainhead WHERE id = 1 FOR UPDATE")  # what record() does
+        chain = events[-1].chain  # what record() does: lock the chain's head, append, move the head
+        cur.execute("SELECT seq FROM requests_app_auditchainhead WHERE key = %s FOR UPDATE", [chain])
         cur.execute(
-            "INSERT INTO requests_app_auditevent (created_at, actor_name, action, details, seq, prev_hash, hash) "
-            "VALUES (now(), 'system', 'test.appended', '{}', 3, %s, 'x')",
-            [events[-1].hash],
+            "INSERT INTO requests_app_auditevent (created_at, actor_name, action, details, chain, seq, prev_hash, "
+            "hash) VALUES (now(), 'system', 'test.appended', '{}', %s, 2, %s, 'x')",
+            [chain, events[-1].hash],
         )
-        cur.execute("UPDATE requests_app_auditchainhead SET seq = 3, hash = 'x' WHERE id = 1")
+        cur.execute("UPDATE requests_app_auditchainhead SET seq = 2, hash = 'x' WHERE key = %s", [chain])
+        cur.execute(
+            "INSERT INTO requests_app_auditchainhead (key, seq, hash, signed_seq, signed_hash) "
+            "VALUES ('portal', 0, '', 0, '')"
+        )  # a new chain's head
         cur.execute("INSERT INTO requests_app_auditcheckpoint (number, created_at, line) VALUES (1, now(), '{}')")
         cur.execute("UPDATE requests_app_identityrequest SET purpose = 'changed'")
         cur.execute("DELETE FROM django_session")

@@ -22,5 +22,7 @@ class Command(BaseCommand):
             raise CommandError(f"not written: {e}") from e
         if checkpoint is None:
             raise CommandError("another checkpoint was written at the same moment; run it again")
-        head = checkpoint["chains"][checkpoints.GLOBAL]
-        self.stderr.write(f"checkpoint {checkpoint['n']} signed by {checkpoint['kid']}: event {head['seq']}")
+        self.stderr.write(
+            f"checkpoint {checkpoint['n']} signed by {checkpoint['kid']}: {checkpoint['heads']['count']} chain(s), "
+            f"{len(checkpoint['chains'])} moved since the last checkpoint"
+        )

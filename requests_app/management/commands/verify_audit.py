@@ -4,12 +4,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from requests_app import audit, audit_keys, checkpoints
-from requests_app.models import AuditCheckpoint, AuditEvent
+from requests_app.models import AuditChainHead, AuditCheckpoint, AuditEvent
 
 
 class Command(BaseCommand):
     help = (
-        "Check the audit log's hash chain and the database against the signed checkpoints; report any edited, "
+        "Check the audit log's hash chains and the database against the signed checkpoints; report any edited, "
         "deleted, reordered or rewritten event (exit 1 if any)."
     )
 
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         path = options["checkpoints"] or settings.PORTAL_AUDIT_CHECKPOINT_FILE
         if not path:
             notes.append(
-                "no checkpoint file (PORTAL_AUDIT_CHECKPOINT_FILE or --checkpoints): only the hash chain was "
+                "no checkpoint file (PORTAL_AUDIT_CHECKPOINT_FILE or --checkpoints): only the hash chains were "
                 "checked, and a consistent rewrite passes it"
             )
         elif not Path(path).exists():
@@ -48,7 +48,8 @@ class Command(BaseCommand):
             for p in problems:
                 self.stderr.write(p)
             raise CommandError(f"the audit log has been tampered with: {len(problems)} problem(s)")
-        self.stdout.write(f"audit log intact: {AuditEvent.objects.count()} events, hash chain verified")
+        events, chains = AuditEvent.objects.count(), AuditChainHead.objects.filter(seq__gt=0).count()
+        self.stdout.write(f"audit log intact: {events} events in {chains} chain(s), hash chains verified")
 
     def _against_checkpoints(self, path: str, keys: list[str]) -> checkpoints.Report:
         lines = checkpoints.read_lines(path)
