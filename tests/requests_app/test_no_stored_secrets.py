@@ -37,6 +37,8 @@ NOT_CREDENTIALS = {
     ("requests_app.Cluster", "kubeconfig_context"),
     # What a drift finding is about (a FIC name, a role and scope, an annotation) within its request.
     ("requests_app.DriftFinding", "key"),
+    # The name of an audit hash chain ("request:<id>", "cluster:<id>", "portal", "legacy").
+    ("requests_app.AuditChainHead", "key"),
     # Django's database sessions: the portal's own session IDs, which expire after PORTAL_SESSION_IDLE_SECONDS
     # and open nothing outside the portal (no Azure or cluster token is kept in a session: tested below).
     ("sessions.Session", "session_key"),
