@@ -385,8 +385,13 @@ class Emulator:
                 caller=None,
                 fault=None,
             )
+        fault_body = body
+        if surface == "entra" and method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+            # Token requests are forms: fault rules may match their fields (e.g. client_assertion_type, to fault
+            # the token exchange and not the portal's own token). Never logged: they carry secrets.
+            fault_body = dict(await request.post())
         try:
-            response = await self._answer(request, handler, surface, method, path, body, entry)
+            response = await self._answer(request, handler, surface, method, path, fault_body, entry)
         except web.HTTPException as exc:
             response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
         except ConnectionResetError:

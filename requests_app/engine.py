@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +61,7 @@ class StepSpec:
     after: tuple[str, ...] = ()
     still_done: Callable[[IdentityRequest, Step], bool] | None = None
     save: Callable[[IdentityRequest], None] | None = None
+    concurrent: bool = False  # uses no database: may run in a thread beside other steps
 
 
 @dataclass(frozen=True)
@@ -114,46 +115,103 @@ def run(request_id: uuid.UUID, op: Operation, *, now: Clock = timezone.now) -> O
 
 
 def _rounds(req: IdentityRequest, op: Operation, now: Clock) -> Outcome:
+    """Start every step whose needs are met, as soon as they are met; record each as it ends."""
     rows = {s.name: s for s in req.steps.all()}
     for row in rows.values():
         row.request = req  # one instance, so status changes made by workflow are seen everywhere
     outcome = Outcome("done")
     deferred: set[str] = set()  # steps this run put off: their next attempt is a later run's, however soon
     succeeded: set[str] = set()  # steps this run did (a step that is never `still_done` runs once per run)
-    while True:
-        done = {s.name for s in op.steps if s.name in succeeded or _done(req, rows[s.name], s)}
-        pending = [s for s in op.steps if s.name not in done]
-        if not pending:
-            op.finish(req)
-            return outcome
-        ready = [s for s in pending if set(s.after) <= done]
-        due = now() + DUE_MARGIN
-        waits = {s.name for s in ready if s.name in deferred or _waiting_until(rows[s.name], due)}
-        later = [rows[name].next_attempt_at for name in waits]
-        runnable = [s for s in ready if s.name not in waits]
-        if not runnable:
-            outcome.state, outcome.retry_at = "waiting", min(t for t in later if t) if any(later) else now()
-            return outcome
-        if not op.still_wanted(req):
-            outcome.state = "stopped"
-            return outcome
-        if not leases.renew(req.pk):
-            log.warning("%s: lost the lease on request %s; stopping", op.name, req.pk)
-            outcome.state = "stopped"
-            return outcome
-        results = _run_round(req, [(spec, rows[spec.name]) for spec in runnable], now)
-        outcome.ran += [spec.name for spec in runnable]
-        failed = workflow.steps_finished(results, now=now())
-        deferred |= {r.step.name for r in results if r.waiting}
-        succeeded |= {r.step.name for r in results if not (r.waiting or r.failed)}
-        delays = [r.delay for r in results if r.waiting]
-        if delays:
-            outcome.delay = min(delays + ([outcome.delay] if outcome.delay is not None else []))
-        if failed is not None:
-            if op.on_failure:
-                op.on_failure(req, failed)
-            outcome.state = "failed"
-            return outcome
+    running: dict[Future, tuple[StepSpec, Step]] = {}
+    failed: Step | None = None
+    stopped = False
+    threads = settings.PORTAL_CONCURRENT_STEPS and any(s.concurrent for s in op.steps)
+    pool = ThreadPoolExecutor(max_workers=len(op.steps), thread_name_prefix="step") if threads else None
+    try:
+        while True:
+            done = {s.name for s in op.steps if s.name in succeeded or _done(req, rows[s.name], s)}
+            busy = {spec.name for spec, _ in running.values()}
+            pending = [s for s in op.steps if s.name not in done]
+            if not pending:
+                op.finish(req)
+                return outcome
+            due = now() + DUE_MARGIN
+            ready = [s for s in pending if set(s.after) <= done and s.name not in busy]
+            waits = {s.name for s in ready if s.name in deferred or _waiting_until(rows[s.name], due)}
+            runnable = [s for s in ready if s.name not in waits]
+            if runnable and failed is None and not stopped:
+                if not (op.still_wanted(req) and _renew(req, op)):
+                    stopped = True
+                else:
+                    workflow.steps_started([rows[s.name] for s in runnable], now=now())
+                    outcome.ran += [s.name for s in runnable]
+                    inline = []
+                    for spec in runnable:
+                        if pool is not None and spec.concurrent:
+                            running[pool.submit(_call_in_thread, spec, req, rows[spec.name])] = (spec, rows[spec.name])
+                        else:
+                            inline.append(spec)
+                    if inline:  # steps that use the database run here, one after another
+                        results = [
+                            _finish(spec, req, rows[spec.name], _call(spec, req, rows[spec.name]), now)
+                            for spec in inline
+                        ]
+                        failed = _record(results, failed, deferred, succeeded, outcome, now)
+                        continue
+            if not running:
+                if failed is not None:
+                    if op.on_failure:
+                        op.on_failure(req, failed)
+                    outcome.state = "failed"
+                elif stopped:
+                    outcome.state = "stopped"
+                else:
+                    later = [rows[name].next_attempt_at for name in waits if rows[name].next_attempt_at]
+                    outcome.state, outcome.retry_at = "waiting", min(later) if later else now()
+                return outcome
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            results = []
+            for future in finished:
+                spec, row = running.pop(future)
+                results.append(_finish(spec, req, row, future.result(), now))
+            failed = _record(results, failed, deferred, succeeded, outcome, now)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)  # a job never leaves a step running behind it (its timeout included)
+
+
+def _renew(req: IdentityRequest, op: Operation) -> bool:
+    if leases.renew(req.pk):
+        return True
+    log.warning("%s: lost the lease on request %s; stopping", op.name, req.pk)
+    return False
+
+
+def _finish(
+    spec: StepSpec, req: IdentityRequest, row: Step, called: tuple[Detail | None, Exception | None], now: Clock
+) -> workflow.StepResult:
+    if spec.save:
+        spec.save(req)
+    detail, error = called
+    return _result(row, detail, error, now)
+
+
+def _record(
+    results: list[workflow.StepResult],
+    failed: Step | None,
+    deferred: set[str],
+    succeeded: set[str],
+    outcome: Outcome,
+    now: Clock,
+) -> Step | None:
+    """Record how steps ended (one transaction); returns the first step that failed for good, so far."""
+    failed_now = workflow.steps_finished(results, now=now())
+    deferred |= {r.step.name for r in results if r.waiting}
+    succeeded |= {r.step.name for r in results if not (r.waiting or r.failed)}
+    delays = [r.delay for r in results if r.waiting] + ([outcome.delay] if outcome.delay is not None else [])
+    if delays:
+        outcome.delay = min(delays)
+    return failed or failed_now
 
 
 def _waiting_until(row: Step, due: datetime) -> bool:
@@ -162,22 +220,6 @@ def _waiting_until(row: Step, due: datetime) -> bool:
 
 def _done(req: IdentityRequest, row: Step, spec: StepSpec) -> bool:
     return row.state == Step.State.SUCCEEDED and (spec.still_done is None or spec.still_done(req, row))
-
-
-def _run_round(req: IdentityRequest, batch: list[tuple[StepSpec, Step]], now: Clock) -> list[workflow.StepResult]:
-    """Start the steps (one transaction), run them (at once when several), and say how each ended."""
-    workflow.steps_started([row for _, row in batch], now=now())
-    if len(batch) == 1 or not settings.PORTAL_CONCURRENT_STEPS:
-        outcomes = [_call(spec, req, row) for spec, row in batch]
-    else:
-        with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix=f"step-{req.pk}") as pool:
-            outcomes = list(pool.map(lambda pair: _call_in_thread(pair[0], req, pair[1]), batch))
-    results = []
-    for (spec, row), (detail, error) in zip(batch, outcomes, strict=True):
-        if spec.save:
-            spec.save(req)
-        results.append(_result(row, detail, error, now))
-    return results
 
 
 def _call_in_thread(spec: StepSpec, req: IdentityRequest, row: Step) -> tuple[Detail | None, Exception | None]:

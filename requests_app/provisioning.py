@@ -37,6 +37,8 @@ TENANT_ID_ANNOTATION = "azure.workload.identity/tenant-id"
 OWNER_ANNOTATION_PREFIXES = ("meta.helm.sh/", "argocd.argoproj.io/", "kustomize.toolkit.fluxcd.io/", REQUEST_ANNOTATION)
 
 Detail = dict[str, Any]
+# Where the ServiceAccount step leaves the token it minted for the verification (on the request object in memory).
+FIRST_TOKEN = "_first_service_account_token"
 
 
 def provision(
@@ -270,8 +272,21 @@ def _is_ours(sa: kubernetes.ServiceAccount, req: IdentityRequest) -> bool:
 
 
 def create_service_account(req: IdentityRequest, first: bool = False) -> Detail:
-    """Create the annotated ServiceAccount, or complete ours. `first`: create without looking first (a create
-    never takes anything over: an existing one answers AlreadyExists, and is then looked at)."""
+    """Create the annotated ServiceAccount (or complete ours) and mint its first token for the verification.
+
+    `first`: create without looking first (a create never takes anything over: an existing one answers
+    AlreadyExists, and is then looked at). The token is what a pod would get (audience api://AzureADTokenExchange,
+    ten minutes); it stays in this process's memory for the verification step of the same run, never stored.
+    """
+    detail = _ensure_service_account(req, first)
+    token = kubernetes.request_token(
+        req.cluster, req.namespace, req.service_account, audience=identities.TOKEN_EXCHANGE_AUDIENCE
+    )
+    req.__dict__[FIRST_TOKEN] = token
+    return detail
+
+
+def _ensure_service_account(req: IdentityRequest, first: bool) -> Detail:
     cluster, ns, name = req.cluster, req.namespace, req.service_account
     annotations = {
         CLIENT_ID_ANNOTATION: req.client_id,
@@ -313,8 +328,16 @@ def create_service_account(req: IdentityRequest, first: bool = False) -> Detail:
 
 
 def verify(req: IdentityRequest, first: bool = False) -> Detail:
+    # The ServiceAccount step of this run minted a token already (kept in memory only, used once); a later run
+    # mints its own.
+    token = req.__dict__.pop(FIRST_TOKEN, None)
     result = verification.verify_federation(
-        req.cluster, req.namespace, req.service_account, tenant_id=req.tenant_id, client_id=req.client_id
+        req.cluster,
+        req.namespace,
+        req.service_account,
+        tenant_id=req.tenant_id,
+        client_id=req.client_id,
+        token=token,
     )
     return {"issuer": result.issuer, "subject": result.subject, "token_exchange": "ok"}  # nosec B105 # an outcome
 
@@ -376,11 +399,17 @@ def remove_identity(req: IdentityRequest, first: bool = False) -> Detail:
 N = Step.Name
 STEPS = [
     engine.StepSpec(N.IDENTITY, create_identity, still_done=_identity_done),
-    # Once the identity exists, these three are independent of each other: they run at once.
-    engine.StepSpec(N.FIC, create_federated_credential, after=(N.IDENTITY,), still_done=_credential_done),
-    engine.StepSpec(N.ROLES, assign_roles, after=(N.IDENTITY,), still_done=_roles_done, save=save_assignments),
-    engine.StepSpec(N.SERVICE_ACCOUNT, create_service_account, after=(N.IDENTITY,)),
-    engine.StepSpec(N.VERIFY, verify, after=(N.FIC, N.ROLES, N.SERVICE_ACCOUNT)),
+    # Once the identity exists, these three are independent of each other: they run at once, in threads.
+    engine.StepSpec(
+        N.FIC, create_federated_credential, after=(N.IDENTITY,), still_done=_credential_done, concurrent=True
+    ),
+    engine.StepSpec(
+        N.ROLES, assign_roles, after=(N.IDENTITY,), still_done=_roles_done, save=save_assignments, concurrent=True
+    ),
+    engine.StepSpec(N.SERVICE_ACCOUNT, create_service_account, after=(N.IDENTITY,), concurrent=True),
+    # The token exchange needs the credential and a token of the ServiceAccount, not the role assignments: it
+    # starts as soon as those two are there (the request is ready once every step is).
+    engine.StepSpec(N.VERIFY, verify, after=(N.FIC, N.SERVICE_ACCOUNT), concurrent=True),
 ]
 assert [s.name for s in STEPS] == workflow.PROVISIONING_STEPS  # nosec B101 # import-time check of two constants
 
@@ -399,6 +428,6 @@ REVOCATION = engine.Operation("revocation", _start_revocation, REVOKE_STEPS, wor
 VERIFICATION = engine.Operation(
     "verification",
     _start_verification,
-    [engine.StepSpec(N.VERIFY, verify, still_done=lambda req, step: False)],
+    [engine.StepSpec(N.VERIFY, verify, still_done=lambda req, step: False, concurrent=True)],
     finish=lambda req: None,
 )

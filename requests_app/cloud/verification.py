@@ -122,10 +122,18 @@ def exchange(
 
 
 def verify_federation(
-    cluster: Cluster, namespace: str, service_account: str, *, tenant_id: str, client_id: str
+    cluster: Cluster,
+    namespace: str,
+    service_account: str,
+    *,
+    tenant_id: str,
+    client_id: str,
+    token: str | None = None,
 ) -> Verification:
-    """Mint a ServiceAccount token on `cluster` and exchange it for the identity, as a pod would."""
-    token = kubernetes.request_token(cluster, namespace, service_account, audience=TOKEN_EXCHANGE_AUDIENCE)
+    """Exchange a ServiceAccount token of `cluster` for the identity, as a pod would. `token`: one minted moments
+    ago for this ServiceAccount; without it, one is minted here."""
+    if token is None:
+        token = kubernetes.request_token(cluster, namespace, service_account, audience=TOKEN_EXCHANGE_AUDIENCE)
     expires_on = exchange(
         tenant_id,
         client_id,

@@ -221,7 +221,8 @@ PROVISIONING = [
     pytest.param("roles", "GET", r"/roleDefinitions/", ARM_SAYS, id="roles-arm-read"),
     pytest.param("roles", "PUT", r"/roleAssignments/", ARM_SAYS, id="roles-arm-write"),
     pytest.param("service_account", "POST", rf"/namespaces/{NS}/serviceaccounts$", K8S_SAYS, id="sa-k8s-create"),
-    pytest.param("verify", "POST", rf"/serviceaccounts/{SA}/token$", K8S_SAYS, id="verify-k8s-token-request"),
+    # The ServiceAccount step mints the first token, which the verification exchanges.
+    pytest.param("service_account", "POST", rf"/serviceaccounts/{SA}/token$", K8S_SAYS, id="sa-k8s-token-request"),
     pytest.param(
         "verify", "POST", TOKEN, "Entra ID did not answer in time for the token exchange", id="verify-entra-exchange"
     ),

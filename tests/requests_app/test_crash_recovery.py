@@ -214,13 +214,14 @@ def assert_ready_once(control, req: IdentityRequest) -> None:
 # ---- SIGKILL in the middle of each step --------------------------------------------------------------------
 
 
+EXCHANGE = {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
 SLOW_CALLS = {
     # step: the call made slow (so the worker is killed while it is in flight)
     "identity": ("PUT", r"/userAssignedIdentities/aks-demo_team-payments_payments-api$"),
     "fic": ("PUT", r"/federatedIdentityCredentials/"),
     "roles": ("PUT", r"/roleAssignments/"),
     "service_account": ("POST", rf"/namespaces/{NS}/serviceaccounts$"),
-    "verify": ("POST", r"/serviceaccounts/payments-api/token$"),
+    "verify": ("POST", r"/oauth2/v2.0/token$"),  # the token exchange: see EXCHANGE
 }
 
 
@@ -229,7 +230,9 @@ def test_a_worker_killed_in_the_middle_of_a_step_is_recovered_without_duplicates
     step, workers, control, demo_cluster, requester, approver
 ) -> None:
     method, path = SLOW_CALLS[step]
-    rule = control.add_fault(path, method=method, latency_ms=SLOW_MS, times=1)
+    # At verification the slow call is the token exchange, told from the worker's own token requests by its form.
+    body = EXCHANGE if step == "verify" else None
+    rule = control.add_fault(path, method=method, latency_ms=SLOW_MS, times=1, body=body)
     req = approve(demo_cluster, requester, approver, "payments-api")
     worker = workers.start()
     wait_for(f"step {step} running", lambda: step_state(req, step) == Step.State.RUNNING, workers=workers)

@@ -32,6 +32,8 @@ IDENTITY = "aks-demo_team-payments_payments-api"
 PROVISION_STEPS = ["identity", "fic", "roles", "service_account", "verify"]
 REVOKE_STEPS = ["revoke_service_account", "revoke_roles", "revoke_fic", "revoke_identity"]
 TOKEN = r"/oauth2/v2.0/token$"
+# Targets named for a call rather than a step, and the step that makes the call.
+STEP_OF = {"service_account_token": "service_account"}
 OURS = {"app.kubernetes.io/managed-by": "workload-identity-portal"}
 
 
@@ -50,7 +52,10 @@ TARGETS = {
     "fic": Target("PUT", r"/federatedIdentityCredentials/", "arm", "the federated credential"),
     "roles": Target("PUT", r"/roleAssignments/", "arm", "the role assignment Key Vault Secrets User"),
     "service_account": Target("POST", rf"/namespaces/{NS}/serviceaccounts$", "k8s", f"ServiceAccount {NS}/{SA}"),
-    "verify": Target("POST", rf"/serviceaccounts/{SA}/token$", "k8s", f"a token for ServiceAccount {NS}/{SA}"),
+    # The ServiceAccount step mints the first token (the verification exchanges it): its TokenRequest.
+    "service_account_token": Target(
+        "POST", rf"/serviceaccounts/{SA}/token$", "k8s", f"a token for ServiceAccount {NS}/{SA}"
+    ),
     "revoke_service_account": Target(
         "DELETE", rf"/serviceaccounts/{SA}$", "k8s", f"the deletion of ServiceAccount {NS}/{SA}"
     ),
@@ -336,7 +341,9 @@ def assert_failed_at(req: IdentityRequest, step: str) -> IdentityRequest:
     assert rows[step].state == Step.State.FAILED and rows[step].error == req.failure_message
     order = REVOKE_STEPS if step in REVOKE_STEPS else PROVISION_STEPS
     # The credential, role and ServiceAccount steps run at once: only what needs the failed step waits.
-    later = ["verify"] if step in ("fic", "roles", "service_account") else order[order.index(step) + 1 :]
+    # The verification needs the credential and the ServiceAccount, not the roles.
+    needs = {"identity": PROVISION_STEPS[1:], "fic": ["verify"], "service_account": ["verify"], "roles": []}
+    later = needs.get(step, order[order.index(step) + 1 :])
     assert all(rows[s].state == Step.State.PENDING for s in later)
     assert AuditEvent.objects.filter(request=req, action=f"step.{step}.failed").count() == 1
     assert not AuditEvent.objects.filter(request=req, action=f"step.{step}.retrying").exists()
@@ -371,6 +378,7 @@ def assert_finished(step: str, control, req: IdentityRequest) -> None:
 def test_a_transient_fault_is_retried_and_the_request_finishes(
     request, demo_cluster, control, step, method, path, fault
 ) -> None:
+    step = STEP_OF.get(step, step)
     req = request_for(step, request)
     for rule in fault.rules:
         control.add_fault(path, method=method, **rule)
@@ -449,6 +457,7 @@ def test_the_kubernetes_client_does_not_retry_on_its_own(req, control) -> None:
 def test_a_permanent_fault_fails_the_step_and_a_retry_finishes(
     request, demo_cluster, control, admin, step, target, fault
 ) -> None:
+    step = STEP_OF.get(step, step)
     req = request_for(step, request)
     control.add_fault(target.path, method=target.method, times=1, **fault.rule)
     sleeps = Sleeps()

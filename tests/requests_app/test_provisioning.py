@@ -98,8 +98,9 @@ def assert_failed_at(req: IdentityRequest, step: str) -> IdentityRequest:
     assert (req.status, req.failed_step) == (Status.FAILED, step)
     rows = steps(req)
     assert rows[step].state == Step.State.FAILED and rows[step].error == req.failure_message
-    # The credential, role and ServiceAccount steps run at once: only what needs the failed step waits.
-    later = ["verify"] if step in CONCURRENT else STEPS[STEPS.index(step) + 1 :]
+    # The credential, role and ServiceAccount steps run at once: only what needs the failed step waits (the
+    # verification needs the credential and the ServiceAccount, not the roles).
+    later = {"identity": STEPS[1:], "fic": ["verify"], "service_account": ["verify"]}.get(step, [])
     assert all(rows[s].state == Step.State.PENDING for s in later)
     assert AuditEvent.objects.filter(request=req, action=f"step.{step}.failed").count() == 1
     return req
@@ -118,16 +119,22 @@ def test_it_provisions_an_approved_request_to_ready(req, control) -> None:
     assert_provisioned_once(control, req)
     assert all(s.state == Step.State.SUCCEEDED and s.attempts == 1 for s in steps(req).values())
     actions = list(AuditEvent.objects.filter(request=req).values_list("action", flat=True))
-    # The identity first; then the credential, roles and ServiceAccount at once (one round); then verification.
-    expected = [
+    # The identity first; then the credential, roles and ServiceAccount, started together and ending in any
+    # order; the verification as soon as the credential and the ServiceAccount are there; then ready.
+    assert actions[:5] == [
+        "request.submitted",
+        "request.approved",
+        "provisioning.started",
         "step.identity.started",
         "step.identity.succeeded",
-        *[f"step.{s}.started" for s in CONCURRENT],
-        *[f"step.{s}.succeeded" for s in CONCURRENT],
-        "step.verify.started",
-        "step.verify.succeeded",
     ]
-    assert actions == ["request.submitted", "request.approved", "provisioning.started", *expected, "request.ready"]
+    assert actions[5:8] == [f"step.{s}.started" for s in CONCURRENT]
+    assert sorted(actions[8:-1]) == sorted(
+        [f"step.{s}.succeeded" for s in CONCURRENT] + ["step.verify.started", "step.verify.succeeded"]
+    )
+    for need in ("step.fic.succeeded", "step.service_account.succeeded"):
+        assert actions.index(need) < actions.index("step.verify.started")
+    assert actions[-1] == "request.ready"
     assert fresh(req).ready_at is not None
 
 
