@@ -4,8 +4,9 @@ An operation is a declared list of steps, each naming the steps it needs first. 
 around them: the request's lease, the Step rows (attempts, timings, errors, the next attempt), the audit events,
 retries and their waits. A run does what is due now and returns:
 
-- steps whose needs are met run; when several are ready at once (the credential, the role assignments and the
-  ServiceAccount, once the identity exists) they run at the same time, each in a thread of this job;
+- a step starts as soon as the steps it needs have succeeded; steps declared `concurrent` (they use no
+  database) run in threads of this job, so the credential, the role assignments and the ServiceAccount are made
+  at the same time once the identity exists, and the verification starts while the roles may still be going;
 - a transient error records when the next attempt is due (retry.decide: backoff with full jitter, Retry-After,
   the long windows for PrincipalNotFound and AADSTS70021) and the run returns `Outcome.retry_at`: the job puts
   itself back on the queue for then (RQ's scheduler) and the worker moves on. Waiting never holds a worker;
@@ -14,7 +15,7 @@ retries and their waits. A run does what is due now and returns:
 
 Steps that run in threads must not touch the database: the engine reads what they need before (the request, its
 cluster and grants are loaded once) and writes what they return after, in this thread (`StepSpec.save`). Steps
-that run alone (an operation's first step, verification, every repair step) may.
+not declared `concurrent` (the identity, revocation and repair steps) run in this thread and may.
 """
 
 from __future__ import annotations

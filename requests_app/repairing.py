@@ -47,8 +47,7 @@ def _prepare(req: IdentityRequest, actor: User, source_ip: str | None) -> None:
 
 
 def _make_steps(req: IdentityRequest) -> None:
-    for position, name in enumerate(workflow.REPAIR_STEPS, start=workflow.REPAIR_POSITION):
-        Step.objects.get_or_create(request=req, name=name, defaults={"position": position})
+    workflow.make_steps(req, workflow.REPAIR_STEPS, start=workflow.REPAIR_POSITION)
 
 
 def request_repair(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:

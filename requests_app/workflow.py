@@ -305,8 +305,7 @@ def revoke_request(req: IdentityRequest, *, actor: User, reason: str, source_ip:
     with transaction.atomic():
         if not _swap(req, Status.READY, Status.REVOKING, revoked_by=actor, revoke_reason=reason.strip()):
             raise WorkflowError("Only a ready identity can be revoked.")
-        for position, name in enumerate(REVOCATION_STEPS, start=len(PROVISIONING_STEPS)):
-            Step.objects.get_or_create(request=req, name=name, defaults={"position": position})
+        make_steps(req, REVOCATION_STEPS, start=len(PROVISIONING_STEPS))
         audit.record(
             "request.revoke_requested",
             actor=actor,
@@ -348,13 +347,18 @@ def _guard_decision(req: IdentityRequest, actor: User) -> None:
 # ---- transitions made by the provisioning job (actor: the system) ---------------------------------------
 
 
+def make_steps(req: IdentityRequest, names: list[str], *, start: int = 0) -> None:
+    """The step rows of an operation, in one INSERT; rows that exist already (a retried run) are kept."""
+    rows = [Step(request=req, name=name, position=position) for position, name in enumerate(names, start=start)]
+    Step.objects.bulk_create(rows, ignore_conflicts=True)
+
+
 def begin_provisioning(req: IdentityRequest) -> bool:
     """approved -> provisioning, creating the step rows; False if the request is not approved (any more)."""
     with transaction.atomic():
         if not _swap(req, Status.APPROVED, Status.PROVISIONING):
             return False
-        for position, name in enumerate(PROVISIONING_STEPS):
-            Step.objects.get_or_create(request=req, name=name, defaults={"position": position})
+        make_steps(req, PROVISIONING_STEPS)
         audit.record("provisioning.started", actor=None, request=req)
     return True
 
