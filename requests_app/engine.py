@@ -21,6 +21,7 @@ not declared `concurrent` (the identity, revocation and repair steps) run in thi
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -34,7 +35,7 @@ from django.utils import timezone
 
 from . import leases, retry, workflow
 from .cloud.errors import CloudError
-from .models import IdentityRequest, Step
+from .models import IdentityRequest, Status, Step
 
 log = logging.getLogger(__name__)
 
@@ -116,103 +117,125 @@ def run(request_id: uuid.UUID, op: Operation, *, now: Clock = timezone.now) -> O
 
 
 def _rounds(req: IdentityRequest, op: Operation, now: Clock) -> Outcome:
-    """Start every step whose needs are met, as soon as they are met; record each as it ends."""
+    """Start every step whose needs are met, as soon as they are met; record each as it ends.
+
+    A step that runs in a thread is started first and recorded as started just after, in the one transaction that
+    also records the steps that just ended: the bookkeeping overlaps the cloud calls instead of preceding them.
+    (Should the worker die between the two, the step is not marked started and runs again as a first attempt,
+    which every step can: a first attempt's writes are idempotent and adopt what this request made.)
+    """
     rows = {s.name: s for s in req.steps.all()}
     for row in rows.values():
         row.request = req  # one instance, so status changes made by workflow are seen everywhere
-    outcome = Outcome("done")
-    deferred: set[str] = set()  # steps this run put off: their next attempt is a later run's, however soon
-    succeeded: set[str] = set()  # steps this run did (a step that is never `still_done` runs once per run)
-    running: dict[Future, tuple[StepSpec, Step]] = {}
-    failed: Step | None = None
-    stopped = False
+    run = _Run(req, op, now)
     threads = settings.PORTAL_CONCURRENT_STEPS and any(s.concurrent for s in op.steps)
     pool = ThreadPoolExecutor(max_workers=len(op.steps), thread_name_prefix="step") if threads else None
+    running: dict[Future, tuple[StepSpec, Step]] = {}
     try:
         while True:
-            done = {s.name for s in op.steps if s.name in succeeded or _done(req, rows[s.name], s)}
-            busy = {spec.name for spec, _ in running.values()}
+            done = {s.name for s in op.steps if s.name in run.succeeded or _done(req, rows[s.name], s)}
             pending = [s for s in op.steps if s.name not in done]
             if not pending:
+                run.record([])
                 op.finish(req)
-                return outcome
+                return run.outcome
+            busy = {spec.name for spec, _ in running.values()}
             due = now() + DUE_MARGIN
             ready = [s for s in pending if set(s.after) <= done and s.name not in busy]
-            waits = {s.name for s in ready if s.name in deferred or _waiting_until(rows[s.name], due)}
+            waits = {s.name for s in ready if s.name in run.deferred or _waiting_until(rows[s.name], due)}
             runnable = [s for s in ready if s.name not in waits]
-            if runnable and failed is None and not stopped:
-                if not (op.still_wanted(req) and _renew(req, op)):
-                    stopped = True
+            inline: list[StepSpec] = []
+            starting: list[Step] = []
+            if runnable and run.failed is None and not run.stopped:
+                if not (op.still_wanted(req) and run.renew()):
+                    run.stopped = True
                 else:
-                    workflow.steps_started([rows[s.name] for s in runnable], now=now())
-                    outcome.ran += [s.name for s in runnable]
-                    inline = []
                     for spec in runnable:
+                        row = rows[spec.name]
+                        first = row.attempts == 0  # read before the start is recorded (which counts it)
                         if pool is not None and spec.concurrent:
-                            running[pool.submit(_call_in_thread, spec, req, rows[spec.name])] = (spec, rows[spec.name])
+                            running[pool.submit(_call_in_thread, spec, req, row, first)] = (spec, row)
                         else:
                             inline.append(spec)
-                    if inline:  # steps that use the database run here, one after another
-                        results = [
-                            _finish(spec, req, rows[spec.name], _call(spec, req, rows[spec.name]), now)
-                            for spec in inline
-                        ]
-                        failed = _record(results, failed, deferred, succeeded, outcome, now)
-                        continue
+                        starting.append(row)
+                    run.outcome.ran += [s.name for s in runnable]
+            run.record(starting)
+            if inline:  # steps that use the database run here, one after another, once recorded as started
+                for spec in inline:
+                    row = rows[spec.name]
+                    run.ended(spec, row, _call(spec, req, row, row.attempts == 1))
+                continue
             if not running:
-                if failed is not None:
-                    if op.on_failure:
-                        op.on_failure(req, failed)
-                    outcome.state = "failed"
-                elif stopped:
-                    outcome.state = "stopped"
-                else:
-                    later = [rows[name].next_attempt_at for name in waits if rows[name].next_attempt_at]
-                    outcome.state, outcome.retry_at = "waiting", min(later) if later else now()
-                return outcome
+                run.record([])
+                return run.end(waits, rows)
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            results = []
             for future in finished:
                 spec, row = running.pop(future)
-                results.append(_finish(spec, req, row, future.result(), now))
-            failed = _record(results, failed, deferred, succeeded, outcome, now)
+                run.ended(spec, row, future.result())
     finally:
         if pool is not None:
             pool.shutdown(wait=True)  # a job never leaves a step running behind it (its timeout included)
 
 
-def _renew(req: IdentityRequest, op: Operation) -> bool:
-    if leases.renew(req.pk):
-        return True
-    log.warning("%s: lost the lease on request %s; stopping", op.name, req.pk)
-    return False
+class _Run:
+    """What one run of an operation has done so far, and what is still to be written down."""
 
+    def __init__(self, req: IdentityRequest, op: Operation, now: Clock):
+        self.req, self.op, self.now = req, op, now
+        self.outcome = Outcome("done")
+        self.deferred: set[str] = set()  # put off by this run: their next attempt is a later run's, however soon
+        self.succeeded: set[str] = set()  # done by this run (a step that is never `still_done` runs once a run)
+        self.failed: Step | None = None
+        self.stopped = False
+        self.results: list[workflow.StepResult] = []  # ended, not yet recorded
+        self.saves: list[Callable[[IdentityRequest], None]] = []  # what those steps left on the request's objects
+        self.renewed = time.monotonic()  # the lease was taken just before the run
 
-def _finish(
-    spec: StepSpec, req: IdentityRequest, row: Step, called: tuple[Detail | None, Exception | None], now: Clock
-) -> workflow.StepResult:
-    if spec.save:
-        spec.save(req)
-    detail, error = called
-    return _result(row, detail, error, now)
+    def renew(self) -> bool:
+        # Renewed once a quarter of the lease has gone by: often enough, without a query at every step.
+        if time.monotonic() - self.renewed < settings.PORTAL_LEASE_SECONDS / 4:
+            return True
+        if leases.renew(self.req.pk):
+            self.renewed = time.monotonic()
+            return True
+        log.warning("%s: lost the lease on request %s; stopping", self.op.name, self.req.pk)
+        return False
 
+    def ended(self, spec: StepSpec, row: Step, called: tuple[Detail | None, Exception | None]) -> None:
+        if spec.save:
+            self.saves.append(spec.save)  # stored with the step's record, in its transaction
+        detail, error = called
+        result = _result(row, detail, error, self.now)
+        self.results.append(result)
+        if result.waiting:
+            self.deferred.add(row.name)
+            delays = [result.delay] + ([self.outcome.delay] if self.outcome.delay is not None else [])
+            self.outcome.delay = min(delays)
+        elif result.failed:
+            self.failed = self.failed or row
+        else:
+            self.succeeded.add(row.name)
 
-def _record(
-    results: list[workflow.StepResult],
-    failed: Step | None,
-    deferred: set[str],
-    succeeded: set[str],
-    outcome: Outcome,
-    now: Clock,
-) -> Step | None:
-    """Record how steps ended (one transaction); returns the first step that failed for good, so far."""
-    failed_now = workflow.steps_finished(results, now=now())
-    deferred |= {r.step.name for r in results if r.waiting}
-    succeeded |= {r.step.name for r in results if not (r.waiting or r.failed)}
-    delays = [r.delay for r in results if r.waiting] + ([outcome.delay] if outcome.delay is not None else [])
-    if delays:
-        outcome.delay = min(delays)
-    return failed or failed_now
+    def record(self, starting: list[Step]) -> None:
+        """Write down, in one transaction, the steps that ended since the last time and the ones starting."""
+        if self.results or starting:
+            workflow.steps_recorded(self.results, starting, now=self.now(), saves=self.saves)
+            self.results, self.saves = [], []
+
+    def end(self, waits: set[str], rows: dict[str, Step]) -> Outcome:
+        outcome = self.outcome
+        if self.failed is not None:
+            if self.op.on_failure:
+                self.op.on_failure(self.req, self.failed)
+            outcome.state = "failed"
+        elif self.stopped:
+            outcome.state = "stopped"
+        else:
+            later = [rows[name].next_attempt_at for name in waits if rows[name].next_attempt_at]
+            outcome.state, outcome.retry_at = "waiting", min(later) if later else self.now()
+            if self.req.status in (Status.PROVISIONING, Status.REVOKING):
+                workflow.request_waits(self.req, outcome.retry_at)
+        return outcome
 
 
 def _waiting_until(row: Step, due: datetime) -> bool:
@@ -223,17 +246,19 @@ def _done(req: IdentityRequest, row: Step, spec: StepSpec) -> bool:
     return row.state == Step.State.SUCCEEDED and (spec.still_done is None or spec.still_done(req, row))
 
 
-def _call_in_thread(spec: StepSpec, req: IdentityRequest, row: Step) -> tuple[Detail | None, Exception | None]:
+def _call_in_thread(
+    spec: StepSpec, req: IdentityRequest, row: Step, first: bool
+) -> tuple[Detail | None, Exception | None]:
     try:
-        return _call(spec, req, row)
+        return _call(spec, req, row, first)
     finally:
         # A step that ran here must not have used the database; if it did anyway, do not leak the connection.
         connections.close_all()
 
 
-def _call(spec: StepSpec, req: IdentityRequest, row: Step) -> tuple[Detail | None, Exception | None]:
+def _call(spec: StepSpec, req: IdentityRequest, row: Step, first: bool) -> tuple[Detail | None, Exception | None]:
     try:
-        return spec.run(req, row.attempts == 1), None
+        return spec.run(req, first), None
     except Exception as e:  # recorded by _result: a CloudError is retried or fails the step; anything else fails it
         if not isinstance(e, CloudError):
             log.exception("step %s of request %s crashed", row.name, req.pk)

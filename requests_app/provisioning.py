@@ -124,7 +124,7 @@ def _not_ours_error(req: IdentityRequest) -> CloudError:
     )
 
 
-def create_identity(req: IdentityRequest, first: bool = False) -> Detail:
+def create_identity(req: IdentityRequest, first: bool = False, *, save: bool = True) -> Detail:
     """Create the identity, or adopt it if an earlier attempt made it for this request.
 
     `first`: no earlier attempt can have made it, so create it only if new (one conditional PUT, no lookup);
@@ -161,8 +161,19 @@ def create_identity(req: IdentityRequest, first: bool = False) -> Detail:
             ident = identities.put_identity(*where, location=location, tags=merged)
     req.identity_resource_id, req.client_id = ident.id, ident.client_id
     req.principal_id, req.tenant_id = ident.principal_id, ident.tenant_id
-    req.save(update_fields=["identity_resource_id", "client_id", "principal_id", "tenant_id", "updated_at"])
+    if save:
+        save_identity(req)
     return {"identity": ident.name, "created": existing is None}
+
+
+def save_identity(req: IdentityRequest) -> None:
+    """Store the IDs `create_identity` put on the request (when it got as far)."""
+    if req.identity_resource_id:
+        req.save(update_fields=["identity_resource_id", "client_id", "principal_id", "tenant_id", "updated_at"])
+
+
+def _create_identity_step(req: IdentityRequest, first: bool) -> Detail:
+    return create_identity(req, first, save=False)  # in a thread: save_identity stores the IDs after
 
 
 # ---- 2. the federated identity credential --------------------------------------------------------------------
@@ -398,20 +409,21 @@ def remove_identity(req: IdentityRequest, first: bool = False) -> Detail:
 
 N = Step.Name
 STEPS = [
-    engine.StepSpec(N.IDENTITY, create_identity, still_done=_identity_done),
-    # Once the identity exists, these three are independent of each other: they run at once, in threads.
+    engine.StepSpec(N.IDENTITY, _create_identity_step, still_done=_identity_done, save=save_identity, concurrent=True),
+    # Once the identity exists, these three are independent of each other: they run at once, in threads. The
+    # ServiceAccount is listed (so started) first: its branch (create, then mint a token) is the longest.
+    engine.StepSpec(N.SERVICE_ACCOUNT, create_service_account, after=(N.IDENTITY,), concurrent=True),
     engine.StepSpec(
         N.FIC, create_federated_credential, after=(N.IDENTITY,), still_done=_credential_done, concurrent=True
     ),
     engine.StepSpec(
         N.ROLES, assign_roles, after=(N.IDENTITY,), still_done=_roles_done, save=save_assignments, concurrent=True
     ),
-    engine.StepSpec(N.SERVICE_ACCOUNT, create_service_account, after=(N.IDENTITY,), concurrent=True),
     # The token exchange needs the credential and a token of the ServiceAccount, not the role assignments: it
     # starts as soon as those two are there (the request is ready once every step is).
     engine.StepSpec(N.VERIFY, verify, after=(N.FIC, N.SERVICE_ACCOUNT), concurrent=True),
 ]
-assert [s.name for s in STEPS] == workflow.PROVISIONING_STEPS  # nosec B101 # import-time check of two constants
+assert sorted(s.name for s in STEPS) == sorted(workflow.PROVISIONING_STEPS)  # nosec B101 # import-time check
 
 # One after another: nothing may point at a principal that is already gone.
 REVOKE_STEPS = [

@@ -8,7 +8,7 @@ transaction, then side effects on commit: jobs, e-mail included (sent by a job),
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -376,35 +376,27 @@ class StepResult:
     facts: dict | None = None
 
 
-def steps_started(steps: list[Step], *, now: datetime | None = None) -> None:
-    """A round of steps begins: one transaction, one audit batch. A step that was waiting to retry keeps its
-    first attempt's start time (its retry window counts from there)."""
-    now = now or timezone.now()
-    with transaction.atomic(), audit.batch():
-        for step in steps:
-            first = step.state != Step.State.WAITING
-            step.state, step.attempts, step.next_attempt_at = Step.State.RUNNING, step.attempts + 1, None
-            if first:
-                step.started_at, step.finished_at, step.error = now, None, ""
-                audit.record(
-                    f"step.{step.name}.started", actor=None, request=step.request, details={"attempt": step.attempts}
-                )
-        Step.objects.bulk_update(steps, ["state", "attempts", "next_attempt_at", "started_at", "finished_at", "error"])
-        req = steps[0].request
-        if req.next_attempt_at is not None:
-            req.next_attempt_at = None
-            IdentityRequest.objects.filter(pk=req.pk).update(next_attempt_at=None)
+def steps_recorded(
+    results: list[StepResult],
+    starting: list[Step],
+    *,
+    now: datetime | None = None,
+    saves: Iterable[Callable[[IdentityRequest], None]] = (),
+) -> Step | None:
+    """Write down how steps ended and which start now, in one transaction and one audit batch; returns the first
+    step that failed for good.
 
-
-def steps_finished(results: list[StepResult], *, now: datetime | None = None) -> Step | None:
-    """Record how a round of steps ended, in one transaction; returns the first step that failed for good.
-
-    A waiting step records when its next attempt is due, and the request the earliest of those (the page shows
-    it; the sweep leaves the request alone until then). A failed step fails the request, naming the step.
+    A waiting step records when its next attempt is due. A failed step fails the request, naming the step. A step
+    that was waiting to retry keeps its first attempt's start time (its retry window counts from there). `saves`
+    store what the steps that ended put on the request's objects (they ran in threads, without the database).
     """
     now = now or timezone.now()
     failed: Step | None = None
+    steps = [r.step for r in results] + starting
+    req = steps[0].request
     with transaction.atomic(), audit.batch():
+        for save in saves:  # what the steps that ended left on the request's objects (their IDs), stored with them
+            save(req)
         for r in results:
             step = r.step
             if r.failed:
@@ -416,7 +408,7 @@ def steps_finished(results: list[StepResult], *, now: datetime | None = None) ->
                 audit.record(
                     f"step.{step.name}.retrying",
                     actor=None,
-                    request=step.request,
+                    request=req,
                     details={
                         "error": r.waiting,
                         "attempt": step.attempts,
@@ -427,12 +419,16 @@ def steps_finished(results: list[StepResult], *, now: datetime | None = None) ->
             else:
                 step.state, step.finished_at, step.error, step.next_attempt_at = Step.State.SUCCEEDED, now, "", None
                 step.detail = {**step.detail, **(r.detail or {})}
-                audit.record(f"step.{step.name}.succeeded", actor=None, request=step.request, details=r.detail or {})
+                audit.record(f"step.{step.name}.succeeded", actor=None, request=req, details=r.detail or {})
+        for step in starting:
+            first = step.state != Step.State.WAITING
+            step.state, step.attempts, step.next_attempt_at = Step.State.RUNNING, step.attempts + 1, None
+            if first:
+                step.started_at, step.finished_at, step.error = now, None, ""
+                audit.record(f"step.{step.name}.started", actor=None, request=req, details={"attempt": step.attempts})
         Step.objects.bulk_update(
-            [r.step for r in results], ["state", "finished_at", "error", "next_attempt_at", "detail"]
+            steps, ["state", "attempts", "started_at", "finished_at", "error", "next_attempt_at", "detail"]
         )
-        req = results[0].step.request
-        dues = [r.step.next_attempt_at for r in results if r.waiting]
         if failed is not None:
             running = Status.REVOKING if failed.name in REVOCATION_STEPS else Status.PROVISIONING
             moved = _swap(
@@ -448,10 +444,18 @@ def steps_finished(results: list[StepResult], *, now: datetime | None = None) ->
                     )
             if moved:  # a re-run check on a ready request fails its step only: the request did not fail
                 notify("request_failed", req)
-        elif dues:
-            req.next_attempt_at = min(dues)
-            IdentityRequest.objects.filter(pk=req.pk).update(next_attempt_at=req.next_attempt_at)
+        elif starting and req.next_attempt_at is not None:
+            req.next_attempt_at = None  # running again; a run that ends waiting says when next (request_waits)
+            IdentityRequest.objects.filter(pk=req.pk).update(next_attempt_at=None)
     return failed
+
+
+def request_waits(req: IdentityRequest, until: datetime) -> None:
+    """A run ended with steps waiting: the request's next attempt is the earliest of theirs (the page shows it;
+    the sweep leaves the request alone until then)."""
+    if req.next_attempt_at != until:
+        req.next_attempt_at = until
+        IdentityRequest.objects.filter(pk=req.pk).update(next_attempt_at=until)
 
 
 def mark_ready(req: IdentityRequest) -> None:

@@ -7,12 +7,15 @@ Entra's AADSTS codes tell misconfiguration (fail fast, naming what differs) from
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import ClientAssertionCredential
 from django.conf import settings
 
@@ -52,8 +55,22 @@ def _claims(token: str) -> dict[str, Any]:
         return {}
 
 
+@functools.cache
+def _exchange_transport(connection_timeout: float, read_timeout: float) -> RequestsTransport:
+    """One HTTP session per process for every token exchange: each exchange has a credential of its own (so no
+    token is ever reused, and each one proves the federation), but they share the TLS connections to Entra.
+    (Two threads asking at once for the first time may each make one; either serves.)"""
+    return RequestsTransport(
+        session=requests.Session(),
+        session_owner=False,
+        connection_timeout=connection_timeout,
+        read_timeout=read_timeout,
+    )
+
+
 def _credential(tenant_id: str, client_id: str, assertion: str) -> ClientAssertionCredential:
     kw: dict[str, Any] = {
+        "transport": _exchange_transport(**azure_timeouts()),
         "authority": settings.ENTRA_AUTHORITY_HOST,
         "connection_verify": connection_verify(),
         **azure_timeouts(),
