@@ -113,3 +113,16 @@ def test_an_unknown_identity_is_permanent(demo_cluster, identity) -> None:
     e = failure(verification.exchange, identity.tenant_id, "00000000-0000-4000-8000-000000000000", token)
     assert e.permanent is True
     assert e.code.startswith("AADSTS")
+
+
+def test_each_exchange_gets_a_token_of_its_own_over_one_shared_connection(demo_cluster, identity, control) -> None:
+    federate(demo_cluster.oidc_issuer_url)
+    seq = control.last_seq()
+    for _ in range(2):
+        token = kubernetes.request_token(demo_cluster, NS, SA, audience="api://AzureADTokenExchange")
+        verification.exchange(identity.tenant_id, identity.client_id, token)
+    exchanges = control.calls(since=seq, method="POST", path=TOKEN_PATH)
+    # Two exchanges reached Entra (no token was reused from a cache), and the second came over the connection the
+    # first one opened (one HTTP session per process for exchanges).
+    assert len(exchanges) == 2
+    assert len({c["peer"] for c in exchanges}) == 1
