@@ -74,8 +74,3 @@ def send_mail(kind: str, request_id: str) -> rq.Retry | None:
 
 def sweep() -> int:
     return sweeping.sweep()
-
-
-# Kept for callers that enqueue through this module's old names (tests); new code uses `queueing`.
-enqueue_provision = queueing.enqueue_provision
-enqueue_mail = queueing.enqueue_mail

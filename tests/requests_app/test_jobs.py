@@ -60,7 +60,7 @@ def test_the_worker_provisions_an_approved_request_to_ready(approved, control) -
 
 
 def test_enqueueing_twice_creates_nothing_twice(approved, queue, control) -> None:
-    jobs.enqueue_provision(approved.pk)  # a redelivery while queued (rq keeps both entries of the one job id)
+    queueing.enqueue_provision(approved.pk)  # a redelivery while queued (rq keeps both entries of the one job id)
     work()
     seq = control.last_seq()
     queue.enqueue(queueing.PROVISION, str(approved.pk))  # and a late duplicate after it finished

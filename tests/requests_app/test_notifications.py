@@ -17,7 +17,7 @@ from django.utils import timezone
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from requests_app import jobs, notifications, workflow
+from requests_app import jobs, notifications, queueing, workflow
 from requests_app.models import IdentityRequest, Status
 
 from .conftest import TEAM_PAYMENTS
@@ -164,7 +164,7 @@ def test_a_mail_that_keeps_failing_is_tried_with_growing_waits_then_fails(
 
 
 def test_an_error_that_is_not_the_smtp_servers_is_not_retried(queues, mailoutbox) -> None:
-    jobs.enqueue_mail("request_submitted", uuid.uuid4())  # no such request: a bug, not an outage
+    queueing.enqueue_mail("request_submitted", uuid.uuid4())  # no such request: a bug, not an outage
     queues.work()
     [job_id] = queues.default.failed_job_registry.get_job_ids()
     assert queues.default.fetch_job(job_id).number_of_retries is None
@@ -193,5 +193,5 @@ def test_the_smtp_connection_has_a_timeout_by_default() -> None:
 
 def test_a_mail_of_an_unknown_kind_is_refused_when_queued(queues) -> None:
     with pytest.raises(ValueError, match="request_exploded"):
-        jobs.enqueue_mail("request_exploded", uuid.uuid4())
+        queueing.enqueue_mail("request_exploded", uuid.uuid4())
     assert queues.default.count == 0

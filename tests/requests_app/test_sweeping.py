@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 from rq.job import JobStatus
 
-from requests_app import jobs, sweeping, workflow
+from requests_app import jobs, queueing, sweeping, workflow
 from requests_app.models import AuditEvent, IdentityRequest, Status
 from tests.requests_app.factories import submitted
 
@@ -96,7 +96,7 @@ def test_sweeping_again_does_not_queue_a_second_job(req, queue) -> None:
 def test_a_job_left_started_by_a_killed_worker_is_replaced(req, queue) -> None:
     # SIGKILL leaves the job "started" in Redis for good (RQ only notices much later); the expired lease
     # proves its worker is gone, so the sweep must queue the request again rather than trust that status.
-    jobs.enqueue_provision(req.pk)
+    queueing.enqueue_provision(req.pk)
     job = queue.fetch_job(f"provision-{req.pk}")
     queue.remove(job)
     job.set_status(JobStatus.STARTED)
