@@ -21,33 +21,20 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import django_rq
 import pytest
-from django.db import connection
 
 from requests_app import jobs, sweeping, workflow
 from requests_app.models import AuditEvent, IdentityRequest, Status, Step
 from tests import isolation
 from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
+from tests.requests_app.processes import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "team-payments"
 LEASE_SECONDS = 3
 SLOW_MS = 3000
-
-
-def database_url() -> str:
-    """The test database (created by pytest-django) as a DATABASE_URL for the worker processes."""
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    user = quote(s.get("USER") or "", safe="")
-    password = f":{quote(s['PASSWORD'], safe='')}" if s.get("PASSWORD") else ""
-    host = s.get("HOST") or "localhost"
-    port = f":{s['PORT']}" if s.get("PORT") else ""
-    return f"postgres://{user}{password}@{host}{port}/{s['NAME']}"
 
 
 # ---- worker processes ----------------------------------------------------------------------------------------
