@@ -348,3 +348,19 @@ def is_arm_write(c: dict[str, Any]) -> bool:
 
 def succeeded(c: dict[str, Any]) -> bool:
     return bool(c["status"]) and c["status"] < 400 and c["end"] is not None
+
+
+def teardown(procs: list, emu_proc: subprocess.Popen, admin_url: str, db_url: str, tmp: Any) -> None:
+    """Stop the workers and the emulator, empty the scratch Redis database, drop the scratch database."""
+    stop(procs)
+    emu_proc.terminate()
+    emu_proc.wait(10)
+    try:
+        from django.db import connections
+
+        connections.close_all()
+        flush_redis()
+    except Exception as e:  # noqa: BLE001  (best effort: the figures are printed already)
+        print(f"cleanup: {e}", file=sys.stderr)
+    drop_database(admin_url, db_url)
+    tmp.cleanup()

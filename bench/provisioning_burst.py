@@ -131,18 +131,7 @@ def main() -> int:
                     print(f"  {c['start'] - t0:7.3f} {took:6.3f} {c['status']} {c['method']} {c['path'][-70:]}")
         return 0 if not failed and not pending else 1
     finally:
-        _stack.stop(workers)
-        emu_proc.terminate()
-        emu_proc.wait(10)
-        try:
-            from django.db import connections
-
-            connections.close_all()
-            _stack.flush_redis()
-        except Exception as e:  # noqa: BLE001  (best effort: the figures are printed already)
-            print(f"cleanup: {e}", file=sys.stderr)
-        _stack.drop_database(admin_url, db_url)
-        tmp.cleanup()
+        _stack.teardown(workers, emu_proc, admin_url, db_url, tmp)
 
 
 if __name__ == "__main__":

@@ -129,18 +129,7 @@ def run_one(args: argparse.Namespace, n_workers: int) -> dict[str, Any]:
             "calls": len(calls),
         }
     finally:
-        _stack.stop(procs)
-        emu_proc.terminate()
-        emu_proc.wait(10)
-        try:
-            from django.db import connections
-
-            connections.close_all()
-            _stack.flush_redis()
-        except Exception as e:  # noqa: BLE001  (best effort: the figures are printed already)
-            print(f"cleanup: {e}", file=sys.stderr)
-        _stack.drop_database(admin_url, db_url)
-        tmp.cleanup()
+        _stack.teardown(procs, emu_proc, admin_url, db_url, tmp)
 
 
 def describe(r: dict[str, Any]) -> str:
