@@ -12,24 +12,17 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from requests_app import audit, audit_keys, checkpoints
 from requests_app.models import AuditChainHead, AuditEvent
 
 from . import tamper
+from .migrating import migrate, migrate_to_the_latest
 
 BEFORE = ("requests_app", "0010_sidefx_outbox")
 AFTER = ("requests_app", "0011_audit_chains")
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def migrate(target: tuple[str, str]) -> Any:
-    executor = MigrationExecutor(connection)
-    executor.migrate([target])
-    return executor.loader.project_state([target]).apps
 
 
 @pytest.fixture
@@ -38,8 +31,7 @@ def before_0011() -> Iterator[Any]:
     try:
         yield apps
     finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        migrate_to_the_latest()
 
 
 @pytest.fixture

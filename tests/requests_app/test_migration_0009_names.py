@@ -6,23 +6,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from requests_app import naming
 from requests_app.models import IdentityRequest
+from tests.requests_app.migrating import migrate, migrate_to_the_latest
 
 BEFORE = ("requests_app", "0008_audit_checkpoints_truncate_trigger")
 AFTER = ("requests_app", "0009_names_stored_fic_name_unique_identity_name")
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def migrate(target: tuple[str, str]) -> Any:
-    """Migrate the test database to `target`; the historical models as of then."""
-    executor = MigrationExecutor(connection)
-    executor.migrate([target])
-    return executor.loader.project_state([target]).apps
 
 
 @pytest.fixture
@@ -32,11 +24,6 @@ def before_0009() -> Iterator[Any]:
         yield apps
     finally:
         migrate_to_the_latest()
-
-
-def migrate_to_the_latest() -> None:
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 def old_request(apps: Any, namespace: str, service_account: str, status: str = "ready") -> Any:
