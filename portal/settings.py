@@ -131,6 +131,7 @@ SESSION_COOKIE_SECURE = env_bool("PORTAL_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 CSRF_COOKIE_HTTPONLY = True  # forms carry the token; no script reads the cookie
 CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_FAILURE_VIEW = "portal.errors.csrf_failure"  # the portal's layout and "reload the form", not Django's page
 
 EMAIL_BACKEND = env_str("PORTAL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("PORTAL_FROM_EMAIL", "workload-identity-portal@localhost")
@@ -296,7 +297,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     # The sign-in callback's query string (the authorization code) never reaches a log (portal/logs.py; gunicorn's
     # logs: deploy/gunicorn.conf.py).
-    "filters": {"redact_callback": {"()": "portal.logs.RedactCallbackQuery"}},
+    # A request answered 4xx is logged as one line, without a traceback (portal/logs.py).
+    "filters": {
+        "redact_callback": {"()": "portal.logs.RedactCallbackQuery"},
+        "client_errors_one_line": {"()": "portal.logs.OneLineClientErrors"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json_line": {"format": "%(message)s"},  # the message is already one JSON object
@@ -307,7 +312,11 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_callback"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_callback", "client_errors_one_line"],
+        },
         "checkpoints": {"class": "logging.StreamHandler", "formatter": "json_line", "stream": "ext://sys.stdout"},
         "django.server": {"class": "logging.StreamHandler", "formatter": "django.server"},
     },

@@ -3,6 +3,9 @@
 The admin's and django-rq's views are wrapped where they are included: every POST rate limited per user
 (requests_app/ratelimits.py); django-rq's answer 404 to ids that name nothing (portal/rq_pages.py, which also
 replaces django-rq's admin integration: requests_app/admin.py).
+
+Error pages (portal/errors.py): 403 and 404 in the portal's layout with the reason the code gave; 500 is
+Django's own handler, which renders templates/500.html without a request.
 """
 
 from django.contrib import admin
@@ -12,6 +15,10 @@ from django_rq import urls as django_rq_urls
 from portal import rq_pages
 from portal.wrapped_urls import wrap_views
 from requests_app import ratelimits
+
+handler403 = "portal.errors.forbidden"
+handler404 = "portal.errors.not_found"
+handler500 = "django.views.defaults.server_error"
 
 admin_patterns, admin_app, admin_namespace = admin.site.urls
 

@@ -5,6 +5,7 @@ captured."""
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from django.db import connections
 from django.urls import reverse
 
 from portal.logs import CALLBACK_PATH, REDACTED, redact
+from tests.requests_app.factories import client_for
 from tests.requests_app.signin import pick_account
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +162,41 @@ def _listening_at(proc: subprocess.Popen) -> str:
 )
 def test_redact_takes_out_the_query_of_the_callback_only(line, want):
     assert redact(line) == want
+
+
+# ---- a refused request is one line; a failure keeps its traceback ------------------------------------------
+
+
+@pytest.fixture
+def console(settings) -> Iterator[io.StringIO]:
+    """What settings.LOGGING's console handler (every logger that reaches the root) writes, with the error
+    pages' test URLs (tests/portal/error_urls.py)."""
+    settings.ROOT_URLCONF = "tests.portal.error_urls"
+    [handler] = [h for h in logging.getLogger().handlers if h.name == "console"]
+    out = io.StringIO()
+    old = handler.setStream(out)
+    yield out
+    handler.setStream(old)
+
+
+def test_a_permission_denied_is_logged_as_one_line(console, approver):
+    client_for(approver).get("/boom/403/")
+    [line] = console.getvalue().splitlines()  # no traceback
+    assert line.endswith(" WARNING django.request GET /boom/403/ 403 You are not an approver")
+
+
+def test_a_csrf_failure_is_logged_as_one_line(console, approver):
+    c = client_for(approver)
+    c.handler.enforce_csrf_checks = True
+    c.post("/boom/form/")
+    [line] = console.getvalue().splitlines()
+    assert line.endswith("WARNING django.security.csrf POST /boom/form/ 403 Forbidden (CSRF cookie not set.)")
+
+
+def test_a_server_error_keeps_its_traceback(console, approver):
+    c = client_for(approver)
+    c.raise_request_exception = False
+    c.get("/boom/500/")
+    out = console.getvalue()
+    assert "ERROR django.request Internal Server Error: /boom/500/" in out
+    assert "Traceback (most recent call last)" in out and "RuntimeError" in out
