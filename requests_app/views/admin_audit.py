@@ -1,4 +1,7 @@
-"""The audit trail for admins: a filtered, paginated list and the same as a CSV download."""
+"""The audit trail for admins: a filtered, paginated list and the same as a CSV download.
+
+The page reads as words (requests_app/audit_words.py): events as sentences, details as labelled values, people
+and identities by name; the CSV keeps the stored action codes and JSON details for tools."""
 
 from __future__ import annotations
 
@@ -17,13 +20,12 @@ from django.utils import timezone
 
 from portal.methods import serves
 
+from ..audit_words import HIDDEN_KEYS, labelled, words
 from ..auth.middleware import fresh_roles
 from ..forms import AuditFilterForm
 from ..models import AuditEvent, User
 
 PAGE_SIZE = 50
-# Detail keys never shown or exported: the audit trail is read more widely than the IDs may be.
-HIDDEN_KEYS = {"clientid", "principalid"}
 CSV_HEADER = ["time", "actor", "action", "request", "cluster", "details", "source_ip"]
 
 
@@ -34,7 +36,8 @@ def _require_admin(user: User) -> None:
 
 def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEvent]]:
     form = AuditFilterForm(request.GET)
-    qs = AuditEvent.objects.select_related("cluster").order_by("-created_at", "-id")
+    # The request and cluster joined in: the page names them without a query per row.
+    qs = AuditEvent.objects.select_related("cluster", "request").order_by("-created_at", "-id")
     return form, form.filter(qs)
 
 
@@ -45,8 +48,9 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     _require_admin(request.user)
     form, qs = _filtered(request)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [{"event": e, "details": compact_details(e.details)} for e in page]
-    return render(request, "audit/log.html", {"form": form, "page": page, "rows": rows})
+    rows = [{"event": e, "words": words(e.action, e.details), "details": labelled(strip_ids(e.details))} for e in page]
+    context = {"form": form, "page": page, "rows": rows, "time_zone": timezone.get_current_timezone_name()}
+    return render(request, "audit/log.html", context)
 
 
 @serves("GET", "HEAD")
