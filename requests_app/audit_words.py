@@ -121,7 +121,8 @@ def _value(key: str, value: Any) -> str:
     if isinstance(value, dict):
         if set(value) >= {"role", "scope"}:  # a grant
             return f"{value['role']} on {value['scope']}"
-        return ", ".join(f"{_spaced(k)}: {_value(k, v)}" for k, v in value.items() if not _hidden(k))
+        shown = [(k, v) for k, v in value.items() if not _hidden(k) and v not in (None, "", [], {})]
+        return ", ".join(f"{_spaced(k)}: {_value(k, v)}" for k, v in shown)
     return str(value)
 
 

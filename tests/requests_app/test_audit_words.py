@@ -62,3 +62,6 @@ def test_labelled_details_are_readable_and_leave_out_ids():
         ("Retrying can help", "yes"),
     ]
     assert labelled({}) == [] and labelled(None) == []
+    assert labelled({"connection": {"api_auth": "entra", "context": "", "principalId": "p"}}) == [
+        ("Connection", "api auth: entra")
+    ]
