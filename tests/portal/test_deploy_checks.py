@@ -30,8 +30,14 @@ PRODUCTION = {
     "REDIS_URL": "redis://redis.example.com:6379/0",
     "PORTAL_AUDIT_SIGNING_KEY": "https://kv-portal-audit.vault.azure.net/keys/audit-checkpoints",
 }
-# What `make run` (portal/devstack.py) sets: debug, plain http on localhost, no DJANGO_SECRET_KEY.
-DEVELOPMENT = {**ENTRA, "PORTAL_DEBUG": "1", "PORTAL_SECURE_COOKIES": "0", "PORTAL_URL": "http://localhost:8000"}
+# What `make run` (portal/devstack.py) sets: DEBUG off, but plain http on localhost, no HSTS, no DJANGO_SECRET_KEY.
+DEVELOPMENT = {
+    **ENTRA,
+    "PORTAL_DEBUG": "0",
+    "PORTAL_HSTS_SECONDS": "0",
+    "PORTAL_SECURE_COOKIES": "0",
+    "PORTAL_URL": "http://localhost:8000",
+}
 
 
 def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -61,7 +67,6 @@ def test_the_development_defaults_are_flagged():
         "security.W008",
         "security.W012",
         "security.W016",
-        "security.W018",
         "portal.W001",
         "portal.W002",
     ):
