@@ -227,6 +227,7 @@ def test_pages_newest_ready_first_and_the_pager_keeps_the_search(offline_cluster
     made = many(offline_cluster, requester, PAGE_SIZE + 5)
     c = client_for(devops)
     first = c.get(URL, {"q": "app-"})
+    assert PAGE_SIZE == 25
     assert names(first) == [r.identity_name for r in reversed(made)][:PAGE_SIZE]
     assert "?q=app-&amp;page=2" in first.content.decode()
     second = c.get(URL, {"q": "app-", "page": 2})
@@ -266,3 +267,9 @@ def test_home_shows_a_devops_member_her_latest_ready_identities(world, devops):
 def test_home_shows_a_requester_no_identities_section(world, requester):
     body = client_for(requester).get(reverse("home")).content.decode()
     assert "Ready on your clusters" not in body
+
+
+def test_home_shows_only_the_five_newest(offline_cluster, requester, devops):
+    made = many(offline_cluster, requester, 7)
+    shown = [r.identity_name for r in client_for(devops).get(reverse("home")).context["identities"]]
+    assert shown == [r.identity_name for r in reversed(made)][:5]
