@@ -60,12 +60,40 @@ def can_view(user: User, req: IdentityRequest) -> bool:
     )
 
 
+def devops_cluster_ids(user: User) -> list[int]:
+    """The clusters whose DevOps group `user` is in (their groups as last read): one query, whatever the count."""
+    if not user.is_authenticated or not user.entra_groups:
+        return []
+    groups = {g.lower() for g in user.entra_groups}
+    pairs = Cluster.objects.values_list("pk", "devops_group_id")
+    return [pk for pk, group in pairs if group and group.lower() in groups]
+
+
+def devops_clusters(user: User) -> QuerySet[Cluster]:
+    return Cluster.objects.filter(pk__in=devops_cluster_ids(user))
+
+
+def identity_clusters(user: User) -> QuerySet[Cluster]:
+    """The clusters whose ready identities `user` may list: every cluster for admins, their DevOps clusters else."""
+    return Cluster.objects.all() if user.is_portal_admin else devops_clusters(user)
+
+
+def can_list_identities(user: User) -> bool:
+    """The identities page: admins, and whoever is a DevOps member of at least one cluster."""
+    return user.is_authenticated and (user.is_portal_admin or bool(devops_cluster_ids(user)))
+
+
+def listable_identities(user: User) -> QuerySet[IdentityRequest]:
+    """Ready identities `user` may list (and open with their IDs): never another cluster's for a DevOps member."""
+    qs = IdentityRequest.objects.filter(status=Status.READY)
+    return qs if user.is_portal_admin else qs.filter(cluster__in=devops_cluster_ids(user))
+
+
 def visible_requests(user: User) -> QuerySet[IdentityRequest]:
     qs = IdentityRequest.objects.select_related("cluster", "requester")
     if user.is_approver or user.is_portal_admin:
         return qs
-    devops_clusters = [c.pk for c in Cluster.objects.all() if is_devops_member(user, c)]
-    return qs.filter(Q(requester=user) | Q(cluster__in=devops_clusters))
+    return qs.filter(Q(requester=user) | Q(cluster__in=devops_cluster_ids(user)))
 
 
 def can_decide(user: User, req: IdentityRequest) -> bool:

@@ -28,6 +28,7 @@ FIELDS = (
     "api_auth",
     "kubeconfig_context",
     "devops_group_id",
+    "devops_group_name",
     "allowed_namespaces",
     "namespace_owners",
     "allowed_subscriptions",

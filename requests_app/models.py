@@ -65,6 +65,10 @@ class Cluster(models.Model):
     api_auth = models.CharField(max_length=16, choices=ApiAuth.choices, default=ApiAuth.ENTRA)
     kubeconfig_context = models.CharField(max_length=128, blank=True)
     devops_group_id = models.CharField(max_length=36, help_text="Entra group whose members see client IDs.")
+    # Shown to requesters so they know whom to ask for the IDs; the group's ID is shown when it is blank.
+    devops_group_name = models.CharField(
+        max_length=256, blank=True, help_text="Display name of that group in Entra, as people know it."
+    )
     allowed_namespaces = models.JSONField(default=list, blank=True)
     # namespace -> object ID of the Entra group that owns it: only its members (and admins) may ask for
     # identities in that namespace.
@@ -80,6 +84,10 @@ class Cluster(models.Model):
 
     def __str__(self) -> str:
         return self.display_name or self.name
+
+    @property
+    def devops_group_label(self) -> str:
+        return self.devops_group_name or self.devops_group_id
 
 
 class AllowedRole(models.Model):

@@ -7,7 +7,7 @@ from django.urls import path
 
 from . import ratelimits
 from .auth import views as auth_views
-from .views import admin_audit, approvals, drift, requests, revocation
+from .views import admin_audit, approvals, drift, identities, requests, revocation
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -27,6 +27,7 @@ urlpatterns = [
         name="request_verify",
     ),
     path("requests/<uuid:pk>/repair/", ratelimits.cloud_action(drift.repair, group="repair"), name="request_repair"),
+    path("identities/", identities.identity_list, name="identities"),
     path("drift/", ratelimits.cloud_action(drift.drift_list, group="reconcile"), name="drift"),
     path("approvals/", approvals.queue, name="approvals"),
     path("approvals/<uuid:pk>/", ratelimits.action(approvals.decide, group="decide"), name="request_decide"),

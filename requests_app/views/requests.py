@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 
 from portal.methods import serves
 
-from .. import access, audit, workflow
+from .. import access, audit, handoff, workflow
 from ..auth.middleware import fresh_roles
 from ..forms import Plan, RequestSubmission
 from ..models import Cluster, IdentityRequest, Status, Step
@@ -39,7 +39,11 @@ def home(request: HttpRequest) -> HttpResponse:
             .select_related("cluster", "requester")
             .order_by("created_at")[:10]
         )
-    return render(request, "requests/home.html", {"mine": mine, "waiting": waiting})
+    # DevOps members and admins: the latest identities ready for them, on their way to the identities page.
+    identities = None
+    if access.can_list_identities(user):
+        identities = access.listable_identities(user).select_related("cluster", "requester").order_by("-ready_at")[:5]
+    return render(request, "requests/home.html", {"mine": mine, "waiting": waiting, "identities": identities})
 
 
 @serves("GET", "HEAD")
@@ -127,12 +131,7 @@ def request_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         "history": req.events.order_by("created_at", "id").values("created_at", "actor_name", "action"),
     }
     if show_ids:
-        tenant_id = req.tenant_id or settings.ENTRA_TENANT_ID
-        context |= {
-            "tenant_id": tenant_id,
-            "service_account_yaml": service_account_yaml(req, tenant_id),
-            "pod_yaml": pod_yaml(req),
-        }
+        context["handoff"] = handoff.for_request(req, req.tenant_id or settings.ENTRA_TENANT_ID)
     return render(request, "requests/detail.html", context)
 
 
@@ -230,28 +229,3 @@ def _replace_casefold(text: str, old: str, new: str) -> str:
         out += [text[i:j], new]
         i = j + len(old)
     return "".join(out) + text[i:]
-
-
-def service_account_yaml(req: IdentityRequest, tenant_id: str) -> str:
-    # Namespace and name passed DNS-1123 validation, so they need no YAML quoting; IDs are GUIDs, quoted anyway.
-    return (
-        "apiVersion: v1\n"
-        "kind: ServiceAccount\n"
-        "metadata:\n"
-        f"  name: {req.service_account}\n"
-        f"  namespace: {req.namespace}\n"
-        "  annotations:\n"
-        f'    azure.workload.identity/client-id: "{req.client_id}"\n'
-        f'    azure.workload.identity/tenant-id: "{tenant_id}"\n'
-    )
-
-
-def pod_yaml(req: IdentityRequest) -> str:
-    return (
-        "# In the pod template (e.g. a Deployment's spec.template):\n"
-        "metadata:\n"
-        "  labels:\n"
-        '    azure.workload.identity/use: "true"\n'
-        "spec:\n"
-        f"  serviceAccountName: {req.service_account}\n"
-    )

@@ -33,6 +33,7 @@ OWN = {
     "requests/<uuid:pk>/revoke/": ACTION,
     "requests/<uuid:pk>/verify/": ACTION,
     "requests/<uuid:pk>/repair/": ACTION,
+    "identities/": PAGE,
     "drift/": FORM,
     "approvals/": PAGE,
     "approvals/<uuid:pk>/": FORM,

@@ -80,6 +80,9 @@ PAGES = {
     ("audit/", "POST"): NOT_SERVED,
     ("audit.csv", "GET"): "*  302 403 403 403 403 403 200",
     ("audit.csv", "POST"): NOT_SERVED,
+    # DevOps members of any cluster (each sees only their clusters' ready identities) and admins.
+    ("identities/", "GET"): "*  302 403 403 403 200 200 200",
+    ("identities/", "POST"): NOT_SERVED,
     ("drift/", "GET"): "*  302 403 403 403 403 403 200",
     ("drift/", "POST"): "*  302 403 403 403 403 403 302*",  # "run reconcile now"
     ("login/", "GET"): "*  200 200 200 200 200 200 200",

@@ -1,0 +1,50 @@
+"""Finding ready identities for the identities page: one search box over the fields people remember, and filters.
+
+Who may list which identities is `access.listable_identities`; this only narrows and orders what that allows.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+
+from .models import IdentityRequest, RoleGrant
+
+
+def search(
+    qs: QuerySet[IdentityRequest], *, text: str = "", cluster: int | None = None, namespace: str = "", role: str = ""
+) -> QuerySet[IdentityRequest]:
+    """`qs` narrowed to `text` (case-insensitive, anywhere in the identity's name, namespace, ServiceAccount, a
+    granted role or scope, the requester's name or username) and the filters; newest ready first."""
+    if text:
+        grant = RoleGrant.objects.filter(request=OuterRef("pk")).filter(
+            Q(role_name__icontains=text) | Q(scope__icontains=text)
+        )
+        qs = qs.filter(
+            Q(identity_name__icontains=text)
+            | Q(namespace__icontains=text)
+            | Q(service_account__icontains=text)
+            | Q(requester__display_name__icontains=text)
+            | Q(requester__username__icontains=text)
+            # A subquery, not a join: an identity with several matching grants is still one row.
+            | Exists(grant)
+        )
+    if cluster is not None:
+        qs = qs.filter(cluster_id=cluster)
+    if namespace:
+        qs = qs.filter(namespace=namespace)
+    if role:
+        qs = qs.filter(Exists(RoleGrant.objects.filter(request=OuterRef("pk"), role_name=role)))
+    return (
+        qs.select_related("cluster", "requester")
+        .prefetch_related("grants")
+        .order_by(F("ready_at").desc(nulls_last=True), "-created_at", "pk")
+    )
+
+
+def namespaces(qs: QuerySet[IdentityRequest]) -> list[str]:
+    return sorted(set(qs.order_by().values_list("namespace", flat=True).distinct()))
+
+
+def role_names(qs: QuerySet[IdentityRequest]) -> list[str]:
+    grants = RoleGrant.objects.filter(request__in=qs.order_by().values("pk"))
+    return sorted(set(grants.order_by().values_list("role_name", flat=True).distinct()))

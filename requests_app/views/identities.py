@@ -1,0 +1,62 @@
+"""The identities page: the ready identities of the clusters a user is DevOps for (every cluster for admins)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from portal.methods import serves
+
+from .. import access, identities
+
+PAGE_SIZE = 25
+ALL = [("", "All")]
+
+
+class IdentityFilter(forms.Form):
+    """The page's search box and filters; the choices are only what this user may list."""
+
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    cluster = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    namespace = forms.ChoiceField(required=False)
+    role = forms.ChoiceField(required=False)
+
+    def __init__(self, data: dict, *, clusters: list, namespaces: list[str], roles: list[str]) -> None:
+        super().__init__(data)
+        self.fields["cluster"].choices = ALL + [(str(c.pk), str(c)) for c in clusters]
+        self.fields["namespace"].choices = ALL + [(n, n) for n in namespaces]
+        self.fields["role"].choices = ALL + [(r, r) for r in roles]
+
+
+@serves("GET", "HEAD")
+@login_required
+def identity_list(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    if not access.can_list_identities(user):
+        raise PermissionDenied(
+            "The identities page is for the DevOps members of a cluster and for portal admins: you are neither."
+        )
+    allowed = access.listable_identities(user)
+    form = IdentityFilter(
+        request.GET,
+        clusters=list(access.identity_clusters(user)),
+        namespaces=identities.namespaces(allowed),
+        roles=identities.role_names(allowed),
+    )
+    # A filter that is not among the choices is reported on the page and left out; the rest still applies.
+    form.is_valid()
+    chosen = form.cleaned_data
+    found = identities.search(
+        allowed,
+        text=(chosen.get("q") or "").strip(),
+        cluster=chosen.get("cluster"),
+        namespace=chosen.get("namespace") or "",
+        role=chosen.get("role") or "",
+    )
+    page = Paginator(found, PAGE_SIZE).get_page(request.GET.get("page"))
+    filtered = any(request.GET.get(k) for k in IdentityFilter.base_fields)
+    return render(request, "identities/list.html", {"form": form, "page": page, "filtered": filtered})
