@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test emulator-only bench bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit \
+.PHONY: run test emulator-only bench bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages \
 	audit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 ## make bench: every benchmark; figures go to stdout (and by hand into bench/README.md)
-bench: bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit
+bench: bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages
 
 bench-emulator: $(STAMP)
 	$(BIN)/python bench/emulator_throughput.py
@@ -46,6 +46,10 @@ bench-throughput: $(STAMP)
 ## (SQLite; PostgreSQL too when DATABASE_URL is set)
 bench-audit: $(STAMP)
 	$(BIN)/python bench/audit_checkpoints.py
+
+## make bench-pages: the identities, request and home pages at 1,000 and 20,000 requests (needs PostgreSQL)
+bench-pages: $(STAMP)
+	$(BIN)/python bench/pages.py
 
 ## make audit: known vulnerabilities in the pinned dependencies (needs PyPI's per-version JSON API or OSV)
 audit: $(STAMP)
