@@ -19,6 +19,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -180,6 +181,54 @@ def find_resource(emu: Any, sub: Any, rg: Any, full_type: str, names: list[str])
     return None
 
 
+# Resources - List: "eq and ne … with location, resourceType, name, resourceGroup …; substringof(value, property)
+# for name and resourceGroup; combined with and/or" (learn.microsoft.com/rest/api/resources/resources/list).
+_RESOURCE_FILTER_FIELDS = {"resourcetype": "type", "name": "name", "resourcegroup": "_rg", "location": "location"}
+
+
+def resource_filter(raw: str) -> Any:
+    """A predicate on listed resources for a Resources - List `$filter`; 400 for a filter ARM would refuse."""
+    if not raw.strip():
+        return lambda item: True
+
+    def refuse() -> ArmFailure:
+        # Unverified code and wording: ARM's answer for a filter it does not support.
+        return ArmFailure(400, "InvalidFilterInQueryString", f"The filter '{raw}' is not supported.")
+
+    try:
+        tree = odata.parse(raw)
+    except odata.ODataError as e:
+        raise refuse() from e
+
+    def test(node: Any, item: dict[str, Any]) -> bool:
+        # Both sides always evaluated: an unsupported clause is refused wherever it stands.
+        if isinstance(node, odata.And):
+            left, right = test(node.left, item), test(node.right, item)
+            return left and right
+        if isinstance(node, odata.Or):
+            left, right = test(node.left, item), test(node.right, item)
+            return left or right
+        if (
+            isinstance(node, odata.Compare)
+            and node.op in ("eq", "ne")
+            and isinstance(node.left, odata.Field)
+            and isinstance(node.right, odata.Literal)
+            and node.left.name.lower() in _RESOURCE_FILTER_FIELDS
+        ):
+            got = str(item.get(_RESOURCE_FILTER_FIELDS[node.left.name.lower()], ""))
+            return (got.lower() == str(node.right.value).lower()) == (node.op == "eq")
+        if isinstance(node, odata.Call) and node.name.lower() == "substringof" and len(node.args) == 2:
+            needle, field = node.args
+            if isinstance(needle, odata.Literal) and isinstance(field, odata.Field):
+                if field.name.lower() in ("name", "resourcegroup"):
+                    got = str(item.get(_RESOURCE_FILTER_FIELDS[field.name.lower()], ""))
+                    return str(needle.value).lower() in got.lower()
+        raise refuse()
+
+    test(tree, {})  # refuse an unsupported filter even when nothing would be listed
+    return lambda item: test(tree, item)
+
+
 def identity_id(sub: Any, rg: Any, name: str) -> str:
     # The real service writes "resourcegroups" in lower case inside identity ids (wire notes §1).
     return f"/subscriptions/{sub.id}/resourcegroups/{rg.name}/providers/{IDENTITY_TYPE}/{name}"
@@ -288,7 +337,10 @@ class Arm:
         if low[:1] == ["subscriptions"] and len(low) in (2, 4) and (len(low) == 2 or low[2] == "resourcegroups"):
             return self.subscription_or_group(request, segments, version)
         if low[:1] == ["subscriptions"] and len(low) == 3 and low[2] == "resourcegroups":
-            return self.list_groups(request, segments, version)
+            return self.list_groups(request, segments, query, version)
+        if low[:1] == ["subscriptions"] and low[-1:] == ["resources"] and len(low) in (3, 5):
+            if len(low) == 3 or low[2] == "resourcegroups":
+                return self.list_resources(request, segments, query, version)
         raise self.unknown_type(segments)
 
     def unknown_type(self, segments: list[str]) -> ArmFailure:
@@ -344,7 +396,9 @@ class Arm:
             )
 
     # --- paging ---
-    def page(self, items: list[dict[str, Any]], query: dict[str, str], path: str, version: str) -> dict[str, Any]:
+    def page(
+        self, items: list[dict[str, Any]], query: dict[str, str], path: str, version: str, extra: str = ""
+    ) -> dict[str, Any]:
         """One page of `items` and an absolute nextLink back to this emulator (wire notes §1, paging)."""
         try:
             start = int(query.get("$skiptoken", "0") or 0)
@@ -355,7 +409,7 @@ class Arm:
         chunk = items[start : start + size]
         out: dict[str, Any] = {"value": [public(i) for i in chunk]}
         if start + size < len(items):
-            extra = f"&$top={top}" if query.get("$top") else ""
+            extra += f"&$top={top}" if query.get("$top") else ""
             out["nextLink"] = f"{self.emu.url}{path}?api-version={version}{extra}&$skiptoken={start + size}"
         return out
 
@@ -394,12 +448,48 @@ class Arm:
             "properties": {"provisioningState": "Succeeded"},
         }
 
-    def list_groups(self, request: web.Request, segments: list[str], version: str) -> web.Response:
+    def list_groups(
+        self, request: web.Request, segments: list[str], query: dict[str, str], version: str
+    ) -> web.Response:
+        """GET /subscriptions/{s}/resourcegroups: paged like every ARM list."""
         if request.method != "GET":
             raise self.method_not_allowed(request.method)
         self.check_generic_version(version, "2022-12-01, 2021-04-01, 2020-01-01")
         sub = resolve_scope(self.emu, segments[:2]).sub
-        return web.json_response({"value": [self.group_json(sub, g) for g in sub.resource_groups]})
+        items = [self.group_json(sub, g) for g in sub.resource_groups]
+        return web.json_response(self.page(items, query, f"/subscriptions/{sub.id}/resourcegroups", version))
+
+    def list_resources(
+        self, request: web.Request, segments: list[str], query: dict[str, str], version: str
+    ) -> web.Response:
+        """GET /subscriptions/{s}[/resourceGroups/{rg}]/resources[?$filter=resourceType eq '…']: top-level
+        resources (configured ones and the identities created here), as ARM's Resources - List answers them."""
+        if request.method != "GET":
+            raise self.method_not_allowed(request.method)
+        scope = resolve_scope(self.emu, segments[:-1])  # 404 for an unknown subscription or group, as ARM
+        self.check_generic_version(version, "2022-09-01, 2021-04-01, 2020-06-01")
+        keep = resource_filter(query.get("$filter", ""))
+        sub = scope.sub
+        groups = [scope.rg] if scope.rg is not None else sub.resource_groups
+        items = [item for rg in groups for item in self.listed_resources(sub, rg) if keep(item)]
+        items.sort(key=lambda i: i["id"].lower())
+        path = "/" + "/".join(segments)
+        extra = f"&$filter={quote(query['$filter'])}" if query.get("$filter") else ""
+        return web.json_response(self.page(items, query, path, version, extra=extra))
+
+    def listed_resources(self, sub: Any, rg: Any) -> list[dict[str, Any]]:
+        """A group's resources in the list shape (GenericResourceExpanded: no properties unless $expand)."""
+        out = []
+        for res in rg.resources:
+            full = self.resource_json(sub, rg, res)
+            item = {k: full[k] for k in ("id", "name", "type", "location", "kind", "sku", "tags") if k in full}
+            out.append({**item, "tags": item.get("tags") or {}, "_rg": rg.name})
+        prefix = f"/subscriptions/{sub.id}/resourcegroups/{rg.name}/".lower()
+        for key, ident in self.emu.store.identities.items():
+            if key.startswith(prefix):
+                item = {k: ident[k] for k in ("id", "name", "type", "location") if k in ident}
+                out.append({**item, "tags": ident.get("tags") or {}, "_rg": rg.name})
+        return out
 
     def generic_resource(self, request: web.Request, segments: list[str], version: str) -> web.Response:
         """GET of a configured resource (key vault, storage account, …)."""

@@ -19,6 +19,10 @@ from .models import AllowedRole, AuditEvent, Cluster, IdentityRequest, User
 AUDIENCE = "api://AzureADTokenExchange"
 GRANTS_PREFIX = "grants"
 MAX_GRANTS = 20
+# What approvers read: long enough for a paragraph, short enough to read in the queue.
+PURPOSE_MAX_LENGTH = 2000
+# A request in one of these can be copied into a new one (GET /requests/new/?from=<id>).
+COPYABLE_STATUSES = ("rejected", "cancelled", "revoked")
 # The label provisioning puts on ServiceAccounts it creates (shown on the review page).
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
@@ -134,6 +138,14 @@ def _cluster_groups(items: dict[Cluster, list[tuple[str, str]]], empty: str) -> 
 # ---- the request form -----------------------------------------------------------------------------------
 
 
+class MultilineField(forms.CharField):
+    """Text from a textarea, with the browser's CRLF line ends as LF: its length then counts as the page's
+    counter and `maxlength` count it (a browser sends each line end as two characters)."""
+
+    def to_python(self, value: Any) -> str:
+        return super().to_python(value).replace("\r\n", "\n")
+
+
 class RequestForm(forms.Form):
     cluster = forms.ModelChoiceField(
         queryset=Cluster.objects.all(), widget=ClusterSelect, empty_label="Choose a cluster"
@@ -146,21 +158,50 @@ class RequestForm(forms.Form):
         label="ServiceAccount name",
         help_text="Lower-case letters, digits, '-' and '.'. The portal creates it, annotated for workload identity.",
     )
-    purpose = forms.CharField(
+    purpose = MultilineField(
         widget=forms.Textarea(attrs={"rows": 3}),
-        max_length=2000,
+        max_length=PURPOSE_MAX_LENGTH,
         help_text="What the workload does with these roles; approvers read this.",
+        error_messages={"max_length": "Keep the purpose under %(limit_value)d characters (it has %(show_value)d)."},
     )
 
     def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.user = user
-        clusters = list(Cluster.objects.all())
+        self.clusters = list(Cluster.objects.all())
+        # Only the namespaces this user's team owns (admins: all the cluster allows) are offered.
+        self.requestable = {c: access.requestable_namespaces(user, c) for c in self.clusters}
         choices, labels = _cluster_groups(
-            {c: [(ns, ns) for ns in access.requestable_namespaces(user, c)] for c in clusters}, "Choose a namespace"
+            {c: [(ns, ns) for ns in names] for c, names in self.requestable.items()}, "Choose a namespace"
         )
         widget = self.fields["namespace"].widget
         widget.choices, widget.group_clusters = choices, labels
+        self._preselect()
+
+    def _preselect(self) -> None:
+        """With one cluster, or one namespace in all, there is nothing to choose: it is chosen."""
+        if len(self.clusters) == 1:
+            self.fields["cluster"].empty_label = None
+            if not self.is_bound and not self.initial.get("cluster"):
+                self.initial["cluster"] = self.clusters[0].pk
+        offered = [(c, ns) for c, names in self.requestable.items() for ns in names]
+        if len(offered) == 1 and not self.is_bound and not self.initial.get("namespace"):
+            self.initial["namespace"] = offered[0][1]
+            if not self.initial.get("cluster"):
+                self.initial["cluster"] = offered[0][0].pk
+
+    @property
+    def no_namespaces(self) -> bool:
+        """Whether this user may ask for an identity nowhere (their team owns no namespace on any cluster)."""
+        return not any(self.requestable.values())
+
+    def namespace_owners(self) -> list[tuple[Cluster, str, str]]:
+        """(cluster, namespace, owning group) for every namespace the clusters allow: whom to ask to be added."""
+        return [
+            (c, ns, access.owning_group(c, ns) or "no group yet: ask an admin")
+            for c in self.clusters
+            for ns in c.allowed_namespaces
+        ]
 
     def clean_namespace(self) -> str:
         value = self.cleaned_data["namespace"]
@@ -261,14 +302,16 @@ class BaseGrantFormSet(forms.BaseFormSet):
         return [f for f in self.forms if f.has_changed()]
 
     def clean(self) -> None:
-        if any(self.errors):
-            return
+        # Checked even when some rows have errors of their own: every error is shown at once.
         filled = self.filled_forms()
         if not filled:
             raise ValidationError("Ask for at least one role on one scope.")
         seen: set[tuple[int, str]] = set()
         for form in filled:
-            key = (form.cleaned_data["role"].pk, form.cleaned_data["scope"].lower())
+            role, scope = form.cleaned_data.get("role"), form.cleaned_data.get("scope")
+            if not (role and scope):
+                continue
+            key = (role.pk, scope.lower())
             if key in seen:
                 form.add_error("scope", "This role on this scope is already listed.")
             seen.add(key)
@@ -300,15 +343,49 @@ class RequestSubmission:
         self.grants = GrantFormSet(initial=rows, prefix=GRANTS_PREFIX)
         self.grants.extra = min(max(len(rows) + add_rows, 1), MAX_GRANTS)
 
+    @classmethod
+    def copy_of(cls, req: IdentityRequest, *, user: User) -> RequestSubmission:
+        """A new, unbound form filled from `req` (a rejected, cancelled or revoked request): what to run where,
+        why, and the grants; a grant whose role left the catalogue keeps its scope, its role left to choose."""
+        roles = {r.role_definition_id.lower(): r.pk for r in req.cluster.roles.all()}
+        values = QueryDict(mutable=True)
+        values.update(
+            {
+                "cluster": str(req.cluster_id),
+                "namespace": req.namespace,
+                "service_account": req.service_account,
+                "purpose": req.purpose,
+            }
+        )
+        grants = list(req.grants.all())[:MAX_GRANTS]
+        values[f"{GRANTS_PREFIX}-TOTAL_FORMS"] = str(len(grants))
+        for i, grant in enumerate(grants):
+            values[f"{GRANTS_PREFIX}-{i}-role"] = str(roles.get(grant.role_definition_id.lower(), ""))
+            values[f"{GRANTS_PREFIX}-{i}-scope"] = grant.scope
+        return cls(values=values, user=user)
+
     def is_valid(self) -> bool:
-        # Evaluate both so every error is shown at once.
+        # Everything is evaluated, every row checked against the cluster, so every error is shown at once.
         form_ok, grants_ok = self.form.is_valid(), self.grants.is_valid()
         cluster = self.form.cleaned_data.get("cluster")
-        if cluster is not None and grants_ok:
+        if cluster is not None:
             for grant in self.grants.filled_forms():
                 grant.check_for(cluster)
-            grants_ok = not any(f.errors for f in self.grants.forms)
+            grants_ok = grants_ok and not any(f.errors for f in self.grants.forms)
         return form_ok and grants_ok
+
+    def error_summary(self) -> list[tuple[str, str]]:
+        """Every error on the page as (id of the field it belongs to, or "", message), in page order."""
+        items: list[tuple[str, str]] = [("", str(e)) for e in self.form.non_field_errors()]
+        for bound in self.form:
+            items += [(bound.auto_id, f"{bound.label}: {e}") for e in bound.errors]
+        first_role = f"id_{GRANTS_PREFIX}-0-role"
+        items += [(first_role, f"Role grants: {e}") for e in self.grants.non_form_errors()]
+        for number, grant in enumerate(self.grants.forms, start=1):
+            items += [("", f"Grant {number}: {e}") for e in grant.non_field_errors()]
+            for bound in grant:
+                items += [(bound.auto_id, f"Grant {number}, {bound.label.lower()}: {e}") for e in bound.errors]
+        return items
 
     def grant_requests(self) -> list[workflow.GrantRequest]:
         return [

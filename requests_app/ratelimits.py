@@ -82,6 +82,18 @@ def cloud_action(view: View, *, group: str) -> View:
     )
 
 
+def cloud_read(view: View, *, group: str) -> View:
+    """A GET that may send calls to Azure (the scope picker's listing, cached for a minute), per signed-in user:
+    PORTAL_ACTION_RATE, as choosing a role for each grant row asks once per row."""
+    return _limited(
+        view,
+        group=f"read.{group}",
+        key="user",
+        rate_setting="PORTAL_ACTION_RATE",
+        applies=lambda request: request.user.is_authenticated,
+    )
+
+
 def every_post(group: str) -> Callable[[View], View]:
     """For every view of the Django admin and of django-rq (portal/urls.py wraps them all): each POST, per user,
     or per client IP before signing in (the admin's own sign-in form), all of `group` counted together."""

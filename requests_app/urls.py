@@ -16,6 +16,7 @@ urlpatterns = [
     path("logout/", ratelimits.action(auth_views.logout, group="sign_out"), name="logout"),
     path("requests/", requests.my_requests, name="my_requests"),
     path("requests/new/", ratelimits.submission(requests.new_request), name="new_request"),
+    path("requests/new/scopes/", ratelimits.cloud_read(requests.scope_choices, group="scopes"), name="scope_choices"),
     path("requests/<uuid:pk>/", requests.request_detail, name="request_detail"),
     path("requests/<uuid:pk>/status/", requests.request_status, name="request_status"),
     path("requests/<uuid:pk>/cancel/", ratelimits.action(requests.cancel, group="cancel"), name="request_cancel"),

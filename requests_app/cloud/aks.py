@@ -78,8 +78,9 @@ _CLIENTS: dict[tuple[Any, ...], ARMPipelineClient] = {}
 _LOCK = threading.Lock()
 
 
-def _client() -> ARMPipelineClient:
-    """An ARM pipeline client with the policies the generated SDK clients use (reused: see arm_client)."""
+def arm_pipeline() -> ARMPipelineClient:
+    """An ARM pipeline client with the policies the generated SDK clients use (reused: see arm_client), for the
+    adapters that call ARM without a generated SDK (this one, resources.py)."""
     options = arm_options()
     credential = portal_credential()
     key = (id(credential), tuple(sorted(options.items())))
@@ -109,7 +110,7 @@ def _client() -> ARMPipelineClient:
 def _send(method: str, path: str, what: str) -> dict[str, Any]:
     request = HttpRequest(method, f"{settings.ARM_BASE_URL}{path}", params={"api-version": API_VERSION})
     try:
-        response = _client().send_request(request)
+        response = arm_pipeline().send_request(request)
         if response.status_code == 404:
             raise ResourceNotFoundError(response=response, error_format=ARMErrorFormat)
         if response.status_code >= 400:

@@ -9,16 +9,16 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 
 from portal.methods import serves
 
-from .. import access, audit, handoff, workflow
+from .. import access, audit, handoff, scope_picker, workflow
 from ..auth.middleware import fresh_roles
-from ..forms import Plan, RequestSubmission
-from ..models import Cluster, IdentityRequest, Status, Step
+from ..forms import COPYABLE_STATUSES, PURPOSE_MAX_LENGTH, Plan, RequestSubmission
+from ..models import AllowedRole, Cluster, IdentityRequest, Status, Step
 
 # While a request is in one of these, the page polls request_status for live step updates.
 LIVE_STATUSES = {Status.APPROVED, Status.PROVISIONING, Status.REVOKING}
@@ -64,7 +64,7 @@ def new_request(request: HttpRequest) -> HttpResponse:
     """
     user = request.user
     if request.method != "POST":
-        return _form_page(request, RequestSubmission(user=user))
+        return _form_page(request, _blank_or_copy(request))
     action = request.POST.get("action", "review")
     if action in ("add", "edit"):
         rows = 1 if action == "add" else 0
@@ -92,6 +92,26 @@ def new_request(request: HttpRequest) -> HttpResponse:
     return redirect("request_detail", pk=req.pk)
 
 
+def _blank_or_copy(request: HttpRequest) -> RequestSubmission:
+    """A blank form, or with `?from=<id>` one filled from a rejected, cancelled or revoked request.
+
+    A request this user may not see, or that does not exist, is a 404 as on its own page (nothing is leaked
+    either way); one still under way is not copied, and the form says so.
+    """
+    source = request.GET.get("from")
+    if not source:
+        return RequestSubmission(user=request.user)
+    try:
+        pk = uuid.UUID(source)
+    except ValueError:
+        raise Http404("No such request.") from None
+    req = _visible_request(request, pk)
+    if req.status not in COPYABLE_STATUSES:
+        messages.info(request, "Only a rejected, cancelled or revoked request can be copied into a new one.")
+        return RequestSubmission(user=request.user)
+    return RequestSubmission.copy_of(req, user=request.user)
+
+
 def _form_page(request: HttpRequest, submission: RequestSubmission) -> HttpResponse:
     catalogue = list(Cluster.objects.prefetch_related("roles"))
     for cluster in catalogue:
@@ -99,7 +119,30 @@ def _form_page(request: HttpRequest, submission: RequestSubmission) -> HttpRespo
         cluster.namespaces = [
             (ns, access.can_request_in(request.user, cluster, ns)) for ns in cluster.allowed_namespaces
         ]
-    return render(request, "requests/new_request.html", {"submission": submission, "catalogue": catalogue})
+    context = {
+        "submission": submission,
+        "catalogue": catalogue,
+        "error_summary": submission.error_summary() if submission.form.is_bound else [],
+        "purpose_max_length": PURPOSE_MAX_LENGTH,
+    }
+    return render(request, "requests/new_request.html", context)
+
+
+@serves("GET", "HEAD")
+@login_required
+def scope_choices(request: HttpRequest) -> HttpResponse:
+    """The scope picker's suggestions for one catalogue role (`?cluster=<pk>&role=<pk>`), as JSON:
+    `{"choices": [{"scope", "label"}], "error": ""}`. Only for people who may ask for identities on the cluster:
+    the listing names real resources."""
+    try:
+        cluster_pk, role_pk = int(request.GET.get("cluster", "")), int(request.GET.get("role", ""))
+    except ValueError:
+        raise Http404("No such role.") from None
+    role = get_object_or_404(AllowedRole.objects.select_related("cluster"), pk=role_pk, cluster_id=cluster_pk)
+    if not access.requestable_namespaces(request.user, role.cluster):
+        raise Http404("No such role.")
+    listing = scope_picker.choices_for(role.cluster, role)
+    return JsonResponse({"choices": [c.__dict__ for c in listing.choices], "error": listing.error})
 
 
 def _visible_request(request: HttpRequest, pk: uuid.UUID) -> IdentityRequest:

@@ -58,76 +58,8 @@
     setTimeout(tick, POLL_MS);
   }
 
-  // ---- the request form: options follow the chosen cluster; rows added without a round trip; name hint ----
-  function initRequestForm() {
-    var form = document.getElementById("request-form");
-    if (!form) return;
-    var cluster = form.querySelector("select[name=cluster]");
-    var namespace = form.querySelector("select[name=namespace]");
-    var sa = form.querySelector("input[name=service_account]");
-
-    function selectedCluster() {
-      return cluster ? cluster.value : "";
-    }
-
-    function filterSelect(select) {
-      var chosen = selectedCluster();
-      select.querySelectorAll("optgroup").forEach(function (group) {
-        var first = group.querySelector("option[data-cluster]");
-        group.hidden = Boolean(chosen && first && first.dataset.cluster !== chosen);
-      });
-      select.querySelectorAll("option[data-cluster]").forEach(function (opt) {
-        var hide = Boolean(chosen && opt.dataset.cluster !== chosen);
-        opt.hidden = hide;
-        if (hide && opt.selected) select.value = "";
-      });
-    }
-
-    function filterAll() {
-      if (namespace) filterSelect(namespace);
-      form.querySelectorAll("select[name$='-role']").forEach(filterSelect);
-      preview();
-    }
-
-    function preview() {
-      var out = document.getElementById("identity-preview");
-      var line = document.getElementById("identity-preview-line");
-      if (!out || !line || !cluster) return;
-      var opt = cluster.options[cluster.selectedIndex];
-      // As naming.identity_name joins them: "_" between the parts, a ServiceAccount's dots as "_" too.
-      var account = sa && sa.value.trim().replace(/\./g, "_");
-      var parts = [opt && opt.dataset.name, namespace && namespace.value, account];
-      out.textContent = parts.map(function (p) { return p || "…"; }).join("_");
-      line.hidden = false;
-    }
-
-    if (cluster) cluster.addEventListener("change", filterAll);
-    if (namespace) namespace.addEventListener("change", preview);
-    if (sa) sa.addEventListener("input", preview);
-
-    var add = document.getElementById("add-grant");
-    var template = document.getElementById("grant-template");
-    var rows = document.getElementById("grant-rows");
-    var total = form.querySelector("input[name='grants-TOTAL_FORMS']");
-    var max = form.querySelector("input[name='grants-MAX_NUM_FORMS']");
-    if (add && template && rows && total) {
-      add.addEventListener("click", function (ev) {
-        var n = parseInt(total.value, 10);
-        if (max && n >= parseInt(max.value, 10)) return; // let the server say why
-        ev.preventDefault();
-        rows.insertAdjacentHTML("beforeend", template.innerHTML.replace(/__prefix__/g, String(n)));
-        total.value = String(n + 1);
-        filterAll();
-        var first = rows.lastElementChild && rows.lastElementChild.querySelector("select, input");
-        if (first) first.focus();
-      });
-    }
-    filterAll();
-  }
-
   onReady(function () {
     initCopy();
     initPoll();
-    initRequestForm();
   });
 })();

@@ -69,7 +69,7 @@ def test_every_main_page_complies_with_the_policy(live_server, watched, demo_clu
     assert riley.violations() == []
     riley.visit(f"{base}/")
     riley.visit(f"{base}/requests/new/")
-    riley.page.get_by_role("button", name="Add another grant").click()  # portal.js adds a row from the template
+    riley.page.get_by_role("button", name="Add another grant").click()  # request-form.js adds a row from the template
     riley.page.select_option("#id_cluster", value=str(demo_cluster.pk))
     riley.page.select_option("#id_namespace", value="team-payments")
     riley.page.fill("#id_service_account", "payments-api")

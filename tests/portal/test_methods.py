@@ -26,6 +26,7 @@ OWN = {
     "logout/": FORM,
     "requests/": PAGE,
     "requests/new/": FORM,
+    "requests/new/scopes/": PAGE,
     "requests/<uuid:pk>/": PAGE,
     "requests/<uuid:pk>/status/": PAGE,
     "requests/<uuid:pk>/cancel/": ACTION,

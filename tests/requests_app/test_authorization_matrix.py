@@ -74,6 +74,8 @@ PAGES = {
     ("requests/", "POST"): NOT_SERVED,
     ("requests/new/", "GET"): "*  302 200 200 200 200 200 200",
     ("requests/new/", "POST"): "*  302 200 200 200 200 200 200",  # an empty form comes back with errors
+    ("requests/new/scopes/", "GET"): "*  302 404 404 404 404 404 404",  # no cluster and role: no such role
+    ("requests/new/scopes/", "POST"): NOT_SERVED,
     ("approvals/", "GET"): "*  302 403 403 200 403 403 200",
     ("approvals/", "POST"): NOT_SERVED,
     ("audit/", "GET"): "*  302 403 403 403 403 403 200",

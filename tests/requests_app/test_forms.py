@@ -226,3 +226,83 @@ def test_audit_filters_offer_the_actions_there_are(db):
     assert choices == ["", "request.ready", "step.fic.started"]
     qs = AuditFilterForm({"action": "request.ready"}).filter(AuditEvent.objects.all())
     assert [e.action for e in qs] == ["request.ready"]
+
+
+# ---- every error at once ---------------------------------------------------------------------------------
+
+
+def test_every_grant_row_is_checked_against_the_cluster_even_when_another_row_is_malformed(offline_cluster, requester):
+    role = str(offline_cluster.roles.get().pk)
+    outside = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-team-payments"
+    data = request_data(
+        offline_cluster,
+        **{"grants-TOTAL_FORMS": "2", "grants-0-scope": "/nope", "grants-1-role": role, "grants-1-scope": outside},
+    )
+    sub = RequestSubmission(data, user=requester)
+    assert not sub.is_valid()
+    assert "scope" in sub.grants.forms[0].errors
+    assert "may only be granted on scopes like" in sub.grants.forms[1].errors["scope"][0]
+
+
+def test_grant_rows_are_checked_even_when_the_request_fields_have_errors(offline_cluster, requester):
+    outside = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-team-payments"
+    sub = RequestSubmission(
+        request_data(offline_cluster, service_account="Bad Name", **{"grants-0-scope": outside}), user=requester
+    )
+    assert not sub.is_valid()
+    assert "service_account" in sub.form.errors
+    assert "may only be granted on scopes like" in sub.grants.forms[0].errors["scope"][0]
+
+
+def test_a_repeated_grant_is_flagged_beside_a_malformed_row(offline_cluster, requester):
+    role = str(offline_cluster.roles.get().pk)
+    data = request_data(
+        offline_cluster,
+        **{
+            "grants-TOTAL_FORMS": "3",
+            "grants-1-role": role,
+            "grants-1-scope": VAULT_SCOPE,
+            "grants-2-role": role,
+            "grants-2-scope": "/nope",
+        },
+    )
+    sub = RequestSubmission(data, user=requester)
+    assert not sub.is_valid()
+    assert sub.grants.forms[1].errors["scope"] == ["This role on this scope is already listed."]
+    assert "scope" in sub.grants.forms[2].errors
+
+
+def test_the_error_summary_names_each_error_and_its_field(offline_cluster, requester):
+    sub = RequestSubmission(request_data(offline_cluster, purpose="", **{"grants-0-scope": "/nope"}), user=requester)
+    assert not sub.is_valid()
+    summary = sub.error_summary()
+    assert [target for target, _ in summary] == ["id_purpose", "id_grants-0-scope"]
+    assert summary[0][1] == "Purpose: This field is required."
+    assert summary[1][1].startswith("Grant 1, scope: The scope must start with /subscriptions/")
+
+
+def test_a_missing_grant_is_summed_up_with_a_link_to_the_first_row(offline_cluster, requester):
+    sub = RequestSubmission(
+        request_data(offline_cluster, **{"grants-0-role": "", "grants-0-scope": ""}), user=requester
+    )
+    assert not sub.is_valid()
+    assert sub.error_summary() == [("id_grants-0-role", "Role grants: Ask for at least one role on one scope.")]
+
+
+# ---- a copy of an earlier request ------------------------------------------------------------------------
+
+
+def test_a_copy_carries_the_requests_values_unbound(offline_cluster, requester, approver):
+    req = workflow.submit_request(
+        requester=requester,
+        cluster=offline_cluster,
+        namespace="team-payments",
+        service_account="payments-api",
+        purpose="why",
+        grants=[workflow.GrantRequest(offline_cluster.roles.get(), VAULT_SCOPE)],
+    )
+    workflow.reject_request(req, actor=approver, comment="no")
+    copy = RequestSubmission.copy_of(req, user=requester)
+    assert not copy.form.is_bound
+    assert copy.form.initial["service_account"] == "payments-api"
+    assert copy.grants.initial == [{"role": str(offline_cluster.roles.get().pk), "scope": VAULT_SCOPE}]
