@@ -95,12 +95,6 @@ class ClusterAdminForm(forms.ModelForm):
         if stored:
             self.fields["notice_webhook_url"].help_text += f" Stored: {webhooks.where(stored)}"
 
-    def clean_notice_webhook_url(self) -> str:
-        url = self.cleaned_data.get("notice_webhook_url") or ""
-        if url and not url.lower().startswith("https://"):
-            raise forms.ValidationError("The webhook URL must start with https://.")
-        return url
-
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if data.get("remove_notice_webhook"):

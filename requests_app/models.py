@@ -80,7 +80,7 @@ class Cluster(models.Model):
     notice_webhook_url = models.URLField(
         max_length=1024,
         blank=True,
-        validators=[URLValidator(schemes=["https"], message="Enter the webhook's https:// URL.")],
+        validators=[URLValidator(schemes=["https"], message="Enter the webhook's https:// URL.", code="not_https")],
         help_text="A Slack or Microsoft Teams (Workflows) incoming webhook; blank: e-mail only.",
     )
     notice_webhook_kind = models.CharField(

@@ -412,6 +412,9 @@ def test_decisions_and_revocations_are_not_posted(offline_cluster, requester, ap
     req = submitted(offline_cluster, requester)
     workflow.reject_request(req, actor=approver, comment="no")
     queues.work()
+    assert queues.default.failed_job_registry.get_job_ids() == []
+    posts = [j for j in map(queues.default.fetch_job, queues.default.finished_job_registry.get_job_ids())]
+    assert sorted(j.args[0] for j in posts if j.func_name == "requests_app.jobs.post_webhook") == ["request_submitted"]
     assert [p["body"]["text"].split("\n")[0] for p in control.webhooks("payments")] == [
         "*New workload identity request*"
     ]
@@ -467,3 +470,17 @@ def test_an_unreachable_webhook_is_retried_without_naming_its_url(offline_cluste
     job, _ = waiting_to_retry(queues.default)
     assert job.func_name == "requests_app.jobs.post_webhook"
     assert "could not be reached" in caplog.text and "s3cr3t" not in caplog.text
+
+
+def test_a_slack_message_cannot_be_made_to_ping_or_link_by_what_people_typed() -> None:
+    from requests_app.cloud import webhooks
+
+    notice = webhooks.ChatNotice(
+        title="New",
+        text="<!channel> asks",
+        facts=(("Requested by", "Eve <https://evil.example|x> & co"),),
+        url="https://p/r/1/",
+    )
+    text = webhooks.slack_payload(notice)["text"]
+    assert "&lt;!channel&gt; asks" in text and "Eve &lt;https://evil.example|x&gt; &amp; co" in text
+    assert text.endswith("<https://p/r/1/|Open the request>")
