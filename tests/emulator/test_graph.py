@@ -408,3 +408,17 @@ def test_without_a_permission_to_read_users_members_come_back_as_ids_only(
 def test_a_bad_group_is_refused_by_the_control_api(control: EmulatorClient, tenant: Tenant) -> None:
     with pytest.raises(requests.HTTPError):
         control._call("PUT", f"/tenants/{tenant.id}/groups/{NESTED}", json={"name": "x", "groups": "not a list"})
+
+
+def test_with_user_read_basic_all_members_have_an_address_but_no_account_enabled(
+    emu: Emulator, http: requests.Session, tenant: Tenant, portal_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(portal_app, "graph_permissions", ["GroupMember.Read.All", "User.ReadBasic.All"])
+    token = app_token(emu, tenant, portal_app)
+    resp = http.get(
+        f"{emu.url}/graph/v1.0/groups/{APPROVERS}/transitiveMembers/microsoft.graph.user",
+        params={"$select": "id,mail,accountEnabled"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert resp.json()["value"] == [{"id": AVERY, "mail": "avery@contoso.example", "accountEnabled": None}]

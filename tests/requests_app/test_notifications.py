@@ -484,3 +484,25 @@ def test_a_slack_message_cannot_be_made_to_ping_or_link_by_what_people_typed() -
     text = webhooks.slack_payload(notice)["text"]
     assert "&lt;!channel&gt; asks" in text and "Eve &lt;https://evil.example|x&gt; &amp; co" in text
     assert text.endswith("<https://p/r/1/|Open the request>")
+
+
+@pytest.mark.parametrize("status", [408, 503])
+def test_a_webhook_timing_out_or_unavailable_is_retried(offline_cluster, requester, control, queues, status) -> None:
+    hook(offline_cluster, control)
+    control.add_fault(r"^/webhooks/", status=status, code="try_later", times=1)
+    submitted(offline_cluster, requester)
+    queues.work()
+    job, _ = waiting_to_retry(queues.default)
+    assert (job.func_name, job.number_of_retries) == ("requests_app.jobs.post_webhook", 1)
+
+
+def test_a_retry_after_longer_than_the_longest_wait_is_capped_at_it(
+    offline_cluster, requester, control, queues
+) -> None:
+    hook(offline_cluster, control)
+    control.add_fault(r"^/webhooks/", status=429, code="rate_limited", retry_after=86400, times=1)
+    before = timezone.now()
+    submitted(offline_cluster, requester)
+    queues.work()
+    _, due = waiting_to_retry(queues.default)
+    assert before + timedelta(seconds=3599) < due < timezone.now() + timedelta(seconds=3601)
