@@ -91,3 +91,16 @@ class EmulatorClient:
 
     def delete_user(self, tenant: str, oid: str) -> None:
         self._call("DELETE", f"/tenants/{tenant}/users/{oid}")
+
+    def put_group(self, tenant: str, gid: str, *, name: str, groups: list[str] | None = None) -> dict[str, Any]:
+        """Add a group (or replace it), nested in `groups`; reset() undoes it."""
+        return self._call("PUT", f"/tenants/{tenant}/groups/{gid}", json={"name": name, "groups": groups or []})
+
+    # -- the incoming-webhook sink ---------------------------------------------------------------------------
+    def webhook_url(self, kind: str, name: str) -> str:
+        """Where a portal posts to the sink as to a Slack (`slack`) or Teams Workflows (`teams`) webhook."""
+        return f"{self.url.removesuffix('/_emulator')}/webhooks/{kind}/{name}"
+
+    def webhooks(self, name: str) -> list[dict[str, Any]]:
+        """What the sink accepted under `name`: [{kind, body, content_type, at}], oldest first."""
+        return self._call("GET", f"/webhooks/{name}")["value"]

@@ -32,6 +32,8 @@ class User:
 class Group:
     id: str
     name: str
+    # The groups this group is a member of (nested groups): its members are theirs too, transitively.
+    groups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -55,6 +57,10 @@ class App:
     # app role name -> user oids / group ids assigned to it (shows up in the id_token's `roles`)
     app_roles: dict[str, list[str]] = field(default_factory=dict)
     federated_credentials: list[FederatedCredential] = field(default_factory=list)
+    # Microsoft Graph application permissions granted to the app (admin consent), e.g. GroupMember.Read.All:
+    # its app-only Graph tokens carry them in `roles`, as Entra's do. Graph checks them where emulator/graph.py
+    # says so (listing a group's transitive members); the other Graph reads keep no permissions yet.
+    graph_permissions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -65,6 +71,18 @@ class Tenant:
     users: list[User] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
     apps: list[App] = field(default_factory=list)
+
+    def enclosing_groups(self, group_ids: list[str]) -> set[str]:
+        """`group_ids` and every group they are nested in, transitively (lower-cased ids; cycles end)."""
+        parents = {g.id.lower(): [p.lower() for p in g.groups] for g in self.groups}
+        found: set[str] = set()
+        todo = [g.lower() for g in group_ids]
+        while todo:
+            gid = todo.pop()
+            if gid not in found:
+                found.add(gid)
+                todo.extend(parents.get(gid, []))
+        return found
 
 
 @dataclass
@@ -197,7 +215,7 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
         raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key in nested and value is not None and not (cls is User and key == "groups"):
+        if key in nested and value is not None and not (cls in (User, Group) and key == "groups"):
             sub, many = nested[key]
             kwargs[key] = [_build(sub, v) for v in value] if many else _build(sub, value)
         else:

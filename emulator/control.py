@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import User
+from .config import Group, User
 from .faults import retry_after_header  # noqa: F401  (re-exported for callers building rules)
 
 PREFIX = "/_emulator"
@@ -152,6 +152,29 @@ def setup(app: web.Application, emu: Any) -> None:
         gone = emu.delete_user(tenant_of(request), request.match_info["oid"])
         return web.Response(status=204 if gone else 404)
 
+    async def put_group(request: web.Request) -> web.Response:
+        """Add a group to the directory (or replace it): {name, groups?}, `groups` being the groups it is a
+        member of (nesting). A reset brings back the configured groups."""
+        tenant, gid = tenant_of(request), request.match_info["gid"]
+        body = await _json(request)
+        try:
+            group = Group(id=gid, **body)
+            if not isinstance(group.name, str) or not (
+                isinstance(group.groups, list) and all(isinstance(g, str) for g in group.groups)
+            ):
+                raise ValueError("name is a string, groups a list of group object IDs")
+        except (TypeError, ValueError) as e:
+            return web.json_response({"error": f"bad group: {e}"}, status=400)
+        emu.put_group(tenant, group)
+        return web.json_response(dataclasses.asdict(group))
+
+    async def webhooks(request: web.Request) -> web.Response:
+        """What the incoming-webhook sink accepted (emulator/webhooks.py), for one name or all of them."""
+        name = request.match_info.get("name")
+        if name is None:
+            return web.json_response(emu.webhooks)
+        return web.json_response({"value": emu.webhooks.get(name, [])})
+
     r = app.router
     r.add_get(f"{PREFIX}/health", health)
     r.add_get(f"{PREFIX}/info", info)
@@ -174,6 +197,9 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_put(user_path, put_user)
     r.add_patch(user_path, patch_user)
     r.add_delete(user_path, delete_user)
+    r.add_put(f"{PREFIX}/tenants/{{tenant}}/groups/{{gid}}", put_group)
+    r.add_get(f"{PREFIX}/webhooks", webhooks)
+    r.add_get(f"{PREFIX}/webhooks/{{name}}", webhooks)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

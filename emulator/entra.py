@@ -551,7 +551,10 @@ class Entra:
             failed = self.authenticate_app(app, form)
             if failed:
                 return failed
-            return self.app_token_response(t, form.get("scope", ""), oid=app.object_id, app_id=app.client_id)
+            graph_roles = {"roles": list(app.graph_permissions)} if app.graph_permissions else {}
+            return self.app_token_response(
+                t, form.get("scope", ""), oid=app.object_id, app_id=app.client_id, graph_extra=graph_roles
+            )
         identity = self.emu.store.identity_by_client_id(client_id) if client_id else None
         if identity is None or identity["properties"].get("tenantId", "").lower() != t.id.lower():
             return self.unknown_client(t, client_id)
@@ -667,8 +670,17 @@ class Entra:
         return None
 
     def app_token_response(
-        self, t: Tenant, scope: str, *, oid: str, app_id: str, extra: dict[str, Any] | None = None
+        self,
+        t: Tenant,
+        scope: str,
+        *,
+        oid: str,
+        app_id: str,
+        extra: dict[str, Any] | None = None,
+        graph_extra: dict[str, Any] | None = None,
     ) -> web.Response:
+        """An app-only token for the scope's resource. `graph_extra` goes into Graph tokens only: the app's Graph
+        application permissions, as `roles` (Entra puts in each token the permissions granted on its resource)."""
         scopes = scope.split()
         if len(scopes) != 1 or not scopes[0].endswith("/.default"):
             return entra_error(
@@ -683,6 +695,7 @@ class Entra:
         # This emulator's own Graph URL names Graph too, as graph.microsoft.us does in a national cloud.
         if audience.lower() in (GRAPH_RESOURCE, GRAPH_APP_ID, *(u.lower() for u in graph.own_graph_urls(self.emu))):
             audience = GRAPH_APP_ID
+            extra = {**(extra or {}), **(graph_extra or {})}
         access, lifetime = self.emu.issue_access_token(
             t.id,
             audience=audience,
@@ -923,7 +936,7 @@ class Entra:
             claims["_claim_names"] = {"groups": "src1"}
             claims["_claim_sources"] = {"src1": {"endpoint": f"{emu.url}/graph/v1.0/users/{user.oid}/getMemberObjects"}}
         elif user.groups:
-            claims["groups"] = list(user.groups)
+            claims["groups"] = graph.member_groups(t, user)  # transitive, as Entra's groups claim
         member_of = {user.oid, *user.groups}
         roles = [role for role, members in app.app_roles.items() if member_of & set(members)]
         if roles:

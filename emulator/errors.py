@@ -72,6 +72,9 @@ def shaped_error(
     surface: str, status: int, code: str | None, message: str | None, headers: dict[str, str] | None = None
 ) -> web.Response:
     """An injected fault, in the shape of the surface it hits."""
+    if surface == "webhooks":
+        # Incoming webhooks answer errors in plain text (Slack: `invalid_payload`, `no_service`, …).
+        return web.Response(status=status, text=code or message or "injected_fault", headers=headers)
     if surface == "k8s":
         reason = code or K8S_REASONS.get(status, "InternalError")
         return k8s_status(status, reason, message or reason, headers=headers)

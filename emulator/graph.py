@@ -8,12 +8,19 @@
 - `GET /v1.0/servicePrincipals(appId='{appId}')` and `GET /v1.0/servicePrincipals/{id}`: an app's service
   principal with its `appRoles` (each configured role gets a stable GUID);
 - `GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo`: who holds which of its app roles (users and groups),
-  paged by `graph_page_size` with `@odata.nextLink`.
+  paged by `graph_page_size` with `@odata.nextLink`;
+- `GET /v1.0/groups/{id}/transitiveMembers` and its cast `…/transitiveMembers/microsoft.graph.user` (with
+  `$select`, `$top`, paged with `@odata.nextLink`): everyone in a group, nested groups flattened (a group is
+  nested through its `groups` in the config, or the control API).
 
 Every call needs an Entra access token for Graph (aud `00000003-0000-0000-c000-000000000000`,
 `https://graph.microsoft.com`, or this emulator's own Graph URL) from the tenant that owns the object;
 otherwise 401 in Graph's error shape. Delegated and app-only tokens are both accepted (`/me` needs a
-delegated one); like the rest of the emulator, Graph keeps no permissions of its own.
+delegated one). Permissions are checked for the transitive members only, as Graph does: an app-only token must
+carry one of GROUP_READERS in `roles` (an app's `graph_permissions`; a delegated token in `scp`), else 403
+`Authorization_RequestDenied`; and without a permission that reads users (USER_READERS) the members come back
+with their `id` and nothing else, Graph's "limited information for inaccessible member objects". The other
+reads keep no permissions yet.
 """
 
 from __future__ import annotations
@@ -34,6 +41,23 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_AUDIENCES = [GRAPH_APP_ID, "https://graph.microsoft.com"]
 MAX_PAGE_SIZE = 999
 NOT_FOUND = "Resource '{}' does not exist or one of its queried reference-property objects are not present."
+# Listing a group's (transitive) members: GroupMember.Read.All is the least; the others include it.
+GROUP_READERS = frozenset(
+    {
+        "GroupMember.Read.All",
+        "GroupMember.ReadWrite.All",
+        "Group.Read.All",
+        "Group.ReadWrite.All",
+        "Directory.Read.All",
+        "Directory.ReadWrite.All",
+    }
+)
+# Reading the members' properties: without one of these, a user member is its id only. User.ReadBasic.All reads
+# the basic profile (name, mail, user principal name) but not accountEnabled.
+USER_READERS = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
+USER_BASIC_READERS = frozenset({"User.ReadBasic.All"})
+BASIC_USER_PROPERTIES = frozenset({"id", "displayName", "givenName", "surname", "mail", "userPrincipalName"})
+DENIED = "Insufficient privileges to complete the operation."
 
 
 def own_graph_urls(emu: Any) -> list[str]:
@@ -82,6 +106,22 @@ def user_json(emu: Any, u: User) -> dict[str, Any]:
         "preferredLanguage": None,
         "mobilePhone": None,
     }
+
+
+def member_groups(tenant: Tenant, user: User) -> list[str]:
+    """The user's groups, transitively: the direct ones, then the groups they are nested in."""
+    direct = {g.lower() for g in user.groups}
+    names = {g.id.lower(): g.id for g in tenant.groups}
+    nested = sorted(names.get(g, g) for g in tenant.enclosing_groups(user.groups) - direct)
+    return [*user.groups, *nested]
+
+
+def granted(claims: dict[str, Any]) -> set[str]:
+    """The Graph permissions a token carries: application ones in `roles`, delegated ones in `scp`."""
+    roles = claims.get("roles") if claims.get("idtyp") == "app" or "scp" not in claims else None
+    if isinstance(roles, list):
+        return {str(r) for r in roles}
+    return set(str(claims.get("scp", "")).split())
 
 
 def user_properties(emu: Any, u: User) -> dict[str, Any]:
@@ -173,7 +213,7 @@ class Graph:
             return user
         # Every configured group is a security group, so securityEnabledOnly changes nothing here.
         context = f"{self.emu.url}/graph/v1.0/$metadata#Collection(Edm.String)"
-        return web.json_response({"@odata.context": context, "value": list(user.groups)})
+        return web.json_response({"@odata.context": context, "value": member_groups(tenant, user)})
 
     async def get_user(self, request: web.Request) -> web.Response:
         known = self.caller(request)
@@ -275,7 +315,12 @@ class Graph:
         app = self.service_principal(request, tenant)
         if isinstance(app, web.Response):
             return app
-        items = self.assignments(tenant, app)
+        base = f"{self.emu.url}{PREFIX}/v1.0/servicePrincipals/{app.object_id}/appRoleAssignedTo"
+        context = f"{self.emu.url}/graph/v1.0/$metadata#servicePrincipals('{app.object_id}')/appRoleAssignedTo"
+        return self.page(request, self.assignments(tenant, app), base, context)
+
+    def page(self, request: web.Request, items: list[Any], base: str, context: str) -> web.Response:
+        """One page of a collection (`$top`, else `graph_page_size`); `@odata.nextLink` while more remain."""
         try:
             size = min(int(request.query.get("$top") or self.emu.settings.graph_page_size), MAX_PAGE_SIZE)
             token = request.query.get("$skiptoken", "")
@@ -284,17 +329,62 @@ class Graph:
             return graph_error(request, 400, "BadRequest", "Invalid $top or $skiptoken.")
         if size < 1 or start < 0:
             return graph_error(request, 400, "BadRequest", "Invalid $top or $skiptoken.")
-        base = f"{self.emu.url}{PREFIX}/v1.0/servicePrincipals/{app.object_id}/appRoleAssignedTo"
-        body: dict[str, Any] = {
-            "@odata.context": f"{self.emu.url}/graph/v1.0/$metadata#servicePrincipals('{app.object_id}')"
-            "/appRoleAssignedTo",
-            "value": items[start : start + size],
-        }
+        body: dict[str, Any] = {"@odata.context": context, "value": items[start : start + size]}
         if start + size < len(items):
             skip = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=")
-            top = f"&$top={request.query['$top']}" if request.query.get("$top") else ""
-            body["@odata.nextLink"] = f"{base}?$skiptoken={skip}{top}"
+            keep = "".join(f"&{k}={request.query[k]}" for k in ("$select", "$top") if request.query.get(k))
+            body["@odata.nextLink"] = f"{base}?$skiptoken={skip}{keep}"
         return web.json_response(body)
+
+    # --- groups: who is in them, nested groups flattened ---------------------------------------------------
+    async def transitive_members(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        claims, tenant = known
+        gid = request.match_info["group_id"]
+        group = next((g for g in tenant.groups if g.id.lower() == gid.lower()), None)
+        if group is None:
+            return graph_error(request, 404, "Request_ResourceNotFound", NOT_FOUND.format(gid))
+        permissions = granted(claims)
+        if not permissions & GROUP_READERS:
+            return graph_error(request, 403, "Authorization_RequestDenied", DENIED)
+        users_only = request.match_info.get("cast") is not None
+        wanted = [p.strip() for p in request.query.get("$select", "").split(",") if p.strip()]
+        selectable = user_properties(self.emu, User(oid="", name="", upn=""))
+        unknown = [p for p in wanted if p not in selectable]
+        if unknown:
+            message = f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.user'."
+            return graph_error(request, 400, "BadRequest", message)
+        items = [
+            self.member_json(u, wanted, permissions, typed=not users_only)
+            for u in tenant.users
+            if group.id.lower() in tenant.enclosing_groups(u.groups)
+        ]
+        if not users_only:
+            items += [
+                {"@odata.type": "#microsoft.graph.group", "id": g.id, "displayName": g.name}
+                for g in tenant.groups
+                if g is not group and group.id.lower() in tenant.enclosing_groups(g.groups)
+            ]
+        cast = "/microsoft.graph.user" if users_only else ""
+        base = f"{self.emu.url}{PREFIX}/v1.0/groups/{group.id}/transitiveMembers{cast}"
+        entity = "users" if users_only else "directoryObjects"
+        context = f"{self.emu.url}/graph/v1.0/$metadata#{entity}" + (f"({','.join(wanted)})" if wanted else "")
+        return self.page(request, items, base, context)
+
+    def member_json(self, u: User, wanted: list[str], permissions: set[str], *, typed: bool) -> dict[str, Any]:
+        """A user as a member: what `$select` names (else the default set), null where the caller may not read."""
+        props = user_properties(self.emu, u)
+        names = wanted or [k for k in user_json(self.emu, u) if not k.startswith("@")]
+        if permissions & USER_READERS:
+            readable = set(props)
+        elif permissions & USER_BASIC_READERS:
+            readable = set(BASIC_USER_PROPERTIES)
+        else:
+            readable = {"id"}
+        item = {"@odata.type": "#microsoft.graph.user"} if typed or readable == {"id"} else {}
+        return {**item, **{n: props[n] if n in readable else None for n in names}}
 
 
 def setup(app: web.Application, emu: Any) -> None:
@@ -309,5 +399,7 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_get(f"{v1}/servicePrincipals(appId='{{app_id}}')", graph.get_service_principal)
     r.add_get(f"{v1}/servicePrincipals/{{sp_id}}", graph.get_service_principal)
     r.add_get(f"{v1}/servicePrincipals/{{sp_id}}/appRoleAssignedTo", graph.app_role_assigned_to)
+    r.add_get(f"{v1}/groups/{{group_id}}/transitiveMembers", graph.transitive_members)
+    r.add_get(f"{v1}/groups/{{group_id}}/transitiveMembers/{{cast:microsoft\\.graph\\.user}}", graph.transitive_members)
     r.add_get(f"{PREFIX}/oidc/userinfo", graph.userinfo)
     r.add_post(f"{PREFIX}/oidc/userinfo", graph.userinfo)

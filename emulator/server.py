@@ -52,6 +52,8 @@ def surface_of(path: str) -> str:
         return "keyvault"
     if path.startswith("/graph/"):
         return "graph"
+    if path.startswith("/webhooks/"):
+        return "webhooks"
     lower = path.lower()
     if lower.startswith("/subscriptions") or lower.startswith("/providers"):
         return "arm"
@@ -85,6 +87,7 @@ class Emulator:
         # People change at run time (the control API moves them between groups, disables or deletes them);
         # a reset brings back the configured directory.
         self._initial_users = {t.id: copy.deepcopy(t.users) for t in self.config.tenants}
+        self._initial_groups = {t.id: copy.deepcopy(t.groups) for t in self.config.tenants}
         self.host, self.port = host, port
         self.public_host = public_host
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="emulator-")
@@ -198,9 +201,12 @@ class Emulator:
         self.clock_offset = 0.0
         # Control-API changes to how ARM describes a cluster (e.g. its FQDN), undone here like everything else.
         self.cluster_overrides: dict[str, dict[str, str]] = {}
+        # What the incoming-webhook sink received (emulator/webhooks.py), by webhook name.
+        self.webhooks: dict[str, list[dict[str, Any]]] = {}
         now = self.now()
         for t in self.config.tenants:
             t.users = copy.deepcopy(self._initial_users.get(t.id, []))
+            t.groups = copy.deepcopy(self._initial_groups.get(t.id, []))
             for u in t.users:
                 self.store.principals[u.oid] = {"type": "User", "tenant": t.id, "created_at": now}
             for g in t.groups:
@@ -235,6 +241,11 @@ class Emulator:
         """Add `user` to the directory, or replace the user with the same object ID."""
         tenant.users = [u for u in tenant.users if u.oid.lower() != user.oid.lower()] + [user]
         self.store.principals.setdefault(user.oid, {"type": "User", "tenant": tenant.id, "created_at": self.now()})
+
+    def put_group(self, tenant: config_mod.Tenant, group: config_mod.Group) -> None:
+        """Add `group` to the directory (or replace the group with the same id), e.g. nested in another group."""
+        tenant.groups = [g for g in tenant.groups if g.id.lower() != group.id.lower()] + [group]
+        self.store.principals.setdefault(group.id, {"type": "Group", "tenant": tenant.id, "created_at": self.now()})
 
     def delete_user(self, tenant: config_mod.Tenant, oid: str) -> bool:
         """Remove a user from the directory (Graph answers 404 for them from now on)."""
@@ -287,11 +298,11 @@ class Emulator:
 
     # ----- running ----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
-        from . import arm, control, entra, k8s, keyvault
+        from . import arm, control, entra, k8s, keyvault, webhooks
 
         app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
         app[EMU] = self
-        for surface in (control, k8s, keyvault, arm, entra):
+        for surface in (control, k8s, keyvault, webhooks, arm, entra):
             surface.setup(app, self)
         return app
 

@@ -16,6 +16,7 @@ from django_rq.models import Dashboard
 from portal import rq_pages
 
 from . import audit, clusters
+from .cloud import webhooks
 from .models import AllowedRole, Approval, AuditEvent, Cluster, IdentityRequest, RoleGrant, Step, User
 
 
@@ -33,6 +34,13 @@ class ReadOnlyMixin:
 
 
 # ---- clusters -------------------------------------------------------------------------------------------
+
+
+class WriteOnlyURLField(forms.URLField):
+    """A URL the form never shows back: left empty it is unchanged (and not listed as changed in the audit)."""
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return bool(data) and data != initial
 
 
 class ClusterAdminForm(forms.ModelForm):
@@ -59,17 +67,42 @@ class ClusterAdminForm(forms.ModelForm):
         "is read from Azure. Stored exactly as given (AKS issuers end in '/').",
     )
 
+    # Notices: the webhook URL is its own credential, so the form never shows it back (the field comes up empty;
+    # left empty, the stored URL stays). The help text names its host.
+    notice_webhook_url = WriteOnlyURLField(
+        required=False,
+        max_length=1024,
+        assume_scheme="https",
+        label="Notice webhook URL",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="A Slack or Microsoft Teams (Workflows) incoming webhook, https only. Left empty, the stored URL "
+        "is kept.",
+    )
+    remove_notice_webhook = forms.BooleanField(required=False, label="Remove the notice webhook")
+
     class Meta:
         model = Cluster
-        fields = ["name", *clusters.FIELDS]
+        fields = ["name", *clusters.FIELDS, "notice_webhook_kind", "notice_webhook_url"]
         help_texts = {
             "namespace_owners": "Each allowed namespace and the object ID of the Entra group that owns it, e.g. "
             '{"team-payments": "0f1e2d3c-0004-4000-8000-000000000004"}: only its members (and admins) may ask '
             "for identities there.",
         }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stored = self.instance.notice_webhook_url if self.instance.pk else ""
+        if stored:
+            self.fields["notice_webhook_url"].help_text += f" Stored: {webhooks.where(stored)}"
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if data.get("remove_notice_webhook"):
+            data["notice_webhook_url"] = ""
+        elif "notice_webhook_url" in data and not data["notice_webhook_url"] and self.instance.pk:
+            data["notice_webhook_url"] = self.instance.notice_webhook_url  # kept (the instance is not yet changed)
+        if data.get("notice_webhook_url") and not data.get("notice_webhook_kind"):
+            self.add_error("notice_webhook_kind", "Say which service the webhook URL belongs to.")
         self.connection_changes: dict[str, Any] = {}
         if "namespace_owners" in data and "allowed_namespaces" in data:
             try:
@@ -132,7 +165,7 @@ class AllowedRoleInline(admin.TabularInline):
 class ClusterAdmin(admin.ModelAdmin):
     form = ClusterAdminForm
     inlines = [AllowedRoleInline]
-    list_display = ("name", "display_name", "subscription_id", "oidc_issuer_url", "connection_ok")
+    list_display = ("name", "display_name", "subscription_id", "oidc_issuer_url", "connection_ok", "notice_webhook")
     search_fields = ("name", "display_name", "subscription_id")
     readonly_fields = ("api_server_url", "api_server_ca_fingerprint", "connection_drift")
     actions = ["reread_connection"]
@@ -140,6 +173,13 @@ class ClusterAdmin(admin.ModelAdmin):
     @admin.display(description="API server CA")
     def api_server_ca_fingerprint(self, obj: Cluster) -> str:
         return clusters.connection_summary(obj)["api_server_ca"] or "—"
+
+    @admin.display(description="Notice webhook")
+    def notice_webhook(self, obj: Cluster) -> str:
+        # The URL is the webhook's credential: its host only, never the path.
+        if not obj.notice_webhook_url:
+            return "—"
+        return f"{obj.get_notice_webhook_kind_display()}: {webhooks.where(obj.notice_webhook_url)}"
 
     @admin.display(boolean=True, description="Connection as in Azure")
     def connection_ok(self, obj: Cluster) -> bool:

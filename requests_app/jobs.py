@@ -8,18 +8,22 @@ a step waits for its next attempt, puts itself back on the queue for then and re
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 
 import rq
 
 from . import drift, engine, notifications, provisioning, queueing, repairing, sweeping
+from .cloud.errors import CloudError
 from .queueing import DEFAULT_QUEUE, MAIL_QUEUE, QUEUE  # noqa: F401  (the names tests and settings use)
 
 log = logging.getLogger(__name__)
 
-# Waits between the attempts of an e-mail the SMTP server refused or that could not reach it (RQ's Retry; the
-# workers' scheduler, `rqworker --with-scheduler`, puts it back on the queue when due). About 1.5 hours in all;
-# after the last attempt the job stays in RQ's failed-job registry (each failure is logged as a warning).
+# Waits between the attempts of a notice that could not go out: the SMTP server refused it or could not be
+# reached, Graph could not say who the recipients are, or the chat webhook failed (RQ's Retry; the workers'
+# scheduler, `rqworker --with-scheduler`, puts it back on the queue when due). About 1.5 hours in all; after the
+# last attempt the job stays in RQ's failed-job registry (each failure is logged as a warning). A webhook's or
+# Graph's Retry-After lengthens the next wait, up to the longest of these.
 MAIL_RETRY_SECONDS = [30, 120, 600, 1800, 3600]
 
 
@@ -57,19 +61,50 @@ def reconcile_clusters() -> None:
     drift.reconcile_clusters()
 
 
-def send_mail(kind: str, request_id: str) -> rq.Retry | None:
-    """Render and send one e-mail about a request.
+def send_mail(kind: str, request_id: str, audience: str | None = None) -> rq.Retry | None:
+    """Render and send the e-mail about a request to one audience (notifications.NOTICES; a job queued before
+    audiences existed names none: the event's first).
 
-    When the SMTP server refuses it, hangs (settings.EMAIL_TIMEOUT) or cannot be reached, the job returns RQ's
-    Retry: tried again after MAIL_RETRY_SECONDS, then failed. Any other error fails the job at once: retrying
-    cannot fix a bug.
+    When the SMTP server refuses it, hangs (settings.EMAIL_TIMEOUT) or cannot be reached, or Graph cannot list
+    the recipients for now, the job returns RQ's Retry: tried again after MAIL_RETRY_SECONDS, then failed. Any
+    other error (a permanent Graph refusal, such as a missing permission, included) fails the job at once:
+    retrying cannot fix a bug or a setting.
     """
+    audience = audience or notifications.NOTICES[kind][0]
     try:
-        notifications.send(kind, uuid.UUID(str(request_id)))
+        notifications.send(kind, uuid.UUID(str(request_id)), audience)
     except OSError as e:  # smtplib's errors, refused connections and timeouts are all OSErrors
-        log.warning("%s mail for request %s not sent, to be tried again: %r", kind, request_id, e)
-        return rq.Retry(max=len(MAIL_RETRY_SECONDS), interval=MAIL_RETRY_SECONDS)
+        log.warning("%s mail (%s) for request %s not sent, to be tried again: %r", kind, audience, request_id, e)
+        return _retry(None)
+    except CloudError as e:
+        if e.permanent:
+            raise
+        log.warning("%s mail (%s) for request %s not sent, to be tried again: %s", kind, audience, request_id, e)
+        return _retry(e.retry_after)
     return None
+
+
+def post_webhook(kind: str, request_id: str) -> rq.Retry | None:
+    """Post one event of a request to its cluster's chat webhook; retried like an e-mail while the webhook
+    answers 5xx, 408 or 429 (after at least its Retry-After) or cannot be reached; failed at once otherwise."""
+    try:
+        notifications.post_webhook(kind, uuid.UUID(str(request_id)))
+    except CloudError as e:
+        if e.permanent:
+            raise
+        log.warning("%s chat notice for request %s not posted, to be tried again: %s", kind, request_id, e)
+        return _retry(e.retry_after)
+    return None
+
+
+def _retry(retry_after: float | None) -> rq.Retry:
+    """RQ's Retry over MAIL_RETRY_SECONDS; the next wait is at least `retry_after` (capped at the longest)."""
+    waits = list(MAIL_RETRY_SECONDS)
+    job = rq.get_current_job()
+    attempt = (job.number_of_retries or 0) if job is not None else 0
+    if retry_after and attempt < len(waits):
+        waits[attempt] = min(max(waits[attempt], math.ceil(retry_after)), max(MAIL_RETRY_SECONDS))
+    return rq.Retry(max=len(waits), interval=waits)
 
 
 def sweep() -> int:

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import URLValidator
 from django.db import models
 from django.utils import timezone
 
@@ -78,6 +79,20 @@ class Cluster(models.Model):
     # when they agree. An admin re-reads the connection from Azure (audited) to settle it.
     connection_drift = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Notices: an optional chat webhook for this cluster (requests_app/cloud/webhooks.py). The URL is the
+    # webhook's only credential: it is masked wherever the portal shows it (admin list, logs, errors).
+    notice_webhook_url = models.URLField(
+        max_length=1024,
+        blank=True,
+        validators=[URLValidator(schemes=["https"], message="Enter the webhook's https:// URL.", code="not_https")],
+        help_text="A Slack or Microsoft Teams (Workflows) incoming webhook; blank: e-mail only.",
+    )
+    notice_webhook_kind = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=[("teams", "Microsoft Teams (Workflows)"), ("slack", "Slack")],
+        help_text="Which service the webhook URL belongs to (what its message looks like).",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -1,75 +1,154 @@
-"""E-mail through Django's mail framework: approvers on a new request; the requester on each outcome.
+"""Notices: who hears of what happens to a request, by e-mail and through the cluster's chat webhook.
 
-Sent by a job (`jobs.send_mail`, queued on commit with the kind and a request id), never on the request path:
-the message is rendered when the job runs, and an SMTP error raises so that RQ retries the job. Each message is
-a template triplet under templates/emails/: `<name>_subject.txt`, `<name>.txt`, `<name>.html`. Client and
-principal IDs never go into e-mail.
+| event (kind)        | e-mail to                                          | cluster webhook |
+|---------------------|----------------------------------------------------|-----------------|
+| `request_submitted` | the approvers, except the requester                | yes             |
+| `request_decided`   | the requester (approved, or rejected with why)     | no              |
+| `request_ready`     | the requester, and the cluster's DevOps members    | yes             |
+| `request_failed`    | the requester, and the admins                      | yes             |
+| `request_revoked`   | the requester, and the cluster's DevOps members    | no              |
+
+Approvers, admins and DevOps members are read from Entra through Graph when the notice is sent (cloud/graph.py
+`people`: members of the configured groups and holders of the configured app roles, nested groups included,
+disabled accounts left out), never from who has signed in: the first request of a new portal reaches its
+approvers. Someone in two audiences of one event gets one e-mail: the requester's, whatever else they are.
+
+Each (event, audience) pair is one job (`jobs.send_mail`), and the webhook post another (`jobs.post_webhook`),
+so a retry of one never repeats another that went out. Messages are rendered when the job runs; an SMTP, Graph
+or webhook error raises so that RQ retries the job. Each e-mail is a template triplet under templates/emails/:
+`<name>_subject.txt`, `<name>.txt`, `<name>.html` (on `emails/base.html`). Client and principal IDs never go
+into a notice.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from .models import IdentityRequest, Status, User
+from .cloud import graph, webhooks
+from .models import IdentityRequest, Status
 
+log = logging.getLogger(__name__)
 
-def _send(template: str, req: IdentityRequest, to: list[str]) -> None:
-    to = [a for a in to if a]
-    if not to:
-        return
-    ctx = {"req": req, "url": settings.PORTAL_URL.rstrip("/") + reverse("request_detail", args=[req.pk])}
-    subject = " ".join(render_to_string(f"emails/{template}_subject.txt", ctx).split())
-    msg = EmailMultiAlternatives(subject, render_to_string(f"emails/{template}.txt", ctx), to=to)
-    msg.attach_alternative(render_to_string(f"emails/{template}.html", ctx), "text/html")
-    msg.send()  # smtplib's errors are OSErrors: they reach RQ, which retries the job
+REQUESTER, APPROVERS, ADMINS, DEVOPS = "requester", "approvers", "admins", "devops"
 
+# Who hears of each event, by e-mail.
+NOTICES: dict[str, tuple[str, ...]] = {
+    "request_submitted": (APPROVERS,),
+    "request_decided": (REQUESTER,),
+    "request_ready": (REQUESTER, DEVOPS),
+    "request_failed": (REQUESTER, ADMINS),
+    "request_revoked": (REQUESTER, DEVOPS),
+}
+# The events a cluster's chat channel hears of: work waiting for someone (a new request to approve, an identity
+# to use, a failure to look at). Decisions and revocations concern the requester and are mailed only.
+WEBHOOK_EVENTS = ("request_submitted", "request_ready", "request_failed")
 
-def _load(request_id: uuid.UUID) -> IdentityRequest:
-    return IdentityRequest.objects.select_related("cluster", "requester", "decided_by").get(pk=request_id)
-
-
-def request_submitted(request_id: uuid.UUID) -> None:
-    req = _load(request_id)
-    approvers = User.objects.filter(is_approver=True, is_active=True).exclude(pk=req.requester_id)
-    _send("request_submitted", req, [u.email for u in approvers])
-
-
-def request_decided(request_id: uuid.UUID) -> None:
-    req = _load(request_id)
-    template = "request_approved" if req.status != Status.REJECTED else "request_rejected"
-    _send(template, req, [req.requester.email])
-
-
-def request_ready(request_id: uuid.UUID) -> None:
-    req = _load(request_id)
-    _send("request_ready", req, [req.requester.email])
-
-
-def request_failed(request_id: uuid.UUID) -> None:
-    req = _load(request_id)
-    _send("request_failed", req, [req.requester.email])
-
-
-def request_revoked(request_id: uuid.UUID) -> None:
-    req = _load(request_id)
-    _send("request_revoked", req, [req.requester.email])
-
-
-# The kinds of e-mail a job can send, by the name the workflow queues them under.
-MAILS: dict[str, Callable[[uuid.UUID], None]] = {
-    "request_submitted": request_submitted,
-    "request_decided": request_decided,
-    "request_ready": request_ready,
-    "request_failed": request_failed,
-    "request_revoked": request_revoked,
+# Why each audience gets the e-mail (its last line).
+REASONS = {
+    REQUESTER: "You get this because you asked for this identity.",
+    APPROVERS: "You get this because you approve workload identity requests.",
+    ADMINS: "You get this because you administer the Workload Identity Portal.",
+    DEVOPS: "You get this because you are in the DevOps group of the cluster {cluster}.",
 }
 
 
-def send(kind: str, request_id: uuid.UUID) -> None:
-    MAILS[kind](request_id)
+def send(kind: str, request_id: uuid.UUID, audience: str) -> None:
+    """E-mail `audience` about `kind` of the request (nothing when nobody in it has an address)."""
+    if audience not in NOTICES[kind]:
+        raise ValueError(f"{kind} is not sent to {audience}")
+    req = _load(request_id)
+    to = _addresses(audience, req)
+    if not to:
+        log.info("%s of request %s: no %s to mail", kind, request_id, audience)
+        return
+    template = _template(kind, audience, req)
+    ctx = {
+        "req": req,
+        "url": request_url(req),
+        "reason": REASONS[audience].format(cluster=req.cluster),
+        "facts": _facts(req),
+    }
+    subject = " ".join(render_to_string(f"emails/{template}_subject.txt", ctx).split())
+    msg = EmailMultiAlternatives(subject, render_to_string(f"emails/{template}.txt", ctx), to=to)
+    msg.attach_alternative(render_to_string(f"emails/{template}.html", ctx), "text/html")
+    msg.send()  # smtplib's errors are OSErrors: they reach the job, which has RQ retry it
+
+
+def post_webhook(kind: str, request_id: uuid.UUID) -> None:
+    """Post `kind` of the request to its cluster's chat webhook, if the cluster has one."""
+    if kind not in WEBHOOK_EVENTS:
+        raise ValueError(f"{kind} is not posted to chat")
+    req = _load(request_id)
+    cluster = req.cluster
+    if not (cluster.notice_webhook_url and cluster.notice_webhook_kind):
+        return
+    webhooks.post(cluster.notice_webhook_kind, cluster.notice_webhook_url, chat_notice(kind, req))
+
+
+def request_url(req: IdentityRequest) -> str:
+    return settings.PORTAL_URL.rstrip("/") + reverse("request_detail", args=[req.pk])
+
+
+def chat_notice(kind: str, req: IdentityRequest) -> webhooks.ChatNotice:
+    what = f"{req.namespace}/{req.service_account} on {req.cluster}"
+    title, text = {
+        "request_submitted": (
+            "New workload identity request",
+            f"{req.requester} asks for an identity for {what}. It waits for an approver.",
+        ),
+        "request_ready": (
+            "Workload identity ready",
+            f"The identity for {what} is ready. The cluster's DevOps members can see its IDs and YAML in the portal.",
+        ),
+        "request_failed": (
+            "Workload identity failed",
+            f'Provisioning the identity for {what} failed at the step "{req.failed_step}". '
+            "The requester or an admin can retry it from the portal.",
+        ),
+    }[kind]
+    return webhooks.ChatNotice(title=title, text=text, facts=tuple(_facts(req)), url=request_url(req))
+
+
+def _load(request_id: uuid.UUID) -> IdentityRequest:
+    return IdentityRequest.objects.select_related("cluster", "requester", "decided_by", "revoked_by").get(pk=request_id)
+
+
+def _template(kind: str, audience: str, req: IdentityRequest) -> str:
+    if kind == "request_decided":
+        return "request_rejected" if req.status == Status.REJECTED else "request_approved"
+    return kind if audience in (REQUESTER, APPROVERS) else f"{kind}_{audience}"
+
+
+def _facts(req: IdentityRequest) -> list[tuple[str, str]]:
+    """What the request is, in labelled values (no Azure IDs: notices never carry them)."""
+    return [
+        ("Cluster", str(req.cluster)),
+        ("Namespace", req.namespace),
+        ("ServiceAccount", req.service_account),
+        ("Requested by", str(req.requester)),
+    ]
+
+
+def _addresses(audience: str, req: IdentityRequest) -> list[str]:
+    """The addresses of `audience`, read from Entra now; the requester has their own notice and is left out of
+    every other audience."""
+    if audience == REQUESTER:
+        return [req.requester.email] if req.requester.email else []
+    if audience == APPROVERS:
+        people = graph.people(groups=settings.PORTAL_APPROVER_GROUPS, roles=settings.PORTAL_APPROVER_ROLES)
+    elif audience == ADMINS:
+        people = graph.people(groups=settings.PORTAL_ADMIN_GROUPS, roles=settings.PORTAL_ADMIN_ROLES)
+    else:
+        people = graph.people(groups=[req.cluster.devops_group_id])
+    requester = {req.requester.object_id.lower(), req.requester.email.lower()} - {""}
+    others = [p for p in people if p.object_id.lower() not in requester and p.email.lower() not in requester]
+    unreachable = [p.name or p.object_id for p in others if not p.email]
+    if unreachable:
+        log.warning("no e-mail address in Entra for %s of the %s: not mailed", ", ".join(unreachable), audience)
+    return list(dict.fromkeys(p.email for p in others if p.email))

@@ -21,11 +21,12 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from .models import OutboxJob
+from .notifications import NOTICES, WEBHOOK_EVENTS  # tables only: notifications imports nothing of the workflow
 
 log = logging.getLogger(__name__)
 
 # The configured names (settings.PORTAL_REDIS_PREFIX + "provisioning" / "default"): cloud work on one queue,
-# periodic checks and e-mail on the other.
+# periodic checks and notices on the other.
 QUEUE = settings.PORTAL_PROVISIONING_QUEUE
 DEFAULT_QUEUE = settings.PORTAL_DEFAULT_QUEUE
 MAIL_QUEUE = DEFAULT_QUEUE
@@ -39,6 +40,7 @@ REPAIR = "requests_app.jobs.repair"
 RECONCILE = "requests_app.jobs.reconcile"
 RECONCILE_CLUSTERS = "requests_app.jobs.reconcile_clusters"
 SEND_MAIL = "requests_app.jobs.send_mail"
+POST_WEBHOOK = "requests_app.jobs.post_webhook"
 SWEEP = "requests_app.jobs.sweep"
 
 
@@ -86,12 +88,16 @@ def enqueue_reconcile_clusters() -> None:
     django_rq.get_queue(DEFAULT_QUEUE).enqueue(RECONCILE_CLUSTERS, job_id=job_id)
 
 
-def enqueue_mail(kind: str, request_id: uuid.UUID | str) -> None:
-    from .notifications import MAILS  # a constant table; notifications imports nothing of the workflow
-
-    if kind not in MAILS:
-        raise ValueError(f"no e-mail called {kind}")
-    django_rq.get_queue(MAIL_QUEUE).enqueue(SEND_MAIL, kind, str(request_id))
+def enqueue_notices(kind: str, request_id: uuid.UUID | str) -> None:
+    """The notices of one event: a job per audience of its e-mail, and one for the cluster's chat webhook when
+    the event goes there (notifications.NOTICES, WEBHOOK_EVENTS): a retry of one never repeats another."""
+    if kind not in NOTICES:
+        raise ValueError(f"no notice called {kind}")
+    queue = django_rq.get_queue(MAIL_QUEUE)
+    for audience in NOTICES[kind]:
+        queue.enqueue(SEND_MAIL, kind, str(request_id), audience)
+    if kind in WEBHOOK_EVENTS:
+        queue.enqueue(POST_WEBHOOK, kind, str(request_id))
 
 
 def enqueue_sweep() -> None:
@@ -124,7 +130,7 @@ ENQUEUERS: dict[str, Callable[..., object]] = {
     "verify": enqueue_verify,
     "repair": enqueue_repair,
     "reconcile_all": _enqueue_reconcile_all,
-    "mail": enqueue_mail,
+    "mail": enqueue_notices,  # the name outbox rows keep
 }
 
 

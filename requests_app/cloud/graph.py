@@ -9,6 +9,14 @@ asks as itself). Four reads, all with application permissions (README, "The Entr
 - `GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo`: who holds them; a role counts when it is assigned to
   the user or to one of the user's groups.
 
+And, for notices (requests_app/notifications.py), who is in a role now, whether or not they ever signed in:
+
+- `GET /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user?$select=…`: a group's users, nested groups
+  flattened (application permission GroupMember.Read.All; the members' mail and accountEnabled are read with
+  User.Read.All, without which Graph returns each member's id only);
+- the two service-principal reads above, for the holders of an app role; a group holding it is expanded the same
+  way, a user holding it is read with `GET /v1.0/users/{id}?$select=…`.
+
 Every failure comes out as CloudError; a deleted or disabled account is an answer, not an error.
 """
 
@@ -17,12 +25,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from azure.core.exceptions import AzureError
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 from .credentials import connection_verify, portal_credential
 from .errors import CloudError
@@ -65,18 +77,102 @@ def user_access(object_id: str) -> UserAccess:
 
 def _app_roles(graph: _Graph, holders: set[str]) -> tuple[str, ...]:
     """The values of the portal's app roles assigned to any of `holders` (the user and their groups)."""
+    wanted = {str(h).lower() for h in holders}
+    return tuple(sorted({a.role for a in _role_assignments(graph) if a.principal_id.lower() in wanted}))
+
+
+@dataclass(frozen=True)
+class _Assignment:
+    role: str  # the app role's value, e.g. Portal.Approver
+    principal_id: str
+    principal_type: str  # User, Group or ServicePrincipal
+
+
+def _role_assignments(graph: _Graph) -> list[_Assignment]:
+    """Who holds which of the portal's own app roles (enabled roles with a value only)."""
     sp = graph.get(f"/v1.0/servicePrincipals(appId='{settings.ENTRA_CLIENT_ID}')", params={"$select": "id,appRoles"})
     # Disabled roles are not issued in tokens either; the default-access role (all zeros) has no value.
     values = {
         str(r.get("id", "")).lower(): str(r.get("value") or "") for r in sp.get("appRoles", []) if r.get("isEnabled")
     }
-    wanted = {str(h).lower() for h in holders}
-    roles = set()
-    for assignment in graph.collect("GET", f"/v1.0/servicePrincipals/{sp.get('id', '')}/appRoleAssignedTo"):
-        value = values.get(str(assignment.get("appRoleId", "")).lower())
-        if value and str(assignment.get("principalId", "")).lower() in wanted:
-            roles.add(value)
-    return tuple(sorted(roles))
+    found = []
+    for a in graph.collect("GET", f"/v1.0/servicePrincipals/{sp.get('id', '')}/appRoleAssignedTo"):
+        value = values.get(str(a.get("appRoleId", "")).lower())
+        if value:
+            found.append(_Assignment(value, str(a.get("principalId", "")), str(a.get("principalType", ""))))
+    return found
+
+
+# ---- who is in a role now: the people notices go to ----------------------------------------------------------
+
+MEMBER_FIELDS = "id,displayName,mail,userPrincipalName,accountEnabled"
+
+
+@dataclass(frozen=True)
+class Person:
+    """An enabled account as Entra lists it now. `email` is "" when Entra knows no address for it."""
+
+    object_id: str
+    name: str
+    email: str
+
+
+def people(*, groups: Iterable[str] = (), roles: Iterable[str] = ()) -> list[Person]:
+    """The enabled users in any of `groups` or holding any of the portal's app `roles`, transitively: members of
+    nested groups count, and a group that holds a role brings in everyone in it. Once each, by name.
+
+    A group that no longer exists (Graph 404) has nobody in it; it is logged, not raised, so one stale group in
+    the settings does not silence the others."""
+    if not (settings.ENTRA_TENANT_ID and settings.ENTRA_CLIENT_ID):
+        raise CloudError("Entra ID is not configured (ENTRA_TENANT_ID, ENTRA_CLIENT_ID).", permanent=True)
+    group_ids, wanted_roles = [g for g in groups if g], {r for r in roles if r}
+    if not group_ids and not wanted_roles:
+        return []
+    found: dict[str, dict[str, Any]] = {}
+    with _Graph() as graph:
+        if wanted_roles:
+            for a in _role_assignments(graph):
+                if a.role not in wanted_roles:
+                    continue
+                if a.principal_type == "Group":
+                    group_ids.append(a.principal_id)
+                elif a.principal_type == "User":
+                    user = graph.get(
+                        f"/v1.0/users/{a.principal_id}", params={"$select": MEMBER_FIELDS}, missing_ok=True
+                    )
+                    if user is not None:
+                        found.setdefault(str(user.get("id", a.principal_id)).lower(), user)
+        for group_id in dict.fromkeys(group_ids):
+            path = f"/v1.0/groups/{quote(group_id, safe='')}/transitiveMembers/microsoft.graph.user"
+            members = graph.collect_if_found("GET", f"{path}?$select={MEMBER_FIELDS}")
+            if members is None:
+                log.warning("Entra has no group %s: nobody is notified through it", group_id)
+                continue
+            for user in members:
+                found.setdefault(str(user.get("id", "")).lower(), user)
+    listed = [_person(u) for u in found.values() if u.get("accountEnabled") is not False]
+    return sorted((p for p in listed if p.object_id), key=lambda p: (p.name.lower(), p.object_id))
+
+
+def _person(user: dict[str, Any]) -> Person:
+    return Person(str(user.get("id") or ""), str(user.get("displayName") or ""), address_of(user))
+
+
+def address_of(user: dict[str, Any]) -> str:
+    """Where to mail a person: `mail`; else the user principal name when it is a deliverable-looking address.
+
+    A UPN is often the mailbox's address too, and a tenant without Exchange has no `mail` at all. A guest's UPN
+    (`name_example.com#EXT#@tenant.onmicrosoft.com`) reaches nobody, so it never stands in."""
+    for candidate in (user.get("mail"), user.get("userPrincipalName")):
+        address = str(candidate or "").strip()
+        if not address or "#EXT#" in address.upper():
+            continue
+        try:
+            validate_email(address)
+        except ValidationError:
+            continue
+        return address
+    return ""
 
 
 def next_link_allowed(link: str) -> bool:
@@ -129,10 +225,18 @@ class _Graph:
 
     def collect(self, method: str, path: str, *, json: dict[str, Any] | None = None) -> list[Any]:
         """Every item of a collection, following `@odata.nextLink` (with the same method and body)."""
+        return self.collect_if_found(method, path, json=json, missing_ok=False) or []
+
+    def collect_if_found(
+        self, method: str, path: str, *, json: dict[str, Any] | None = None, missing_ok: bool = True
+    ) -> list[Any] | None:
+        """`collect`, or None when `missing_ok` and the collection's owner does not exist (404)."""
         items: list[Any] = []
         url: str | None = self.base + path
         for _ in range(MAX_PAGES):
-            page = self._call(method, url, json=json)  # type: ignore[arg-type]
+            page = self._call(method, url, json=json, missing_ok=missing_ok and not items)  # type: ignore[arg-type]
+            if page is None:
+                return None
             items += page.get("value", [])
             url = page.get("@odata.nextLink")
             if not url:

@@ -238,3 +238,187 @@ def test_a_bad_skiptoken_is_a_400(graph: Any, portal_app: App) -> None:
 def test_graph_refuses_a_service_principal_read_without_a_token(http: requests.Session, emu: Emulator) -> None:
     resp = http.get(f"{emu.url}/graph/v1.0/servicePrincipals(appId='{uuid.uuid4()}')", timeout=10)
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "InvalidAuthenticationToken"
+
+
+# ----- a group's members, nested groups flattened ------------------------------------------------------------
+NESTED = "0f1e2d3c-00aa-4000-8000-0000000000aa"  # a group made by a test, nested in portal-approvers
+MEMBER_SELECT = "id,displayName,mail,userPrincipalName,accountEnabled"
+
+
+def users_of(graph: Any, group: str, **params: str) -> requests.Response:
+    return graph("GET", f"/groups/{group}/transitiveMembers/microsoft.graph.user", params=params)
+
+
+def nest_a_group_with_bea(control: EmulatorClient, tenant: Tenant) -> str:
+    """A group inside portal-approvers, with Bea in it (not in portal-approvers herself)."""
+    control.put_group(tenant.id, NESTED, name="approvers-emea", groups=[APPROVERS])
+    bea = str(uuid.uuid4())
+    control.put_user(
+        tenant.id, bea, name="Bea Nested", upn="bea@contoso.example", email="bea@contoso.example", groups=[NESTED]
+    )
+    return bea
+
+
+def app_token(emu: Emulator, tenant: Tenant, app: App) -> str:
+    """A fresh app-only Graph token: it carries the app's Graph permissions as they are now."""
+    cred = ClientSecretCredential(
+        tenant.id,
+        app.client_id,
+        app.secrets[0],
+        authority=emu.url,
+        disable_instance_discovery=True,
+        connection_verify=str(emu.tls.ca_cert),
+    )
+    return cred.get_token("https://graph.microsoft.com/.default").token
+
+
+def test_transitive_members_cast_to_users_in_graphs_shape(graph: Any, emu: Emulator) -> None:
+    resp = users_of(graph, APPROVERS, **{"$select": MEMBER_SELECT})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["@odata.context"] == f"{emu.url}/graph/v1.0/$metadata#users({MEMBER_SELECT})"
+    assert body["value"] == [
+        {
+            "id": AVERY,
+            "displayName": "Avery Approver",
+            "mail": "avery@contoso.example",
+            "userPrincipalName": "avery@contoso.example",
+            "accountEnabled": True,
+        }
+    ]
+    assert "@odata.nextLink" not in body
+
+
+def test_members_of_nested_groups_are_members_and_a_reset_unnests(
+    graph: Any, control: EmulatorClient, tenant: Tenant
+) -> None:
+    bea = nest_a_group_with_bea(control, tenant)
+    ids = [u["id"] for u in users_of(graph, APPROVERS, **{"$select": "id"}).json()["value"]]
+    assert sorted(ids) == sorted([AVERY, bea])
+    assert [u["id"] for u in users_of(graph, NESTED).json()["value"]] == [bea]
+    # getMemberObjects is transitive too: Bea is in approvers-emea, so in portal-approvers.
+    assert groups_of(graph, bea).json()["value"] == [NESTED, APPROVERS]
+    control.reset()
+    assert [u["id"] for u in users_of(graph, APPROVERS).json()["value"]] == [AVERY]
+    assert users_of(graph, NESTED).status_code == 404
+
+
+def test_without_the_cast_nested_groups_are_listed_with_their_type(
+    graph: Any, control: EmulatorClient, tenant: Tenant
+) -> None:
+    bea = nest_a_group_with_bea(control, tenant)
+    members = graph("GET", f"/groups/{APPROVERS}/transitiveMembers").json()["value"]
+    assert sorted((m["@odata.type"], m["id"]) for m in members) == sorted(
+        [("#microsoft.graph.user", AVERY), ("#microsoft.graph.user", bea), ("#microsoft.graph.group", NESTED)]
+    )
+
+
+def test_a_disabled_member_is_listed_with_account_enabled_false(
+    graph: Any, control: EmulatorClient, tenant: Tenant
+) -> None:
+    control.disable_user(tenant.id, AVERY)
+    [avery] = users_of(graph, APPROVERS, **{"$select": "id,accountEnabled"}).json()["value"]
+    assert avery == {"id": AVERY, "accountEnabled": False}
+
+
+def test_transitive_members_page_with_next_links_that_keep_the_select(
+    graph: Any, control: EmulatorClient, tenant: Tenant, emu: Emulator
+) -> None:
+    bea = nest_a_group_with_bea(control, tenant)
+    control.settings(graph_page_size=1)
+    url: str | None = f"{emu.url}/graph/v1.0/groups/{APPROVERS}/transitiveMembers/microsoft.graph.user"
+    resp = graph("GET", url, params={"$select": "id,mail"})
+    seen = []
+    while True:
+        body = resp.json()
+        assert len(body["value"]) == 1 and set(body["value"][0]) == {"id", "mail"}
+        seen.append(body["value"][0]["id"])
+        url = body.get("@odata.nextLink")
+        if not url:
+            break
+        assert url.startswith(f"{emu.url}/graph/v1.0/groups/{APPROVERS}/transitiveMembers/microsoft.graph.user?")
+        resp = graph("GET", url)
+    assert sorted(seen) == sorted([AVERY, bea])
+
+
+def test_an_unknown_group_is_404_in_graphs_shape(graph: Any) -> None:
+    missing = str(uuid.uuid4())
+    resp = users_of(graph, missing)
+    assert resp.status_code == 404
+    error = resp.json()["error"]
+    assert error["code"] == "Request_ResourceNotFound"
+    assert error["message"] == (
+        f"Resource '{missing}' does not exist or one of its queried reference-property objects are not present."
+    )
+    assert set(error["innerError"]) == {"date", "request-id", "client-request-id"}
+
+
+def test_selecting_an_unknown_member_property_is_a_400(graph: Any) -> None:
+    resp = users_of(graph, APPROVERS, **{"$select": "id,nonsense"})
+    assert resp.status_code == 400 and "'nonsense'" in resp.json()["error"]["message"]
+
+
+def test_the_apps_graph_permissions_are_in_its_app_only_token(emu: Emulator, tenant: Tenant, portal_app: App) -> None:
+    from emulator.tokens import unverified_claims
+
+    claims = unverified_claims(app_token(emu, tenant, portal_app))
+    assert claims["roles"] == ["User.Read.All", "GroupMember.Read.All", "Application.Read.All"]
+    assert claims["idtyp"] == "app"
+
+
+def test_listing_members_without_group_member_read_all_is_403(
+    emu: Emulator, http: requests.Session, tenant: Tenant, portal_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(portal_app, "graph_permissions", ["User.Read.All", "Application.Read.All"])
+    token = app_token(emu, tenant, portal_app)
+    resp = http.get(
+        f"{emu.url}/graph/v1.0/groups/{APPROVERS}/transitiveMembers/microsoft.graph.user",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert resp.status_code == 403
+    assert resp.json()["error"]["code"] == "Authorization_RequestDenied"
+    assert resp.json()["error"]["message"] == "Insufficient privileges to complete the operation."
+
+
+def test_without_a_permission_to_read_users_members_come_back_as_ids_only(
+    emu: Emulator, http: requests.Session, tenant: Tenant, portal_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(portal_app, "graph_permissions", ["GroupMember.Read.All"])
+    token = app_token(emu, tenant, portal_app)
+    resp = http.get(
+        f"{emu.url}/graph/v1.0/groups/{APPROVERS}/transitiveMembers/microsoft.graph.user",
+        params={"$select": MEMBER_SELECT},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert resp.status_code == 200
+    assert resp.json()["value"] == [
+        {
+            "@odata.type": "#microsoft.graph.user",
+            "id": AVERY,
+            "displayName": None,
+            "mail": None,
+            "userPrincipalName": None,
+            "accountEnabled": None,
+        }
+    ]
+
+
+def test_a_bad_group_is_refused_by_the_control_api(control: EmulatorClient, tenant: Tenant) -> None:
+    with pytest.raises(requests.HTTPError):
+        control._call("PUT", f"/tenants/{tenant.id}/groups/{NESTED}", json={"name": "x", "groups": "not a list"})
+
+
+def test_with_user_read_basic_all_members_have_an_address_but_no_account_enabled(
+    emu: Emulator, http: requests.Session, tenant: Tenant, portal_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(portal_app, "graph_permissions", ["GroupMember.Read.All", "User.ReadBasic.All"])
+    token = app_token(emu, tenant, portal_app)
+    resp = http.get(
+        f"{emu.url}/graph/v1.0/groups/{APPROVERS}/transitiveMembers/microsoft.graph.user",
+        params={"$select": "id,mail,accountEnabled"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert resp.json()["value"] == [{"id": AVERY, "mail": "avery@contoso.example", "accountEnabled": None}]

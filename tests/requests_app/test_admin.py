@@ -135,3 +135,57 @@ def test_azure_failing_to_answer_is_a_form_error(admin, cloud, control):
     assert response.status_code == 200
     assert "Retrying may help" in response.content.decode()
     assert not Cluster.objects.filter(name="aks-new").exists()
+
+
+# ---- the notice webhook: https only, never shown back -----------------------------------------------------------
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/s3cr3tS3cr3t"
+
+
+def test_a_notice_webhook_is_set_and_its_url_never_shown_back(admin, cloud):
+    c = client_for(admin)
+    data = cluster_form(notice_webhook_kind="slack", notice_webhook_url=SLACK_URL)
+    assert c.post(reverse("admin:requests_app_cluster_add"), data).status_code == 302
+    cluster = Cluster.objects.get(name="aks-new")
+    assert (cluster.notice_webhook_kind, cluster.notice_webhook_url) == ("slack", SLACK_URL)
+    listing = c.get(reverse("admin:requests_app_cluster_changelist")).content.decode()
+    assert "Slack: https://hooks.slack.com/…" in listing and "s3cr3t" not in listing
+    form = c.get(reverse("admin:requests_app_cluster_change", args=[cluster.pk])).content.decode()
+    assert "s3cr3t" not in form and "Stored: https://hooks.slack.com/…" in form
+
+
+def test_left_empty_the_stored_url_is_kept_and_the_box_removes_it(admin, cloud):
+    c = client_for(admin)
+    c.post(
+        reverse("admin:requests_app_cluster_add"),
+        cluster_form(notice_webhook_kind="slack", notice_webhook_url=SLACK_URL),
+    )
+    cluster = Cluster.objects.get(name="aks-new")
+    change = reverse("admin:requests_app_cluster_change", args=[cluster.pk])
+    keep = cluster_form(notice_webhook_kind="slack", notice_webhook_url="", **{"roles-TOTAL_FORMS": "0"})
+    assert c.post(change, keep).status_code == 302
+    cluster.refresh_from_db()
+    assert cluster.notice_webhook_url == SLACK_URL
+    event = AuditEvent.objects.filter(action="cluster.updated").latest("pk")
+    assert "notice_webhook_url" not in event.details["changed"]
+    remove = {**keep, "remove_notice_webhook": "on"}
+    assert c.post(change, remove).status_code == 302
+    cluster.refresh_from_db()
+    assert cluster.notice_webhook_url == ""
+
+
+@pytest.mark.parametrize(
+    "over, field, said",
+    [
+        (
+            {"notice_webhook_kind": "slack", "notice_webhook_url": "http://hooks.slack.com/services/x"},
+            "notice_webhook_url",
+            "https://",
+        ),
+        ({"notice_webhook_kind": "", "notice_webhook_url": SLACK_URL}, "notice_webhook_kind", "Say which service"),
+    ],
+)
+def test_a_webhook_that_is_not_https_or_has_no_kind_is_refused_with_a_message(admin, cloud, over, field, said):
+    response = client_for(admin).post(reverse("admin:requests_app_cluster_add"), cluster_form(**over))
+    assert response.status_code == 200
+    assert said in str(response.context["adminform"].form.errors[field])
+    assert not Cluster.objects.filter(name="aks-new").exists()

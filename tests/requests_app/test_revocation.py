@@ -450,8 +450,10 @@ def test_revoking_enqueues_the_revoke_job_which_revokes(ready_by_worker, devops,
     assert queue.job_ids == [f"revoke-{ready_by_worker.pk}"]
     work()
     assert_revoked(control, ready_by_worker)
-    [mail] = [m for m in mailoutbox if "revoked" in m.body]
-    assert REASON in mail.body and fresh(ready_by_worker).client_id not in mail.body
+    revoked = [m for m in mailoutbox if "revoked" in m.body]  # to the requester, and to the cluster's DevOps
+    assert sorted(m.to for m in revoked) == sorted([[fresh(ready_by_worker).requester.email], [devops.email]])
+    for mail in revoked:
+        assert REASON in mail.body and fresh(ready_by_worker).client_id not in mail.body
 
 
 def test_a_failed_revocation_retried_is_enqueued_again_and_completes(ready_by_worker, admin, queue, control) -> None:

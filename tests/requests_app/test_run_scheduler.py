@@ -35,7 +35,10 @@ def test_one_round_queues_the_outbox_and_a_reconcile_of_each_ready_request(
     reconciles = [j for j in queues.default.job_ids if "reconcile-" in j]
     assert reconciles == [f"{settings.PORTAL_REDIS_PREFIX}reconcile-clusters", f"reconcile-{ready.pk}"]
     mails = [job.args for job in queues.default.jobs if job.func_name == "requests_app.jobs.send_mail"]
-    assert sorted(mails) == [("request_decided", str(approved.pk)), ("request_submitted", str(approved.pk))]
+    assert sorted(mails) == [
+        ("request_decided", str(approved.pk), "requester"),
+        ("request_submitted", str(approved.pk), "approvers"),
+    ]
 
 
 def test_the_scheduler_does_not_start_without_drift_detection(monkeypatch) -> None:
