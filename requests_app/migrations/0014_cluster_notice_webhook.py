@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('requests_app', '0012_repair_steps'),
+        ('requests_app', '0013_cluster_devops_group_name'),
     ]
 
     operations = [
