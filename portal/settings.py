@@ -283,6 +283,17 @@ PORTAL_ARM_WRITE_BURST = env_int("PORTAL_ARM_WRITE_BURST", 40)
 PORTAL_SWEEP_SECONDS = env_float("PORTAL_SWEEP_SECONDS", 15.0)
 PORTAL_RECONCILE_SECONDS = env_float("PORTAL_RECONCILE_SECONDS", 3600.0)
 
+# ---- Live request pages (requests_app/live.py) ---------------------------------------------------------------
+# How often a request page asks whether anything changed: while work runs (approved, provisioning, revoking, a
+# re-run check), and while it waits on people (for approval, or for a retry after a failure).
+PORTAL_LIVE_POLL_SECONDS = env_float("PORTAL_LIVE_POLL_SECONDS", 3.0)
+PORTAL_LIVE_IDLE_POLL_SECONDS = env_float("PORTAL_LIVE_IDLE_POLL_SECONDS", 15.0)
+if not (0.1 <= PORTAL_LIVE_POLL_SECONDS <= 3600 and 0.1 <= PORTAL_LIVE_IDLE_POLL_SECONDS <= 3600):
+    raise ImproperlyConfigured(
+        "PORTAL_LIVE_POLL_SECONDS and PORTAL_LIVE_IDLE_POLL_SECONDS must be between 0.1 and 3600 seconds, not "
+        f"{PORTAL_LIVE_POLL_SECONDS} and {PORTAL_LIVE_IDLE_POLL_SECONDS}"
+    )
+
 # ---- Tamper-evident audit: signed checkpoints of the chain head (README: "Tamper-evident audit") -----------
 # A Key Vault key URL (https://<vault>/keys/<name>[/<version>], signed there with the portal's credential) or a
 # PEM file (made on first use; `make run`). Empty: no checkpoints.

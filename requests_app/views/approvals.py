@@ -1,4 +1,5 @@
-"""Approver pages: the queue of pending requests and the decision (GET confirms, POST decides)."""
+"""Approver pages: the queue of pending requests and the decision (GET shows it, POST decides; a rejection is
+confirmed first)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .. import access, audit, policy, workflow
 from ..auth.middleware import fresh_roles
 from ..forms import DecisionForm, Plan
 from ..models import IdentityRequest, Status, User
+from .requests import confirmed
 
 
 def _require_approver(user: User) -> None:
@@ -53,9 +55,12 @@ def decide(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     _require_approver(request.user)
     req = get_object_or_404(IdentityRequest.objects.select_related("cluster", "requester", "decided_by"), pk=pk)
     form = DecisionForm(request.POST if request.method == "POST" else None)
-    if request.method == "POST" and form.is_valid():
+    # A rejection is final: a POST without `confirm=yes` only shows the confirmation, the comment kept.
+    confirm_reject = request.method == "POST" and form.is_valid() and form.cleaned_data["decision"] == "reject"
+    if request.method == "POST" and form.is_valid() and not (confirm_reject and not confirmed(request)):
         return _decide(request, req, form.cleaned_data["decision"], form.cleaned_data["comment"])
     context = {
+        "confirm_reject": confirm_reject,
         "req": req,
         "plan": Plan.of(req),
         "form": form,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -9,19 +10,19 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 
 from portal.methods import serves
 
-from .. import access, audit, handoff, scope_picker, workflow
+from .. import access, audit, events, handoff, live, scope_picker, workflow
 from ..auth.middleware import fresh_roles
 from ..forms import COPYABLE_STATUSES, PURPOSE_MAX_LENGTH, Plan, RequestSubmission
-from ..models import AllowedRole, Cluster, IdentityRequest, Status, Step
+from ..models import AllowedRole, AuditEvent, Cluster, IdentityRequest, Status, Step, User
 
-# While a request is in one of these, the page polls request_status for live step updates.
-LIVE_STATUSES = {Status.APPROVED, Status.PROVISIONING, Status.REVOKING}
+# The status endpoint renders the request page in this frame instead of base.html: the page's content only.
+LIVE_FRAME = "requests/_live_frame.html"
 PAGE_SIZE = 50
 UNFINISHED_STEP_STATES = {Step.State.PENDING, Step.State.RUNNING, Step.State.WAITING}
 
@@ -160,44 +161,56 @@ def _visible_request(request: HttpRequest, pk: uuid.UUID) -> IdentityRequest:
 @login_required
 def request_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     req = _visible_request(request, pk)
-    user = request.user
-    show_ids = access.can_see_ids(user, req)
-    context: dict[str, Any] = {
-        **_live_context(req, show_ids),
-        "plan": Plan.of(req),
-        "show_ids": show_ids,
-        "can_cancel": access.can_cancel(user, req),
-        "can_retry": access.can_retry(user, req),
-        "can_decide": access.can_decide(user, req),
-        "can_revoke": access.can_revoke(user, req),
-        "can_verify": access.can_verify(user, req),
-        "history": req.events.order_by("created_at", "id").values("created_at", "actor_name", "action"),
-    }
-    if show_ids:
-        context["handoff"] = handoff.for_request(req, req.tenant_id or settings.ENTRA_TENANT_ID)
-    return render(request, "requests/detail.html", context)
+    return render(request, "requests/detail.html", _page_context(request, req))
 
 
 @serves("GET", "HEAD")
 @never_cache
 @login_required
 def request_status(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
-    """The live part of the request page (status, steps, failure) for the page's poller. Never carries IDs."""
+    """The live part of the request page (`#request-live`: everything that depends on the request's state), for
+    the page's poller (live.py). The same checks and template as the page, without the site's frame: IDs only for
+    whom the page shows them. 304 with no body when it is what the caller's If-None-Match names."""
     req = _visible_request(request, pk)
-    return render(request, "requests/_live.html", _live_context(req, access.can_see_ids(request.user, req)))
+    response = render(request, "requests/detail.html", _page_context(request, req) | {"frame": LIVE_FRAME})
+    tag = live.etag(response.content)
+    if live.matches(request.headers.get("If-None-Match", ""), tag):
+        response = HttpResponseNotModified()
+    response["ETag"] = tag
+    return response
 
 
-@serves("POST")
+def confirmed(request: HttpRequest) -> bool:
+    """Whether a POST comes from a confirmation page's button: without it an action only asks to be confirmed."""
+    return request.POST.get("confirm") == "yes"
+
+
+@serves("GET", "HEAD", "POST")
 @login_required
 def cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    """GET, or a POST without `confirm`: the confirmation page. POST with `confirm=yes`: cancel."""
     req = _visible_request(request, pk)
-    try:
-        workflow.cancel_request(req, actor=request.user, source_ip=audit.client_ip(request))
-    except workflow.WorkflowError as e:
-        messages.error(request, str(e))
-    else:
-        messages.success(request, "Request cancelled.")
-    return redirect("request_detail", pk=req.pk)
+    if request.method == "POST" and confirmed(request):
+        try:
+            workflow.cancel_request(req, actor=request.user, source_ip=audit.client_ip(request))
+        except workflow.WorkflowError as e:
+            messages.error(request, str(e))
+        else:
+            messages.success(request, "Request cancelled.")
+        return redirect("request_detail", pk=req.pk)
+    if refusal := _cancel_refusal(request.user, req):
+        messages.error(request, refusal)
+        return redirect("request_detail", pk=req.pk)
+    return render(request, "requests/confirm_cancel.html", {"req": req})
+
+
+def _cancel_refusal(user: User, req: IdentityRequest) -> str:
+    """Why `user` cannot cancel `req` now ("" if they can); the words of workflow.cancel_request's guards."""
+    if req.requester_id != user.pk:
+        return "Only the requester can cancel a request."
+    if not access.can_cancel(user, req):
+        return "Only a request waiting for approval can be cancelled."
+    return ""
 
 
 @serves("POST")
@@ -216,6 +229,29 @@ def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def _page_context(request: HttpRequest, req: IdentityRequest) -> dict[str, Any]:
+    """Everything the request page shows, for the page and its status endpoint alike."""
+    user = request.user
+    show_ids = access.can_see_ids(user, req)
+    redact = None if show_ids else functools.partial(redact_ids, req=req)
+    # Only what the timeline shows (not through req.events: its related manager reads each row's request_id).
+    history = AuditEvent.objects.filter(request=req).only("created_at", "actor_name", "action", "details")
+    context: dict[str, Any] = {
+        **_live_context(req, show_ids),
+        "plan": Plan.of(req),
+        "show_ids": show_ids,
+        "can_cancel": access.can_cancel(user, req),
+        "can_retry": access.can_retry(user, req),
+        "can_decide": access.can_decide(user, req),
+        "can_revoke": access.can_revoke(user, req),
+        "can_verify": access.can_verify(user, req),
+        "history": events.timeline(history, redact),
+    }
+    if show_ids:
+        context["handoff"] = handoff.for_request(req, req.tenant_id or settings.ENTRA_TENANT_ID)
+    return context
 
 
 def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
@@ -248,8 +284,10 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
         "failed_step_label": Step.Name(req.failed_step).label
         if req.failed_step in Step.Name.values
         else req.failed_step,
-        "live": req.status in LIVE_STATUSES or checking,
         "checking": checking,
+        # Milliseconds between the page's polls; 0 (no polling) once nothing more happens by itself.
+        "poll_ms": round(poll * 1000) if (poll := live.poll_seconds(req, checking=checking)) else 0,
+        "announcement": live.announcement(req, checking=checking),
     }
 
 

@@ -2,8 +2,6 @@
 "use strict";
 
 (function () {
-  var POLL_MS = 3000;
-
   function onReady(fn) {
     if (document.readyState !== "loading") fn();
     else document.addEventListener("DOMContentLoaded", fn);
@@ -12,7 +10,7 @@
   // ---- copy buttons: <button data-copy="text" hidden> (shown only when the clipboard API is there) ----
   function initCopy() {
     if (!navigator.clipboard) return;
-    document.querySelectorAll("button[data-copy]").forEach(function (btn) { btn.hidden = false; });
+    showCopyButtons(document);
     document.addEventListener("click", function (ev) {
       var btn = ev.target.closest("button[data-copy]");
       if (!btn) return;
@@ -24,38 +22,68 @@
     });
   }
 
+  function showCopyButtons(root) {
+    if (!navigator.clipboard || !root.querySelectorAll) return;
+    root.querySelectorAll("button[data-copy]").forEach(function (btn) { btn.hidden = false; });
+  }
+
   function flash(btn, text, label) {
     btn.textContent = text;
     btn.classList.add("copied");
     setTimeout(function () { btn.textContent = label; btn.classList.remove("copied"); }, 1500);
   }
 
-  // ---- live status: #live[data-poll-url] is re-fetched until the status changes, then the page reloads ----
+  // ---- live request pages: htmx polls #request-live and morphs it in place (requests_app/live.py) ----
+  // htmx does the fetching and swapping (hx-get, hx-trigger="every …", hx-swap="morph" in requests/detail.html).
+  // This adds what htmx does not: the last answer's ETag goes back as If-None-Match (the portal answers 304, no
+  // body, while nothing changed); polling stops when the answer is not the page (signed out: the sign-in page;
+  // no longer visible: 404), and the Refresh link still works; and a morph never undoes what the person did:
+  // text typed in a field, a disclosure opened, a copy button shown.
   function initPoll() {
-    var live = document.getElementById("live");
-    if (!live || !live.dataset.pollUrl || !window.fetch) return;
-    var url = live.dataset.pollUrl;
-    var status = live.dataset.status;
+    if (!window.htmx) return;
+    var etags = {};
 
-    function tick() {
-      fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "text/html" } })
-        .then(function (resp) { return resp.ok ? resp.text() : null; })
-        .then(function (html) {
-          if (html === null) return; // signed out or gone: stop polling, the Refresh link still works
-          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
-          if (!fresh) return;
-          if (fresh.dataset.status !== status) {
-            // Buttons, decision and IDs depend on the status: let the server render the whole page.
-            window.location.reload();
-            return;
-          }
-          var current = document.getElementById("live");
-          current.replaceWith(document.importNode(fresh, true));
-          setTimeout(tick, POLL_MS);
-        })
-        .catch(function () { setTimeout(tick, POLL_MS * 3); });
+    document.addEventListener("htmx:configRequest", function (ev) {
+      var tag = etags[ev.detail.path];
+      if (tag && ev.detail.verb === "get") ev.detail.headers["If-None-Match"] = tag;
+    });
+    document.addEventListener("htmx:beforeSwap", function (ev) {
+      var xhr = ev.detail.xhr;
+      var asked = ev.detail.pathInfo && ev.detail.pathInfo.requestPath;
+      var answered = xhr.responseURL ? new URL(xhr.responseURL, location.href).pathname : asked;
+      if (!ev.detail.elt.matches("[hx-trigger^='every']") || xhr.status === 304) return;
+      if (xhr.status >= 400 || answered !== asked) {
+        ev.detail.shouldSwap = false;
+        stopPolling(ev.detail.elt);
+        return;
+      }
+      var tag = xhr.getResponseHeader("ETag");
+      if (tag) etags[asked] = tag;
+    });
+    document.addEventListener("htmx:load", function (ev) { showCopyButtons(ev.detail.elt); });
+
+    if (window.Idiomorph) {
+      var callbacks = window.Idiomorph.defaults.callbacks;
+      callbacks.beforeNodeMorphed = function (oldNode) { return !edited(oldNode); };
+      callbacks.beforeAttributeUpdated = function (name, node) {
+        if (name === "open" && node.tagName === "DETAILS") return false; // opened or closed by the reader
+        if (name === "hidden" && node.matches && node.matches("button[data-copy]")) return !navigator.clipboard;
+        return true;
+      };
     }
-    setTimeout(tick, POLL_MS);
+  }
+
+  function stopPolling(elt) {
+    elt.removeAttribute("hx-trigger");
+    window.htmx.process(elt); // its attributes changed: htmx drops the old trigger, the poll's timer with it
+  }
+
+  // A field whose value the person changed (the server's copy would put back the value it was rendered with).
+  function edited(node) {
+    if (node instanceof HTMLTextAreaElement) return node.value !== node.defaultValue;
+    if (!(node instanceof HTMLInputElement) || node.type === "hidden") return false;
+    if (node.type === "checkbox" || node.type === "radio") return node.checked !== node.defaultChecked;
+    return node.value !== node.defaultValue;
   }
 
   onReady(function () {

@@ -29,9 +29,9 @@ OWN = {
     "requests/new/scopes/": PAGE,
     "requests/<uuid:pk>/": PAGE,
     "requests/<uuid:pk>/status/": PAGE,
-    "requests/<uuid:pk>/cancel/": ACTION,
+    "requests/<uuid:pk>/cancel/": FORM,  # GET: the confirmation page
     "requests/<uuid:pk>/retry/": ACTION,
-    "requests/<uuid:pk>/revoke/": ACTION,
+    "requests/<uuid:pk>/revoke/": FORM,  # GET: the confirmation page
     "requests/<uuid:pk>/verify/": ACTION,
     "requests/<uuid:pk>/repair/": ACTION,
     "identities/": PAGE,

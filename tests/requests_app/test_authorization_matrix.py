@@ -115,7 +115,11 @@ OBJECT = {
         submitted   302 403 403 302* 403 403 302*
         *           302 403 403 302  403 403 302
     """,
-    ("requests/<uuid:pk>/cancel/", "GET"): NOT_SERVED,
+    # GET (or a POST without confirm=yes): the confirmation page for who may, the refusal on the request page else.
+    ("requests/<uuid:pk>/cancel/", "GET"): """
+        submitted   302 200 404 302 302 404 302
+        *           302 302 404 302 302 404 302
+    """,
     ("requests/<uuid:pk>/cancel/", "POST"): """
         submitted   302 302* 404 302 302 404 302
         *           302 302  404 302 302 404 302
@@ -126,7 +130,10 @@ OBJECT = {
         failed_revoke   302 302  404 302 302* 404 302*
         *               302 302  404 302 302  404 302
     """,
-    ("requests/<uuid:pk>/revoke/", "GET"): NOT_SERVED,
+    ("requests/<uuid:pk>/revoke/", "GET"): """
+        ready       302 302 404 302 200 404 200
+        *           302 302 404 302 302 404 302
+    """,
     ("requests/<uuid:pk>/revoke/", "POST"): """
         ready       302 302 404 302 302* 404 302*
         *           302 302 404 302 302  404 302
@@ -146,7 +153,8 @@ OBJECT = {
 # What each POST sends: enough for the action to go through when it is allowed.
 POST_DATA = {
     "approvals/<uuid:pk>/": {"decision": "approve", "comment": "fine"},
-    "requests/<uuid:pk>/revoke/": {"reason": "CHG-42: moved to another cluster"},
+    "requests/<uuid:pk>/cancel/": {"confirm": "yes"},
+    "requests/<uuid:pk>/revoke/": {"reason": "CHG-42: moved to another cluster", "confirm": "yes"},
 }
 
 # Admin internals and the django-rq dashboard's inner pages: their own views, checked at the entry pages above.

@@ -292,7 +292,7 @@ def test_the_decision_form_answers_below_500(decision, comment, as_user, demo_cl
 def test_the_revoke_reason_answers_below_500(reason, as_user, demo_cluster, requester, control):
     req = make_request(demo_cluster, requester, "ready")
     seq = control.last_seq()
-    resp = as_user["devops"].post(f"/requests/{req.pk}/revoke/", {"reason": reason})
+    resp = as_user["devops"].post(f"/requests/{req.pk}/revoke/", {"reason": reason, "confirm": "yes"})
     assert resp.status_code < 500
     assert calls_besides_reading_roles(control, seq) == []  # the revocation job would call out; the form does not
     status = IdentityRequest.objects.get(pk=req.pk).status

@@ -101,7 +101,7 @@ ACTIONS = {
     "revoke": (
         "devops",
         "request_revoke",
-        {"reason": "Moved to another cluster."},
+        {"reason": "Moved to another cluster.", "confirm": "yes"},
         "Revoking aks-demo_team-payments_payments-api is queued",
         ("revoke", "{pk}"),
         "revoke-{pk}",

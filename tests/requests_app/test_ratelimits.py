@@ -121,9 +121,14 @@ def test_anonymous_submissions_are_sent_to_sign_in_not_counted(limits, offline_c
 # the request it acts on (None: not about one request), what the form carries, and the audit event it writes.
 ACTIONS = {
     "logout/": ("requester", None, {}, "user.signed_out"),
-    "requests/<uuid:pk>/cancel/": ("requester", "submitted", {}, "request.cancelled"),
+    "requests/<uuid:pk>/cancel/": ("requester", "submitted", {"confirm": "yes"}, "request.cancelled"),
     "requests/<uuid:pk>/retry/": ("requester", "failed", {}, "request.retried"),
-    "requests/<uuid:pk>/revoke/": ("admin", "ready", {"reason": "CHG-42: moved"}, "request.revoke_requested"),
+    "requests/<uuid:pk>/revoke/": (
+        "admin",
+        "ready",
+        {"reason": "CHG-42: moved", "confirm": "yes"},
+        "request.revoke_requested",
+    ),
     "requests/<uuid:pk>/verify/": ("requester", "ready", {}, "request.verification_requested"),
     "requests/<uuid:pk>/repair/": ("admin", "ready", {}, "drift.repair_requested"),
     "drift/": ("admin", None, {}, "drift.reconcile_requested"),

@@ -118,7 +118,9 @@ def test_reject_needs_a_comment(pending, approver):
     assert pending.status == Status.SUBMITTED
 
     response = c.post(
-        reverse("request_decide", args=[pending.pk]), {"decision": "reject", "comment": "Too broad"}, follow=True
+        reverse("request_decide", args=[pending.pk]),
+        {"decision": "reject", "comment": "Too broad", "confirm": "yes"},
+        follow=True,
     )
     assert "Rejected aks-demo_team-payments_payments-api" in response.content.decode()
     pending.refresh_from_db()

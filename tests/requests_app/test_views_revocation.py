@@ -78,7 +78,7 @@ def test_the_revoke_form_is_hidden_unless_ready(offline_cluster, requester, devo
 
 def test_posting_a_reason_starts_the_revocation(ready, devops, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client_for(devops).post(revoke_url(ready), {"reason": f" {REASON} "}, follow=True)
+        response = client_for(devops).post(revoke_url(ready), {"reason": f" {REASON} ", "confirm": "yes"}, follow=True)
     body = response.content.decode()
     assert response.redirect_chain == [(reverse("request_detail", args=[ready.pk]), 302)]
     assert f"Revoking {ready.identity_name}" in body
@@ -92,12 +92,12 @@ def test_posting_a_reason_starts_the_revocation(ready, devops, django_capture_on
     assert '<h3 class="step-group">Revocation</h3>' in body
     assert "Dana DevOps" in body and REASON in body and "Not finished yet" in body
     assert revoke_url(ready) not in body
-    assert 'data-status="revoking"' in body and "data-poll-url" in body
+    assert 'data-status="revoking"' in body and "hx-trigger" in body
 
 
 def test_get_changes_nothing(ready, devops):
     c = client_for(devops)
-    assert c.get(revoke_url(ready)).status_code == 405
+    assert c.get(revoke_url(ready)).status_code == 200  # the confirmation page
     assert c.get(verify_url(ready)).status_code == 405
     assert status(ready) == Status.READY
     assert not AuditEvent.objects.filter(request=ready, action__in=["request.revoke_requested"]).exists()
@@ -106,7 +106,7 @@ def test_get_changes_nothing(ready, devops):
 @pytest.mark.parametrize("reason", ["", "   "])
 def test_a_missing_reason_is_refused_and_nothing_changes(reason, ready, devops, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = client_for(devops).post(revoke_url(ready), {"reason": reason}, follow=True)
+        response = client_for(devops).post(revoke_url(ready), {"reason": reason, "confirm": "yes"}, follow=True)
     assert "Say why the identity is revoked." in response.content.decode()
     assert callbacks == []
     ready.refresh_from_db()
@@ -115,19 +115,19 @@ def test_a_missing_reason_is_refused_and_nothing_changes(reason, ready, devops, 
 
 
 def test_a_very_long_reason_is_refused(ready, devops):
-    response = client_for(devops).post(revoke_url(ready), {"reason": "x" * 2001}, follow=True)
+    response = client_for(devops).post(revoke_url(ready), {"reason": "x" * 2001, "confirm": "yes"}, follow=True)
     assert "Keep the reason under 2000 characters." in response.content.decode()
     assert status(ready) == Status.READY
 
 
 def test_the_requester_cannot_revoke(ready, requester):
-    response = client_for(requester).post(revoke_url(ready), {"reason": REASON}, follow=True)
+    response = client_for(requester).post(revoke_url(ready), {"reason": REASON, "confirm": "yes"}, follow=True)
     assert "Only the cluster&#x27;s DevOps members or an admin can revoke" in response.content.decode()
     assert status(ready) == Status.READY
 
 
 def test_an_outsider_cannot_even_see_it(ready, outsider):
-    assert client_for(outsider).post(revoke_url(ready), {"reason": REASON}).status_code == 404
+    assert client_for(outsider).post(revoke_url(ready), {"reason": REASON, "confirm": "yes"}).status_code == 404
     assert client_for(outsider).post(verify_url(ready)).status_code == 404
     assert status(ready) == Status.READY
 
@@ -135,12 +135,12 @@ def test_an_outsider_cannot_even_see_it(ready, outsider):
 def test_revoke_needs_the_csrf_token(ready, devops):
     c = Client(enforce_csrf_checks=True)
     c.force_login(devops)
-    assert c.post(revoke_url(ready), {"reason": REASON}).status_code == 403
+    assert c.post(revoke_url(ready), {"reason": REASON, "confirm": "yes"}).status_code == 403
     assert status(ready) == Status.READY
 
 
 def test_anonymous_people_are_sent_to_sign_in(ready):
-    response = Client().post(revoke_url(ready), {"reason": REASON})
+    response = Client().post(revoke_url(ready), {"reason": REASON, "confirm": "yes"})
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
 
 
@@ -167,7 +167,7 @@ def test_verify_again_queues_the_check(ready, requester, django_capture_on_commi
     assert AuditEvent.objects.filter(request=ready, action="request.verification_requested").count() == 1
     assert status(ready) == Status.READY
     # The page follows the check until it ends (then data-status turns back to "ready" and the page reloads).
-    assert 'data-status="ready-checking"' in body and "data-poll-url" in body
+    assert 'data-status="ready-checking"' in body and "hx-trigger" in body
 
 
 def test_verify_again_is_refused_for_approvers(ready, approver):
@@ -245,4 +245,4 @@ def test_a_revoked_request_shows_who_when_why_and_its_whole_history(ready, reque
     assert f'datetime="{revoked_at.isoformat()}"' in body
     assert "request.submitted" in body and "request.revoke_requested" in body and "request.revoked" in body
     assert verify_url(ready) not in body and revoke_url(ready) not in body
-    assert "data-poll-url" not in body
+    assert "hx-trigger" not in body

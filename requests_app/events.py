@@ -1,0 +1,295 @@
+"""Audit events in words: what each event code (`AuditEvent.action`) says, for people.
+
+Used by the request page's history and meant for the audit log too. Pure: nothing here reads the database, so a
+list of events costs no more queries described than listed.
+
+    describe(event) -> str                      "Avery Approver approved the request"
+    details(event, redact=...) -> [(label, value)]   [("Comment", "Least privilege, one vault: fine.")]
+    timeline(events, redact=...) -> [Entry]     the request page's history: runs of step events folded per step
+    is_described(action) -> bool                whether `action` has words (tests: every code written has them)
+
+An event is anything with `action`, `actor_name`, `details` and `created_at` (an AuditEvent, or a test double).
+`redact` (str -> str) is applied to every value and step error shown, for people who may not see the identity's
+IDs (views/requests.redact_ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from .models import DriftFinding, Step
+
+
+class EventLike(Protocol):
+    action: str
+    actor_name: str
+    details: Any
+    created_at: datetime
+
+
+Redact = Callable[[str], str]
+SYSTEM = "system"  # audit.SYSTEM: the actor name of jobs (not imported: audit imports the models it writes)
+STEP_PHASES = ("started", "retrying", "succeeded", "failed")
+
+
+def actor(event: EventLike) -> str:
+    """Who did it, as a sentence's subject."""
+    return "The portal" if event.actor_name in ("", SYSTEM) else event.actor_name
+
+
+def _d(event: EventLike) -> Mapping[str, Any]:
+    return event.details if isinstance(event.details, Mapping) else {}
+
+
+def _kind(event: EventLike) -> str:
+    kind = str(_d(event).get("kind", ""))
+    return DriftFinding.Kind(kind).label if kind in DriftFinding.Kind.values else kind or "a difference"
+
+
+# The words of every fixed event code. Step events (`step.<name>.<phase>`) are described by `_step_words`.
+WORDS: dict[str, Callable[[EventLike], str]] = {
+    # A request's life
+    "request.submitted": lambda e: f"{actor(e)} asked for the identity {_d(e).get('identity_name') or ''}".rstrip(),
+    "request.approval_recorded": lambda e: (
+        f"{actor(e)} approved the request ({_d(e).get('progress', 'more approvals needed')}); "
+        f"it needs {_d(e).get('needs', 'more approvals')}"
+    ),
+    "request.approved": lambda e: f"{actor(e)} approved the request",
+    "request.rejected": lambda e: f"{actor(e)} rejected the request",
+    "request.cancelled": lambda e: f"{actor(e)} cancelled the request",
+    "request.retried": lambda e: f"{actor(e)} retried the {_d(e).get('operation', 'provisioning')}",
+    "request.resumed": lambda e: "The portal resumed the work after a worker stopped",
+    "request.ready": lambda e: "The identity is ready: every step succeeded",
+    "request.revoke_requested": lambda e: f"{actor(e)} revoked the identity",
+    "request.revoked": lambda e: "Revocation finished: everything the portal created for this identity is gone",
+    "request.verification_requested": lambda e: f"{actor(e)} asked to verify the identity again",
+    "provisioning.started": lambda e: "Provisioning started",
+    # Drift between what was approved and what Azure or the cluster holds
+    "drift.detected": lambda e: f"The periodic check found drift: {_kind(e)}",
+    "drift.resolved": lambda e: f"Drift resolved: {_kind(e)} ({_d(e).get('reason', 'no longer seen')})",
+    "drift.reconcile_requested": lambda e: f"{actor(e)} asked for a drift check of every identity now",
+    "drift.repair_requested": lambda e: f"{actor(e)} asked to repair the identity",
+    "drift.repaired": lambda e: f"{actor(e)} repaired the identity: {_d(e).get('action', 'put back')}",
+    "drift.repair_failed": lambda e: "The repair failed",
+    # Clusters (admins, and the portal's own checks of Azure)
+    "cluster.registered": lambda e: f"{actor(e)} registered the cluster",
+    "cluster.updated": lambda e: f"{actor(e)} changed the cluster's settings",
+    "cluster.connection_changed": lambda e: f"{actor(e)} read the cluster's connection from Azure again; it changed",
+    "cluster.connection_drift": lambda e: "The cluster's connection in Azure no longer matches the stored one",
+    "cluster.connection_drift_resolved": lambda e: "The cluster's connection matches Azure again",
+    # People
+    "user.signed_in": lambda e: f"{actor(e)} signed in" + (" for the first time" if _d(e).get("first_sign_in") else ""),
+    "user.signed_out": lambda e: f"{actor(e)} signed out",
+    "user.sign_in_failed": lambda e: "A sign-in failed",
+    "user.roles_changed": lambda e: f"{actor(e)}'s groups or roles changed in Entra ID",
+}
+
+# How detail keys read as labels. A key not here reads as itself, capitalised, underscores as spaces.
+LABELS = {
+    "action": "Action",
+    "adopted": "Adopted an existing one",
+    "after": "After",
+    "approvers": "Approvers",
+    "assignments": "Role assignments",
+    "attempt": "Attempt",
+    "before": "Before",
+    "changed": "Fields changed",
+    "code": "Error code",
+    "comment": "Comment",
+    "connection": "Connection",
+    "created": "Created",
+    "credential": "Federated credential",
+    "credentials_deleted": "Credentials deleted",
+    "error": "Error",
+    "first_sign_in": "First sign-in",
+    "from": "Read from",
+    "grants": "Roles",
+    "groups": "Groups",
+    "groups_added": "Groups added",
+    "groups_from_graph": "Groups read from Graph",
+    "groups_removed": "Groups removed",
+    "identity": "Managed identity",
+    "identity_name": "Identity",
+    "is_approver": "Approver",
+    "is_portal_admin": "Admin",
+    "issuer": "Issuer",
+    "key": "Which",
+    "kind": "What",
+    "message": "Message",
+    "namespace": "Namespace",
+    "needs": "Needs",
+    "operation": "Operation",
+    "permanent": "Permanent error",
+    "previous_worker": "Worker that stopped",
+    "progress": "Approvals so far",
+    "reason": "Reason",
+    "requests": "Identities checked",
+    "retry_in_seconds": "Next attempt in",
+    "risk_reasons": "Why it is high risk",
+    "roles": "Roles",
+    "service_account": "ServiceAccount",
+    "status": "Status",
+    "subject": "Subject",
+    "token_exchange": "Token exchange",  # nosec B105  # a label, not a secret
+    "updated": "Updated",
+}
+
+
+def _step_parts(action: str) -> tuple[str, str] | None:
+    """(step name, phase) of a `step.<name>.<phase>` code, or None."""
+    parts = action.split(".")
+    if len(parts) == 3 and parts[0] == "step" and parts[1] in Step.Name.values and parts[2] in STEP_PHASES:
+        return parts[1], parts[2]
+    return None
+
+
+def step_subject(name: str) -> str:
+    """A step as a sentence's subject: "Provisioning step Managed identity", "Revocation step Remove …"."""
+    label = Step.Name(name).label
+    if name == Step.Name.VERIFY:
+        return "The verification (the token exchange)"
+    if name.startswith("revoke_"):
+        return f"Revocation step {label}"
+    if name.startswith("repair_"):
+        return f"Repair step {label}"
+    return f"Provisioning step {label}"
+
+
+def _step_words(event: EventLike, name: str, phase: str) -> str:
+    subject, d = step_subject(name), _d(event)
+    if phase == "started":
+        attempt = d.get("attempt")
+        return f"{subject} started" + (f" (attempt {attempt})" if isinstance(attempt, int) and attempt > 1 else "")
+    if phase == "retrying":
+        wait = d.get("retry_in_seconds")
+        when = f" in {_number(wait)} s" if isinstance(wait, int | float) else ""
+        return f"{subject} failed on attempt {d.get('attempt', '?')} and is tried again{when}"
+    return f"{subject} {phase}"
+
+
+def is_described(action: str) -> bool:
+    return action in WORDS or _step_parts(action) is not None
+
+
+def describe(event: EventLike) -> str:
+    """The event in words, a sentence without its full stop. An unknown code is still shown, as itself."""
+    if step := _step_parts(event.action):
+        return _step_words(event, *step)
+    words = WORDS.get(event.action)
+    return words(event) if words else f"{actor(event)}: {event.action}"
+
+
+def details(event: EventLike, redact: Redact | None = None) -> list[tuple[str, str]]:
+    """The event's details as (label, value) pairs, in the order they were recorded; empty values left out."""
+    out = []
+    for key, value in _d(event).items():
+        text = _value(key, value)
+        if text:
+            out.append((label(key), redact(text) if redact else text))
+    return out
+
+
+def label(key: str) -> str:
+    return LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _value(key: str, value: Any) -> str:
+    if value is None or value == "" or value == [] or value == {}:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key == "retry_in_seconds" and isinstance(value, int | float):
+        return f"{_number(value)} s"
+    if isinstance(value, list):
+        return "; ".join(filter(None, (_value(key, v) for v in value)))
+    if isinstance(value, Mapping):
+        if set(value) >= {"role", "scope"}:  # a grant or an assignment
+            return f"{value['role']} on {value['scope']}"
+        if set(value) == {"before", "after"}:  # one changed field
+            return f"{_value(key, value['before']) or '(none)'} → {_value(key, value['after']) or '(none)'}"
+        return "; ".join(f"{label(k)}: {v}" for k, v in ((k, _value(k, v)) for k, v in value.items()) if v)
+    return str(value)
+
+
+# ---- the request page's history -----------------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One line of a request's history: one event, or a run of one step's events folded together (`events`)."""
+
+    at: datetime
+    text: str
+    actor: str
+    action: str  # the event's code; `step.<name>` for a fold
+    details: list[tuple[str, str]] = field(default_factory=list)
+    events: list[Entry] = field(default_factory=list)  # a fold's events, oldest first
+    until: datetime | None = None  # a fold's last event
+    state: str = ""  # a fold's outcome: running, waiting, succeeded, failed
+
+
+def entry(event: EventLike, redact: Redact | None = None) -> Entry:
+    text = describe(event)
+    return Entry(
+        at=event.created_at,
+        text=redact(text) if redact else text,
+        actor=actor(event),
+        action=event.action,
+        details=details(event, redact),
+    )
+
+
+def timeline(events: Iterable[EventLike], redact: Redact | None = None) -> list[Entry]:
+    """The events as history, oldest first. Each run of consecutive step events (one operation's steps, which
+    interleave when they run at the same time) becomes one entry per step, in the order the steps started."""
+    out: list[Entry] = []
+    run: dict[str, list[EventLike]] = {}
+    for event in events:
+        parts = _step_parts(event.action)
+        if parts:
+            run.setdefault(parts[0], []).append(event)
+            continue
+        out += [_fold(name, evs, redact) for name, evs in run.items()]
+        run = {}
+        out.append(entry(event, redact))
+    out += [_fold(name, evs, redact) for name, evs in run.items()]
+    return out
+
+
+def _fold(name: str, events: list[EventLike], redact: Redact | None) -> Entry:
+    phases = [a for a in (_step_parts(e.action) for e in events) if a]
+    last = phases[-1][1]
+    failures = sum(1 for _, phase in phases if phase == "retrying")
+    attempts = failures + (1 if last in ("succeeded", "failed", "started") else 0)
+    state = {"started": "running", "retrying": "waiting", "succeeded": "succeeded", "failed": "failed"}[last]
+    subject = step_subject(name)
+    if state == "running":
+        text = f"{subject} is running" + (f" (attempt {attempts})" if attempts > 1 else "")
+    elif state == "waiting":
+        text = f"{subject} is waiting to retry after {_attempts(failures)} failed"
+    else:
+        text = f"{subject} {state}" + (f" after {_attempts(attempts)}" if attempts > 1 else "")
+    if state == "failed" and (error := _d(events[-1]).get("error")):
+        text += f": {error}"
+    items = [entry(e, redact) for e in events]
+    return Entry(
+        at=events[0].created_at,
+        until=events[-1].created_at,
+        text=redact(text) if redact else text,
+        actor=actor(events[-1]),
+        action=f"step.{name}",
+        details=items[-1].details if len(items) == 1 else [],
+        events=items if len(items) > 1 else [],
+        state=state,
+    )
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt{'' if n == 1 else 's'}"

@@ -1,0 +1,144 @@
+"""A request page follows its request live, in a real browser: from waiting for approval to ready without a
+reload, keeping focus and scroll, saying the new status in its polite live region, and asking the portal with
+If-None-Match (304 while nothing changed). Nothing here waits on the clock: Playwright waits for what the page
+shows, with generous timeouts, and the poll interval is a setting the test makes short."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from requests_app import workflow
+from requests_app.models import IdentityRequest, Status, Step, User
+
+from ..requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
+from . import test_request_lifecycle as lifecycle
+from .conftest import screenshot
+from .test_request_lifecycle import sign_in
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+provisioning_queue = lifecycle.provisioning_queue  # the lifecycle test's fixture: a burst worker on this run's queue
+WAIT_MS = 30_000  # generous: the page polls every fraction of a second, a busy CI machine may be slow
+
+
+@pytest.fixture
+def fast_polls(settings):
+    settings.PORTAL_LIVE_POLL_SECONDS = 0.3
+    settings.PORTAL_LIVE_IDLE_POLL_SECONDS = 0.5
+
+
+def test_a_waiting_page_goes_to_ready_without_a_reload(
+    live_server, new_page, demo_cluster, approver, provisioning_queue, fast_polls
+) -> None:
+    base = live_server.url
+    riley = new_page()
+    riley.set_viewport_size({"width": 1280, "height": 420})
+    sign_in(riley, base, "Riley Requester")
+    requester = User.objects.get(display_name="Riley Requester")
+    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    req = workflow.submit_request(
+        requester=requester,
+        cluster=demo_cluster,
+        namespace="team-payments",
+        service_account="payments-api",
+        purpose="Read the payments database password from Key Vault.",
+        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
+    )
+    status_path = f"/requests/{req.pk}/status/"
+    answers: list[int] = []
+    riley.on("response", lambda r: answers.append(r.status) if r.url.endswith(status_path) else None)
+
+    riley.goto(f"{base}/requests/{req.pk}/")
+    status = riley.locator("#live .status")
+    announce = riley.locator("#live-announce")
+    expect(status).to_have_text("Waiting for approval")
+    expect(announce).to_have_text("Status: Waiting for approval")
+    # Set before anything changes: a reload would lose it.
+    riley.evaluate("window.__stillTheSamePage = 'yes'")
+    # Nothing changed: after the first full answer the portal says 304, and the page asks with the ETag it got.
+    with riley.expect_response(lambda r: r.url.endswith(status_path) and r.status == 304, timeout=WAIT_MS):
+        pass
+    assert 200 in answers
+    # Scroll the Progress heading to the top, and put the focus on the Refresh link.
+    heading = riley.get_by_role("heading", name="Progress")
+    heading.evaluate("h => window.scrollTo(0, h.getBoundingClientRect().top + window.scrollY)")
+    scrolled = riley.evaluate("window.scrollY")
+    assert scrolled > 0
+    riley.locator("#live a.refresh").focus()
+    top = heading.evaluate("h => h.getBoundingClientRect().top")
+
+    workflow.approve_request(req, actor=approver, comment="Least privilege, one vault: fine.")
+    expect(status).to_have_text("Approved", timeout=WAIT_MS)
+    expect(announce).to_have_text("Status: Approved")
+    expect(riley.locator("#request-live .summary")).to_contain_text("Approved by Avery Approver")
+    # The status changed around it; the link that did not change kept the focus, the heading its place.
+    assert riley.evaluate("document.activeElement.matches('#live a.refresh')")
+    assert heading.evaluate("h => h.getBoundingClientRect().top") == pytest.approx(top, abs=1)
+    expect(riley.get_by_role("button", name="Cancel request")).to_have_count(0)  # the actions follow too
+
+    provisioning_queue()  # provisions against the emulator, in this process, while the page polls
+    assert IdentityRequest.objects.get(pk=req.pk).status == Status.READY
+    expect(status).to_have_text("Ready", timeout=WAIT_MS)
+    expect(announce).to_have_text("Status: Ready")
+    expect(riley.locator("#live .step-succeeded")).to_have_count(5)
+    expect(riley.locator("#history")).to_contain_text("The identity is ready: every step succeeded")
+    expect(riley.locator("#history")).to_contain_text("Provisioning step Managed identity succeeded")
+    assert riley.evaluate("window.__stillTheSamePage") == "yes"  # no reload
+    assert heading.evaluate("h => h.getBoundingClientRect().top") == pytest.approx(top, abs=1)
+    # Ready is final: the page stopped polling (its region has no trigger), and Riley sees no IDs.
+    expect(riley.locator("#request-live")).not_to_have_attribute("hx-trigger", re.compile(".+"))
+    assert IdentityRequest.objects.get(pk=req.pk).client_id not in riley.content()
+    screenshot(riley, "live-ready-requester")
+
+
+def test_a_devops_member_gets_the_ids_in_place_and_keeps_what_she_typed(
+    live_server, new_page, demo_cluster, approver, provisioning_queue, fast_polls
+) -> None:
+    """Dana watches a request being provisioned: the IDs appear in place for her. Then, on the ready page while
+    a re-run check runs, she opens a folded step of the history and types a revocation reason: the live updates
+    close neither nor wipe what she typed."""
+    base = live_server.url
+    dana = new_page()
+    sign_in(dana, base, "Dana DevOps")
+    devops = User.objects.get(display_name="Dana DevOps")
+    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    req = workflow.submit_request(
+        requester=devops,  # Dana is in team-payments too
+        cluster=demo_cluster,
+        namespace="team-payments",
+        service_account="ledger-api",
+        purpose="Read the ledger's Key Vault secrets.",
+        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
+    )
+    workflow.approve_request(req, actor=approver, comment="fine")
+    dana.goto(f"{base}/requests/{req.pk}/")
+    dana.evaluate("window.__stillTheSamePage = 'yes'")
+    expect(dana.locator("#live .status")).to_have_text("Approved")
+
+    provisioning_queue()
+    req.refresh_from_db()
+    expect(dana.locator("#live .status")).to_have_text("Ready", timeout=WAIT_MS)
+    expect(dana.locator("#request-live")).to_contain_text(req.client_id, timeout=WAIT_MS)
+    assert dana.evaluate("window.__stillTheSamePage") == "yes"
+
+    # A re-run check: the page polls again while it runs; what Dana types stays.
+    dana.get_by_role("button", name="Verify again").click()
+    expect(dana.locator("#live-announce")).to_have_text("Status: Ready, checking that it works")
+    dana.evaluate("window.__stillTheSamePage = 'again'")
+    fold = dana.locator("#history details.event-fold").first
+    fold.locator("summary").click()  # opened by the reader: the live updates leave it open
+    expect(fold).to_have_attribute("open", "")
+    reason = dana.locator("#revoke-reason")
+    reason.fill("Moving the ledger to aks-prod (CHG-77).")
+    dana.get_by_role("button", name="Verify again").focus()  # the field is no longer the active element
+    provisioning_queue()  # runs the check
+    verify = Step.objects.get(request=req, name=Step.Name.VERIFY)
+    assert verify.state == Step.State.SUCCEEDED, (verify.state, verify.error)
+    expect(dana.locator("#live-announce")).to_have_text("Status: Ready", timeout=WAIT_MS)
+    assert dana.evaluate("window.__stillTheSamePage") == "again"
+    expect(reason).to_have_value("Moving the ledger to aks-prod (CHG-77).")
+    expect(fold).to_have_attribute("open", "")
+    screenshot(dana, "live-ready-devops")
