@@ -43,7 +43,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files: GET and HEAD, 405 to anything else
     "portal.methods.RefuseUnservedMethods",  # 405 to PUT, PATCH, DELETE, ... everywhere else
     "portal.body_limit.LimitBodySize",  # 413 before anything (the CSRF check) reads a body over the limit
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "portal.sessions.SessionMiddleware",  # Django's, except background polls do not count as activity
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

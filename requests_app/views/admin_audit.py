@@ -1,6 +1,7 @@
 """The audit trail for admins: a filtered, paginated list and the same as a CSV download.
 
-The page reads as words (requests_app/audit_words.py): events as sentences, details as labelled values, people
+The page reads as words (requests_app/events.py, as a request's history does): events as sentences, details as
+labelled values, people
 and identities by name; the CSV keeps the stored action codes and JSON details for tools."""
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from django.utils import timezone
 
 from portal.methods import serves
 
-from ..audit_words import HIDDEN_KEYS, labelled, words
+from .. import events
 from ..auth.middleware import fresh_roles
 from ..forms import AuditFilterForm
 from ..models import AuditEvent, User
 
 PAGE_SIZE = 50
+# Detail keys never shown on the page: compared without underscores and case (client_id, clientId, principalId).
+HIDDEN_KEYS = {"clientid", "principalid"}
 CSV_HEADER = ["time", "actor", "action", "request", "cluster", "details", "source_ip"]
 
 
@@ -48,7 +51,10 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     _require_admin(request.user)
     form, qs = _filtered(request)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    rows = [{"event": e, "words": words(e.action, e.details), "details": labelled(strip_ids(e.details))} for e in page]
+    rows = []
+    for e in page:
+        e.details = strip_ids(e.details)  # in memory only: the audit trail is read more widely than the IDs may be
+        rows.append({"event": e, "words": events.describe(e), "details": events.details(e)})
     context = {"form": form, "page": page, "rows": rows, "time_zone": timezone.get_current_timezone_name()}
     return render(request, "audit/log.html", context)
 

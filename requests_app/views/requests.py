@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModif
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 
+from portal import sessions
 from portal.methods import serves
 
 from .. import access, audit, events, handoff, live, scope_picker, workflow
@@ -170,7 +171,10 @@ def request_detail(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 def request_status(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """The live part of the request page (`#request-live`: everything that depends on the request's state), for
     the page's poller (live.py). The same checks and template as the page, without the site's frame: IDs only for
-    whom the page shows them. 304 with no body when it is what the caller's If-None-Match names."""
+    whom the page shows them. 304 with no body when it is what the caller's If-None-Match names.
+
+    A poll is the page's doing, not the person's: it does not extend the session's idle timeout."""
+    sessions.not_activity(request)
     req = _visible_request(request, pk)
     response = render(request, "requests/detail.html", _page_context(request, req) | {"frame": LIVE_FRAME})
     tag = live.etag(response.content)

@@ -302,7 +302,7 @@ def test_a_post_without_the_csrf_token_is_refused(route, offline_cluster, reques
     resp = c.post("/" + route.replace("<uuid:pk>", str(req.pk)), data)
 
     assert resp.status_code == 403, resp.content[:500]
-    assert b"CSRF" in resp.content
+    assert b"This form has expired" in resp.content  # the CSRF failure page (portal/errors.py)
     after = (AuditEvent.objects.count(), IdentityRequest.objects.count(), IdentityRequest.objects.get(pk=req.pk).status)
     assert after == before
 
@@ -315,7 +315,7 @@ def test_the_same_post_with_the_token_goes_through(offline_cluster, requester):
     page = c.get(reverse("request_detail", args=[req.pk]))
     token = parse_qs(f"t={c.cookies['csrftoken'].value}")["t"][0]
     assert 'name="csrfmiddlewaretoken"' in page.content.decode()
-    resp = c.post(reverse("request_cancel", args=[req.pk]), {"csrfmiddlewaretoken": token})
+    resp = c.post(reverse("request_cancel", args=[req.pk]), {"csrfmiddlewaretoken": token, "confirm": "yes"})
     assert resp.status_code == 302
     assert IdentityRequest.objects.get(pk=req.pk).status == Status.CANCELLED
     assert urlsplit(resp["Location"]).path == reverse("request_detail", args=[req.pk])
