@@ -222,18 +222,23 @@ def measure(world: dict[str, Any], rounds: int) -> dict[str, dict[str, Any]]:
         ("ready request page with handoff (Dana)", dana, f"/requests/{target.pk}/"),
         ("live status poll (Dana)", dana, f"/requests/{target.pk}/status/"),
     ]
+    status_path = f"/requests/{target.pk}/status/"
+    tag = dana.get(status_path)["ETag"]
+    pages.append(("live status poll, nothing changed: 304 (Dana)", dana, status_path, {"HTTP_IF_NONE_MATCH": tag}))
     out = {}
-    for name, client, path in pages:
+    for name, client, path, *extra in pages:
+        headers = extra[0] if extra else {}
+        expected = 304 if headers else 200
         for _ in range(3):
-            resp = client.get(path)
-            assert resp.status_code == 200, (path, resp.status_code)
+            resp = client.get(path, **headers)
+            assert resp.status_code == expected, (path, resp.status_code)
         times = []
         for _ in range(rounds):
             t0 = time.perf_counter()
-            client.get(path)
+            client.get(path, **headers)
             times.append((time.perf_counter() - t0) * 1000)
         with CaptureQueriesContext(connection) as ctx:
-            client.get(path)
+            client.get(path, **headers)
         times.sort()
         out[name] = {
             "p50": statistics.median(times),

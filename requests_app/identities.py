@@ -5,9 +5,11 @@ Who may list which identities is `access.listable_identities`; this only narrows
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
-from .models import IdentityRequest, RoleGrant
+from .models import AllowedRole, Cluster, IdentityRequest, RoleGrant
 
 
 def search(
@@ -41,10 +43,11 @@ def search(
     )
 
 
-def namespaces(qs: QuerySet[IdentityRequest]) -> list[str]:
-    return sorted(set(qs.order_by().values_list("namespace", flat=True).distinct()))
+def namespaces(clusters: Iterable[Cluster]) -> list[str]:
+    """The namespace filter's choices: what the clusters allow (a small, fixed set), not DISTINCT over requests."""
+    return sorted({ns for c in clusters for ns in c.allowed_namespaces})
 
 
-def role_names(qs: QuerySet[IdentityRequest]) -> list[str]:
-    grants = RoleGrant.objects.filter(request__in=qs.order_by().values("pk"))
-    return sorted(set(grants.order_by().values_list("role_name", flat=True).distinct()))
+def role_names(clusters: Iterable[Cluster]) -> list[str]:
+    """The role filter's choices: the clusters' catalogues, not DISTINCT over every grant ever made."""
+    return sorted(set(AllowedRole.objects.filter(cluster__in=list(clusters)).values_list("role_name", flat=True)))

@@ -41,11 +41,12 @@ def identity_list(request: HttpRequest) -> HttpResponse:
             "The identities page is for the DevOps members of a cluster and for portal admins: you are neither."
         )
     allowed = access.listable_identities(user)
+    clusters = list(access.identity_clusters(user))
     form = IdentityFilter(
         request.GET,
-        clusters=list(access.identity_clusters(user)),
-        namespaces=identities.namespaces(allowed),
-        roles=identities.role_names(allowed),
+        clusters=clusters,
+        namespaces=identities.namespaces(clusters),
+        roles=identities.role_names(clusters),
     )
     # A filter that is not among the choices is reported on the page and left out; the rest still applies.
     form.is_valid()

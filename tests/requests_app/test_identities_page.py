@@ -84,7 +84,13 @@ def names(response) -> list[str]:
 
 @pytest.fixture
 def world(offline_cluster, other_cluster, requester, devops):
-    """Two identities on the demo cluster, one on the other, and one there that is not ready."""
+    """Two identities on the demo cluster, one on the other, and one there that is not ready. The demo cluster's
+    catalogue has both roles (the role filter offers the catalogue's roles)."""
+    offline_cluster.roles.create(
+        role_name="Storage Blob Data Reader",
+        role_definition_id=BLOB_READER,
+        scope_patterns=["/subscriptions/*/resourceGroups/*/providers/Microsoft.Storage/storageAccounts/*"],
+    )
     return {
         "payments": ready(offline_cluster, requester, "payments-api", minutes_ago=10),
         "search": ready(
