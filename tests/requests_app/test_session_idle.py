@@ -36,4 +36,3 @@ def test_a_status_poll_does_not_extend_the_idle_timeout_but_a_page_does(offline_
 
     assert c.get(reverse("request_detail", args=[req.pk])).status_code == 200
     assert expiry(c) > soon + timedelta(hours=1)  # the person's own request does
-
