@@ -1,14 +1,17 @@
-"""Django's session middleware, except that a page polling in the background does not count as activity.
+"""The idle timeout: a session's expiry moves on with each request the person makes, not with the page's own polls.
 
-SESSION_SAVE_EVERY_REQUEST makes SESSION_COOKIE_AGE an idle timeout: each request saves the session and pushes its
-expiry on. A request page left open polls its status endpoint every few seconds (requests_app/live.py), which
-would keep a forgotten tab signed in until PORTAL_SESSION_MAX_SECONDS. A view marks such a request with
-`not_activity(request)`; its session is then saved only if something in it changed.
+SESSION_COOKIE_AGE is an idle timeout. Django's SESSION_SAVE_EVERY_REQUEST would save the session (moving its
+expiry on) on every request, including the status polls of a request page left open (requests_app/live.py), which
+would keep a forgotten tab signed in until PORTAL_SESSION_MAX_SECONDS. Instead this middleware, right after
+Django's SessionMiddleware (kept as it is, so Django's session security checks still see it), marks the session
+changed on every request except those a view marked with `not_activity(request)`. A poll still saves whatever it
+really changes.
 """
 
 from __future__ import annotations
 
-from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from collections.abc import Callable
+
 from django.http import HttpRequest, HttpResponse
 
 _MARK = "_portal_not_activity"
@@ -19,10 +22,13 @@ def not_activity(request: HttpRequest) -> None:
     setattr(request, _MARK, True)
 
 
-class SessionMiddleware(DjangoSessionMiddleware):
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        session = getattr(request, "session", None)
-        if getattr(request, _MARK, False) and session is not None and not session.modified:
-            # Nothing changed: leave the stored session (and its expiry) as the last real request left it.
-            return response
-        return super().process_response(request, response)
+class IdleTimeoutMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not getattr(request, _MARK, False):
+            # Saved by SessionMiddleware (if not empty) with a fresh expiry: the person was here.
+            request.session.modified = True
+        return response

@@ -43,7 +43,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files: GET and HEAD, 405 to anything else
     "portal.methods.RefuseUnservedMethods",  # 405 to PUT, PATCH, DELETE, ... everywhere else
     "portal.body_limit.LimitBodySize",  # 413 before anything (the CSRF check) reads a body over the limit
-    "portal.sessions.SessionMiddleware",  # Django's, except background polls do not count as activity
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "portal.sessions.IdleTimeoutMiddleware",  # the idle timeout moves on with the person, not a page's polls
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -122,7 +123,7 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every requ
 WHITENOISE_USE_FINDERS = True  # serve static/ directly where collectstatic has not run (tests, make run)
 
 SESSION_COOKIE_AGE = env_int("PORTAL_SESSION_IDLE_SECONDS", 8 * 3600)
-SESSION_SAVE_EVERY_REQUEST = True  # the age above is an idle timeout
+SESSION_SAVE_EVERY_REQUEST = False  # the age above is an idle timeout, moved on by portal/sessions.py
 # However active, a session ends this long after sign-in (requests_app/auth/middleware.py).
 PORTAL_SESSION_MAX_SECONDS = env_int("PORTAL_SESSION_MAX_SECONDS", 12 * 3600)
 SESSION_COOKIE_HTTPONLY = True
