@@ -15,7 +15,10 @@ from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, SUBSCRIPTION, VA
 
 State = ChangeRequest.State
 BLOB_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
-STORAGE_SCOPE = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-team-payments/providers/Microsoft.Storage/storageAccounts/stpaymentsdemo"
+STORAGE_SCOPE = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-team-payments"
+    "/providers/Microsoft.Storage/storageAccounts/stpaymentsdemo"
+)
 SECOND_VAULT = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-legacy/providers/Microsoft.KeyVault/vaults/kv-legacy-policies"
 )
