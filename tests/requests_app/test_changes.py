@@ -315,3 +315,14 @@ def test_the_asker_and_the_requester_hear_that_the_change_is_applied(ready, devo
         notifications.send("change_applied", ready.pk, audience)
     assert sorted(m.to[0] for m in mailoutbox) == ["dana@contoso.example", "riley@contoso.example"]
     assert all("Change applied" in m.subject and "Storage Blob Data Reader" in m.body for m in mailoutbox)
+
+
+def test_a_retry_does_not_repeat_the_steps_that_succeeded(ready, requester, approver, control):
+    change = swap_storage_for_second_vault(ready, requester, approver)
+    control.add_fault(r"/roleAssignments/", method="DELETE", status=400, code="BadRequest", times=1)
+    assert changing.apply(ready.pk, sleep=no_sleep).state == "failed"
+    changes.retry_change(ChangeRequest.objects.get(pk=change.pk), actor=requester)
+    control.clear_calls()
+    assert changing.apply(ready.pk, sleep=no_sleep).state == "done"
+    assert not [c for c in control.calls() if c["method"] == "PUT" and "/roleAssignments/" in c["path"]]
+    assert Step.objects.get(request=ready, name=Step.Name.CHANGE_ADD_ROLES).attempts == 1
