@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
-from .models import Cluster, IdentityRequest, Status, User
+from .models import ChangeRequest, Cluster, IdentityRequest, Status, User
 
 
 def is_devops_member(user: User, cluster: Cluster) -> bool:
@@ -126,3 +126,28 @@ def can_verify(user: User, req: IdentityRequest) -> bool:
 def can_repair(user: User, req: IdentityRequest) -> bool:
     """Re-apply what was approved for a ready identity that drifted: the cluster's DevOps members and admins."""
     return req.status == Status.READY and (user.is_portal_admin or is_devops_member(user, req.cluster))
+
+
+# ---- issue 11 changes: changing what a ready identity may do ------------------------------------------------
+
+
+def is_owner(user: User, req: IdentityRequest) -> bool:
+    """The identity's owners, for now: its requester, members of the namespace's owning group, and admins.
+    The one place that says so (an owning team per identity will widen it here)."""
+    return user.is_authenticated and (
+        req.requester_id == user.pk or user.is_portal_admin or in_owning_group(user, req.cluster, req.namespace)
+    )
+
+
+def can_request_change(user: User, req: IdentityRequest) -> bool:
+    """Asking to add or remove roles (or change the purpose) of a ready identity: its owners."""
+    return req.status == Status.READY and is_owner(user, req)
+
+
+def can_decide_change(user: User, change: ChangeRequest) -> bool:
+    """Approving or rejecting a change: approvers and admins, never the person who asked for it."""
+    return (
+        (user.is_approver or user.is_portal_admin)
+        and change.requester_id != user.pk
+        and change.status == ChangeRequest.State.SUBMITTED
+    )

@@ -74,6 +74,20 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
     "drift.repair_requested": lambda e: f"{actor(e)} asked to repair the identity",
     "drift.repaired": lambda e: f"{actor(e)} repaired the identity: {_d(e).get('action', 'put back')}",
     "drift.repair_failed": lambda e: "The repair failed",
+    # issue 11 changes: changing what a ready identity may do (requests_app/changes.py, changing.py)
+    "change.submitted": lambda e: f"{actor(e)} asked to change the identity",
+    "change.approval_recorded": lambda e: (
+        f"{actor(e)} approved the change ({_d(e).get('progress', 'more approvals needed')})"
+    ),
+    "change.approved": lambda e: f"{actor(e)} approved the change",
+    "change.rejected": lambda e: f"{actor(e)} rejected the change",
+    "change.cancelled": lambda e: f"{actor(e)} cancelled the change",
+    "change.retried": lambda e: f"{actor(e)} retried the change",
+    "change.applying": lambda e: "The portal started applying the change",
+    "change.applied": lambda e: (
+        "The change is applied: the identity's roles are the approved ones, its client ID unchanged"
+    ),
+    "change.failed": lambda e: "Applying the change failed; the identity is unchanged otherwise and still ready",
     # Clusters (admins, and the portal's own checks of Azure)
     "cluster.registered": lambda e: f"{actor(e)} registered the cluster",
     "cluster.updated": lambda e: f"{actor(e)} changed the cluster's settings",
@@ -90,12 +104,14 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
 # How detail keys read as labels. A key not here reads as itself, capitalised, underscores as spaces.
 LABELS = {
     "action": "Action",
+    "roles_added": "Roles added",
     "adopted": "Adopted an existing one",
     "after": "After",
     "approvers": "Approvers",
     "assignments": "Role assignments",
     "attempt": "Attempt",
     "before": "Before",
+    "change": "Change number",
     "changed": "Fields changed",
     "code": "Error code",
     "comment": "Comment",
@@ -125,7 +141,9 @@ LABELS = {
     "permanent": "Permanent error",
     "previous_worker": "Worker that stopped",
     "progress": "Approvals so far",
+    "purpose_changed": "Purpose changed",
     "reason": "Reason",
+    "roles_removed": "Roles removed",
     "requests": "Identities checked",
     "retry_in_seconds": "Next attempt in",
     "risk_reasons": "Why it is high risk",
@@ -155,6 +173,8 @@ def step_subject(name: str) -> str:
         return f"Revocation step {label}"
     if name.startswith("repair_"):
         return f"Repair step {label}"
+    if name.startswith("change_"):
+        return f"Change step {label}"
     return f"Provisioning step {label}"
 
 

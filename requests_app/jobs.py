@@ -13,7 +13,7 @@ import uuid
 
 import rq
 
-from . import drift, engine, notifications, provisioning, queueing, repairing, sweeping
+from . import changing, drift, engine, notifications, provisioning, queueing, repairing, sweeping
 from .cloud.errors import CloudError
 from .queueing import DEFAULT_QUEUE, MAIL_QUEUE, QUEUE  # noqa: F401  (the names tests and settings use)
 
@@ -51,6 +51,12 @@ def verify_again(request_id: str) -> str:
 def repair(request_id: str, actor_id: int | None) -> str:
     outcome = engine.run(uuid.UUID(request_id), repairing.operation(actor_id))
     return _again(queueing.REPAIR, "repair", request_id, outcome, actor_id).state
+
+
+def apply_change(request_id: str) -> str:
+    """Apply the identity's approved change (issue 11 changes)."""
+    outcome = engine.run(uuid.UUID(request_id), changing.CHANGE)
+    return _again(queueing.APPLY_CHANGE, "change", request_id, outcome).state
 
 
 def reconcile(request_id: str) -> None:

@@ -274,6 +274,9 @@ class Step(models.Model):
         REPAIR_FIC = "repair_fic", "Put back the federated credential"
         REPAIR_ROLES = "repair_roles", "Put back the role assignments"
         REPAIR_SERVICE_ACCOUNT = "repair_service_account", "Put back the ServiceAccount"
+        # issue 11 changes: applying an approved change request (each change starts these afresh).
+        CHANGE_ADD_ROLES = "change_add_roles", "Add the new role assignments"
+        CHANGE_REMOVE_ROLES = "change_remove_roles", "Remove the role assignments taken away"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -464,3 +467,95 @@ class OutboxJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job}{tuple(self.args)} waiting for the queue since {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+# issue 11 changes: asking to change what a ready identity may do (requests_app/changes.py, changing.py).
+
+
+class ChangeRequest(models.Model):
+    """A change to a ready identity: roles added and/or removed, and/or a new purpose, approved like a request.
+
+    `status` moves only through `changes` (its own table of transitions); the engine applies an approved change
+    (`changing.CHANGE`) and, once every step succeeded, makes the identity's RoleGrant rows the new approved
+    state in the same transaction as `change.applied`. `purpose_after` blank: the purpose is unchanged.
+    `risk_reasons`: policy.grant_risk_reasons of the roles added (empty: normal risk).
+    """
+
+    class State(models.TextChoices):
+        SUBMITTED = "submitted", "Waiting for approval"
+        APPROVED = "approved", "Approved, waiting to be applied"
+        APPLYING = "applying", "Being applied"
+        APPLIED = "applied", "Applied"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+
+    OPEN = (State.SUBMITTED, State.APPROVED, State.APPLYING, State.FAILED)
+
+    request = models.ForeignKey(IdentityRequest, on_delete=models.PROTECT, related_name="changes")
+    requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="change_requests")
+    status = models.CharField(max_length=16, choices=State.choices, default=State.SUBMITTED, db_index=True)
+    reason = models.TextField(help_text="Why the identity needs this change; approvers read this.")
+    purpose_before = models.TextField(blank=True)
+    purpose_after = models.TextField(blank=True)
+    risk_reasons = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    failure_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One open change per identity: two would each be reviewed against a state the other changes.
+            models.UniqueConstraint(
+                fields=["request"],
+                condition=models.Q(status__in=["submitted", "approved", "applying", "failed"]),
+                name="one_open_change_per_identity",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"change {self.pk} of {self.request_id}"
+
+
+class ChangeGrant(models.Model):
+    """One role added or removed by a change. A removal names the RoleGrant it removes (null once applied, when
+    that row is gone) and keeps its assignment ID; an addition gets its assignment ID when the engine makes it."""
+
+    class Action(models.TextChoices):
+        ADD = "add", "Add"
+        REMOVE = "remove", "Remove"
+
+    change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="grants")
+    action = models.CharField(max_length=8, choices=Action.choices)
+    role_name = models.CharField(max_length=128)
+    role_definition_id = models.CharField(max_length=36)
+    scope = models.CharField(max_length=512)
+    removes = models.ForeignKey(RoleGrant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    assignment_id = models.CharField(max_length=700, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.role_name} on {self.scope}"
+
+
+class ChangeApproval(models.Model):
+    """One approver's approval of a change (as `Approval` is of a request)."""
+
+    change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    as_admin = models.BooleanField(default=False)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["change", "approver"], name="one_change_approval_per_approver")]
+
+    def __str__(self) -> str:
+        return f"{self.approver} approved change {self.change_id}"

@@ -7,6 +7,10 @@
 | `request_ready`     | the requester, and the cluster's DevOps members    | yes             |
 | `request_failed`    | the requester, and the admins                      | yes             |
 | `request_revoked`   | the requester, and the cluster's DevOps members    | no              |
+| `change_submitted`  | the approvers, except the asker                    | no              |
+| `change_decided`    | the requester, and who asked for the change        | no              |
+| `change_applied`    | the requester, and who asked for the change        | no              |
+| `change_failed`     | the requester, and who asked for the change        | no              |
 
 Approvers, admins and DevOps members are read from Entra through Graph when the notice is sent (cloud/graph.py
 `people`: members of the configured groups and holders of the configured app roles, nested groups included,
@@ -31,11 +35,12 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from .cloud import graph, webhooks
-from .models import IdentityRequest, Status
+from .models import ChangeRequest, IdentityRequest, Status
 
 log = logging.getLogger(__name__)
 
 REQUESTER, APPROVERS, ADMINS, DEVOPS = "requester", "approvers", "admins", "devops"
+ASKER = "asker"  # issue 11 changes: who asked for the identity's latest change (when not its requester)
 
 # Who hears of each event, by e-mail.
 NOTICES: dict[str, tuple[str, ...]] = {
@@ -44,6 +49,11 @@ NOTICES: dict[str, tuple[str, ...]] = {
     "request_ready": (REQUESTER, DEVOPS),
     "request_failed": (REQUESTER, ADMINS),
     "request_revoked": (REQUESTER, DEVOPS),
+    # issue 11 changes: a change request's life (the identity's latest change).
+    "change_submitted": (APPROVERS,),
+    "change_decided": (REQUESTER, ASKER),
+    "change_applied": (REQUESTER, ASKER),
+    "change_failed": (REQUESTER, ASKER),
 }
 # The events a cluster's chat channel hears of: work waiting for someone (a new request to approve, an identity
 # to use, a failure to look at). Decisions and revocations concern the requester and are mailed only.
@@ -55,6 +65,7 @@ REASONS = {
     APPROVERS: "You get this because you approve workload identity requests.",
     ADMINS: "You get this because you administer the Workload Identity Portal.",
     DEVOPS: "You get this because you are in the DevOps group of the cluster {cluster}.",
+    ASKER: "You get this because you asked for this change.",
 }
 
 
@@ -74,6 +85,8 @@ def send(kind: str, request_id: uuid.UUID, audience: str) -> None:
         "reason": REASONS[audience].format(cluster=req.cluster),
         "facts": _facts(req),
     }
+    if kind.startswith("change_"):
+        ctx["change"] = _latest_change(req)
     subject = " ".join(render_to_string(f"emails/{template}_subject.txt", ctx).split())
     msg = EmailMultiAlternatives(subject, render_to_string(f"emails/{template}.txt", ctx), to=to)
     msg.attach_alternative(render_to_string(f"emails/{template}.html", ctx), "text/html")
@@ -122,7 +135,7 @@ def _load(request_id: uuid.UUID) -> IdentityRequest:
 def _template(kind: str, audience: str, req: IdentityRequest) -> str:
     if kind == "request_decided":
         return "request_rejected" if req.status == Status.REJECTED else "request_approved"
-    return kind if audience in (REQUESTER, APPROVERS) else f"{kind}_{audience}"
+    return kind if audience in (REQUESTER, APPROVERS, ASKER) else f"{kind}_{audience}"
 
 
 def _facts(req: IdentityRequest) -> list[tuple[str, str]]:
@@ -140,6 +153,10 @@ def _addresses(audience: str, req: IdentityRequest) -> list[str]:
     every other audience."""
     if audience == REQUESTER:
         return [req.requester.email] if req.requester.email else []
+    if audience == ASKER:
+        change = _latest_change(req)
+        asker = change.requester if change else None
+        return [asker.email] if asker and asker.pk != req.requester_id and asker.email else []
     if audience == APPROVERS:
         people = graph.people(groups=settings.PORTAL_APPROVER_GROUPS, roles=settings.PORTAL_APPROVER_ROLES)
     elif audience == ADMINS:
@@ -152,3 +169,7 @@ def _addresses(audience: str, req: IdentityRequest) -> list[str]:
     if unreachable:
         log.warning("no e-mail address in Entra for %s of the %s: not mailed", ", ".join(unreachable), audience)
     return list(dict.fromkeys(p.email for p in others if p.email))
+
+
+def _latest_change(req: IdentityRequest) -> ChangeRequest | None:
+    return ChangeRequest.objects.select_related("requester", "decided_by").filter(request=req).first()

@@ -7,7 +7,7 @@ from django.urls import path
 
 from . import ratelimits
 from .auth import views as auth_views
-from .views import admin_audit, approvals, drift, identities, requests, revocation
+from .views import admin_audit, approvals, changes, drift, identities, requests, revocation
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -28,6 +28,24 @@ urlpatterns = [
         name="request_verify",
     ),
     path("requests/<uuid:pk>/repair/", ratelimits.cloud_action(drift.repair, group="repair"), name="request_repair"),
+    # issue 11 changes: changing what a ready identity may do
+    path("requests/<uuid:pk>/changes/new/", ratelimits.submission(changes.new_change), name="change_new"),
+    path("requests/<uuid:pk>/changes/<int:change_pk>/", changes.change_detail, name="change_detail"),
+    path(
+        "requests/<uuid:pk>/changes/<int:change_pk>/decide/",
+        ratelimits.action(changes.decide_change, group="decide"),
+        name="change_decide",
+    ),
+    path(
+        "requests/<uuid:pk>/changes/<int:change_pk>/cancel/",
+        ratelimits.action(changes.cancel_change, group="cancel"),
+        name="change_cancel",
+    ),
+    path(
+        "requests/<uuid:pk>/changes/<int:change_pk>/retry/",
+        ratelimits.action(changes.retry_change, group="retry"),
+        name="change_retry",
+    ),
     path("identities/", identities.identity_list, name="identities"),
     path("drift/", ratelimits.cloud_action(drift.drift_list, group="reconcile"), name="drift"),
     path("approvals/", approvals.queue, name="approvals"),

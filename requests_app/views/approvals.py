@@ -16,7 +16,7 @@ from portal.methods import serves
 from .. import access, audit, policy, workflow
 from ..auth.middleware import fresh_roles
 from ..forms import DecisionForm, Plan
-from ..models import IdentityRequest, Status, User
+from ..models import ChangeRequest, IdentityRequest, Status, User
 from .requests import confirmed
 
 
@@ -45,7 +45,14 @@ def queue(request: HttpRequest) -> HttpResponse:
         }
         for r in pending
     ]
-    return render(request, "approvals/queue.html", {"items": items})
+    # issue 11 changes: changes of ready identities waiting for a decision.
+    waiting_changes = (
+        ChangeRequest.objects.filter(status=ChangeRequest.State.SUBMITTED)
+        .select_related("request__cluster", "requester")
+        .prefetch_related("grants")
+        .order_by("created_at")
+    )
+    return render(request, "approvals/queue.html", {"items": items, "changes": waiting_changes})
 
 
 @serves("GET", "HEAD", "POST")

@@ -19,6 +19,7 @@ from portal.methods import serves
 
 from .. import access, audit, events, handoff, live, scope_picker, workflow
 from ..auth.middleware import fresh_roles
+from ..changes import CHANGE_STEPS
 from ..forms import COPYABLE_STATUSES, PURPOSE_MAX_LENGTH, Plan, RequestSubmission
 from ..models import AllowedRole, AuditEvent, Cluster, IdentityRequest, Status, Step, User
 
@@ -253,6 +254,9 @@ def _page_context(request: HttpRequest, req: IdentityRequest) -> dict[str, Any]:
         "can_verify": access.can_verify(user, req),
         "history": events.timeline(history, redact),
     }
+    # issue 11 changes: the identity's changes, newest first, and whether this user may ask for one.
+    context["changes"] = req.changes.select_related("requester", "decided_by").prefetch_related("grants")
+    context["can_request_change"] = access.can_request_change(user, req)
     if show_ids:
         context["handoff"] = handoff.for_request(req, req.tenant_id or settings.ENTRA_TENANT_ID)
     return context
@@ -266,6 +270,7 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
             step.error = redact_ids(step.error, req)
     revoking = {s.value for s in workflow.REVOCATION_STEPS}
     repairing = {s.value for s in workflow.REPAIR_STEPS}
+    changing = {s.value for s in CHANGE_STEPS}  # issue 11 changes
     # A re-run verification on a ready request is followed live too (the status itself does not change).
     checking = req.status == Status.READY and any(s.state in UNFINISHED_STEP_STATES for s in steps)
     return {
@@ -275,8 +280,9 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
         "step_groups": [
             (title, group)
             for title, group in (
-                ("Provisioning", [s for s in steps if s.name not in revoking | repairing]),
+                ("Provisioning", [s for s in steps if s.name not in revoking | repairing | changing]),
                 ("Last repair", [s for s in steps if s.name in repairing]),
+                ("Last change", [s for s in steps if s.name in changing]),
                 ("Revocation", [s for s in steps if s.name in revoking]),
             )
             if group

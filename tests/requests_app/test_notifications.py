@@ -113,6 +113,11 @@ def test_ready_and_failed_mails_carry_no_ids(offline_cluster, requester, mailout
         "Failed on aks-demo",
         "Revoked",
         "Revoked on aks-demo",
+        # issue 11 changes (no change asked: the asker audience is empty)
+        "Change asked for the workload identity aks-demo/team-payments/payments-api",
+        "Change approved",
+        "Change applied",
+        "Change failed",
     ]
     failed = mailoutbox[4]
     assert 'step "roles"' in failed.body and "&quot;" not in failed.body
