@@ -72,6 +72,10 @@ class EmulatorClient:
     def delete_namespace(self, cluster: str, name: str) -> None:
         self._call("DELETE", f"/namespaces/{cluster}/{name}")
 
+    def seed_k8s_object(self, cluster: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Put a Pod, AzureIdentity or AzureIdentityBinding on `cluster` (its metadata.namespace) until reset."""
+        return self._call("POST", f"/k8s/{cluster}/objects", json=obj)
+
     # -- the directory: people change at run time; reset() undoes it ------------------------------------
     def user(self, tenant: str, oid: str) -> dict[str, Any]:
         return self._call("GET", f"/tenants/{tenant}/users/{oid}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import k8s_podid
 from .config import Group, User
 from .faults import retry_after_header  # noqa: F401  (re-exported for callers building rules)
 
@@ -106,6 +107,17 @@ def setup(app: web.Application, emu: Any) -> None:
         emu.cluster_overrides.setdefault(name, {}).update({k: str(v) for k, v in body.items()})
         return web.json_response(emu.cluster_overrides[name])
 
+    async def seed_k8s_object(request: web.Request) -> web.Response:
+        """Put a Pod, AzureIdentity or AzureIdentityBinding on a cluster (metadata.namespace; undone by reset)."""
+        name = request.match_info["cluster"]
+        if emu.config.cluster(name) is None:
+            return web.json_response({"error": f"no cluster {name}"}, status=404)
+        try:
+            obj = k8s_podid.seed(emu, name, await _json(request))
+        except ValueError as e:
+            return web.json_response({"error": f"bad object: {e}"}, status=400)
+        return web.json_response(obj, status=201)
+
     def tenant_of(request: web.Request) -> Any:
         tenant = emu.config.tenant(request.match_info["tenant"])
         if tenant is None:
@@ -192,6 +204,7 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_post(f"{PREFIX}/namespaces", add_namespace)
     r.add_delete(f"{PREFIX}/namespaces/{{cluster}}/{{name}}", delete_namespace)
     r.add_patch(f"{PREFIX}/clusters/{{name}}", patch_cluster)
+    r.add_post(f"{PREFIX}/k8s/{{cluster}}/objects", seed_k8s_object)
     user_path = f"{PREFIX}/tenants/{{tenant}}/users/{{oid}}"
     r.add_get(user_path, get_user)
     r.add_put(user_path, put_user)

@@ -1,9 +1,10 @@
 """The Kubernetes API of each configured cluster under `/k8s/{cluster}`, and each cluster's OIDC issuer.
 
 Enough of core/v1 for the portal, the kubernetes Python client and kubectl: discovery (`/version`, `/api`,
-`/api/v1`, `/apis`), namespaces (get, list), ServiceAccounts (create, get, list, replace, patch, delete)
-and the TokenRequest subresource, whose tokens are signed with the cluster's key and verify against the
-issuer's discovery document under `/oidc/{issuer_id}/` (what Entra fetches for workload identity).
+`/api/v1`, `/apis`), namespaces (get, list), ServiceAccounts (create, get, list, replace, patch, delete), pods
+and aad-pod-identity's custom resources (k8s_podid.py) and the TokenRequest subresource, whose tokens are
+signed with the cluster's key and verify against the issuer's discovery document under `/oidc/{issuer_id}/`
+(what Entra fetches for workload identity).
 
 Every API call needs a bearer token: an Entra access token for the AKS server app (as AKS clusters with
 Entra integration accept) from the cluster's tenant, or one of the cluster's static tokens. RBAC inside the
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import k8s_patch
+from . import k8s_patch, k8s_podid
 from .config import AKS_SERVER_APP_ID, Cluster
 from .errors import k8s_status
 from .k8s_validate import SelectorError, error_body, field_selector, label_selector, object_meta_errors
@@ -262,7 +263,7 @@ def setup(app: web.Application, emu: Any) -> None:
         )
 
     async def api_groups(request: web.Request, cluster: Cluster) -> web.Response:
-        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [k8s_podid.api_group()]})
 
     async def api_v1(request: web.Request, cluster: Cluster) -> web.Response:
         return web.json_response(
@@ -277,6 +278,14 @@ def setup(app: web.Application, emu: Any) -> None:
                         "kind": "Namespace",
                         "verbs": ["get", "list"],
                         "shortNames": ["ns"],
+                    },
+                    {
+                        "name": "pods",
+                        "singularName": "pod",
+                        "namespaced": True,
+                        "kind": "Pod",
+                        "verbs": ["get", "list"],
+                        "shortNames": ["po"],
                     },
                     {
                         "name": "serviceaccounts",
@@ -650,6 +659,7 @@ def setup(app: web.Application, emu: Any) -> None:
         },
     )
     route("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", {"POST": create_token})
+    k8s_podid.setup(route, emu, select)  # aad-pod-identity's custom resources and the pods using them
     route("/{tail:.*}", dict.fromkeys(every, unknown_path))
     app.router.add_get("/oidc/{issuer_id}/.well-known/openid-configuration", public_openid_configuration)
     app.router.add_get("/oidc/{issuer_id}/openid/v1/jwks", public_jwks)

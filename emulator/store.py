@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PERSISTENT = ("identities", "fics", "role_assignments", "principals", "namespaces", "service_accounts")
+PERSISTENT = (
+    "identities",
+    "fics",
+    "role_assignments",
+    "principals",
+    "namespaces",
+    "service_accounts",
+    "pods",
+    "custom_objects",
+)
 
 
 @dataclass
@@ -27,6 +36,10 @@ class Store:
     # Kubernetes: "cluster/namespace" -> Namespace object; "cluster/namespace/name" -> ServiceAccount object
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     service_accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # "cluster/namespace/pods/name" -> Pod (seeded through the control API); "cluster/namespace/<plural>/name" ->
+    # an aad-pod-identity custom resource (k8s_podid.py)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    custom_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     resource_version: int = 1000
 
     # Ephemeral

@@ -67,6 +67,11 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
     "request.revoked": lambda e: "Revocation finished: everything the portal created for this identity is gone",
     "request.verification_requested": lambda e: f"{actor(e)} asked to verify the identity again",
     "provisioning.started": lambda e: "Provisioning started",
+    # issue 11 podid: the one take-over of an identity the portal did not make
+    "identity.adopted": lambda e: (
+        f"The portal adopted the existing identity {_d(e).get('identity_name') or ''} (not made by the portal): "
+        "tagged, its client ID kept"
+    ),
     # Drift between what was approved and what Azure or the cluster holds
     "drift.detected": lambda e: f"The periodic check found drift: {_kind(e)}",
     "drift.resolved": lambda e: f"Drift resolved: {_kind(e)} ({_d(e).get('reason', 'no longer seen')})",

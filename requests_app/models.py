@@ -195,6 +195,11 @@ class IdentityRequest(models.Model):
     # Why the request is high-risk (policy.risk_reasons at submit), shown to approvers; empty: normal risk.
     risk_reasons = models.JSONField(default=list, blank=True)
 
+    # issue 11 podid: a request that adopts an existing user-assigned identity (moving from aad-pod-identity)
+    # instead of creating one: its ARM resource ID. Provisioning reads, checks and tags that identity (never
+    # creates it); revocation leaves it in place (requests_app/adoption.py). Blank: a normal request.
+    adopted_identity_resource_id = models.CharField(max_length=512, blank=True)
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
@@ -228,6 +233,9 @@ class RoleGrant(models.Model):
     role_definition_id = models.CharField(max_length=36)
     scope = models.CharField(max_length=512)
     assignment_id = models.CharField(max_length=700, blank=True)
+    # issue 11 podid: an assignment the adopted identity already had (listed from Azure at submit): kept as it
+    # is, never made nor removed by the portal, whether or not the catalogue has its role.
+    adopted = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["id"]

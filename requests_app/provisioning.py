@@ -21,7 +21,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import engine, limits, policy, workflow
+from . import adoption, engine, limits, policy, workflow
 from .cloud import identities, kubernetes, rbac, verification
 from .cloud.errors import CloudError
 from .models import IdentityRequest, RoleGrant, Status, Step
@@ -130,6 +130,11 @@ def create_identity(req: IdentityRequest, first: bool = False, *, save: bool = T
     `first`: no earlier attempt can have made it, so create it only if new (one conditional PUT, no lookup);
     if one exists, look at it as a later attempt would. Any identity not tagged for this request is refused.
     """
+    if adoption.is_adoption(req):  # issue 11 podid: the one approved take-over; it never creates
+        detail = adoption.adopt_identity(req)
+        if save:
+            save_identity(req)
+        return detail
     cluster = req.cluster
     where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
     tags = identity_tags(req)
@@ -170,6 +175,7 @@ def save_identity(req: IdentityRequest) -> None:
     """Store the IDs `create_identity` put on the request (when it got as far)."""
     if req.identity_resource_id:
         req.save(update_fields=["identity_resource_id", "client_id", "principal_id", "tenant_id", "updated_at"])
+        adoption.record_adoption(req)  # issue 11 podid: `identity.adopted`, when this run tagged an adopted one
 
 
 def _create_identity_step(req: IdentityRequest, first: bool) -> Detail:
@@ -189,7 +195,7 @@ def create_federated_credential(req: IdentityRequest, first: bool = False) -> De
     cluster = req.cluster
     issuer = cluster.oidc_issuer_url  # exactly as stored: Entra compares it byte for byte
     audience = identities.TOKEN_EXCHANGE_AUDIENCE
-    where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
+    where = adoption.identity_where(req)  # an adopted identity lives where it was made
     # Azure refuses concurrent FIC writes on one identity (409): one writer per identity across all workers.
     with limits.fic_writer(req.identity_resource_id or req.identity_name):
         if first:
@@ -372,6 +378,9 @@ def remove_role_assignments(req: IdentityRequest, first: bool = False) -> Detail
     for grant in req.grants.all():
         if not req.principal_id:
             break  # the identity never got as far as a principal: nothing was granted
+        if grant.adopted:  # issue 11 podid: it was there before the portal adopted the identity; it stays
+            removed.append({"role": grant.role_name, "scope": grant.scope, "kept": "adopted"})
+            continue
         found = rbac.find_assignment(grant.scope, grant.role_definition_id, req.principal_id)
         for assignment_id in {a for a in (grant.assignment_id, found.id if found else "") if a}:
             rbac.delete_assignment(assignment_id)
@@ -380,8 +389,7 @@ def remove_role_assignments(req: IdentityRequest, first: bool = False) -> Detail
 
 
 def remove_federated_credential(req: IdentityRequest, first: bool = False) -> Detail:
-    cluster = req.cluster
-    where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
+    where = adoption.identity_where(req)
     if identities.get_identity(*where) is None:
         return {"credential": "absent"}
     with limits.fic_writer(req.identity_resource_id or req.identity_name):
@@ -392,6 +400,8 @@ def remove_federated_credential(req: IdentityRequest, first: bool = False) -> De
 
 
 def remove_identity(req: IdentityRequest, first: bool = False) -> Detail:
+    if adoption.is_adoption(req):  # issue 11 podid: not the portal's to delete; only its adoption tag goes
+        return adoption.release_identity(req)
     cluster = req.cluster
     existing = identities.get_identity(cluster.subscription_id, cluster.resource_group, req.identity_name)
     if existing is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import access, audit, engine, limits, provisioning, queueing, workflow
+from . import access, adoption, audit, engine, limits, provisioning, queueing, workflow
 from .cloud import identities, rbac
 from .cloud.errors import CloudError
 from .drift.compare import _matches, _role_guid, _role_name, principal_assignments
@@ -132,8 +132,8 @@ def operation(actor_id: int | None) -> engine.Operation:
 
     def repair_credentials(req: IdentityRequest, first: bool) -> Detail:
         cluster = req.cluster
-        where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
-        found = identities.list_federated_credentials(*where)
+        where = adoption.identity_where(req)  # issue 11 podid: an adopted identity lives where it was made
+        found = adoption.credentials_to_judge(req, identities.list_federated_credentials(*where))
         issuer = cluster.oidc_issuer_url
         exact = next((f for f in found if f.issuer == issuer and f.subject == req.subject), None)
         # The approved credential stays (create_federated_credential corrects its audience); a wrong one under

@@ -7,7 +7,7 @@ from django.urls import path
 
 from . import ratelimits
 from .auth import views as auth_views
-from .views import admin_audit, approvals, changes, drift, identities, requests, revocation
+from .views import admin_audit, approvals, changes, drift, identities, podidentity, requests, revocation
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -52,4 +52,15 @@ urlpatterns = [
     path("approvals/<uuid:pk>/", ratelimits.action(approvals.decide, group="decide"), name="request_decide"),
     path("audit/", admin_audit.audit_log, name="audit"),
     path("audit.csv", admin_audit.audit_csv, name="audit_csv"),
+    # issue 11 podid: moving from aad-pod-identity
+    path(
+        "clusters/<slug:name>/pod-identity/",
+        ratelimits.cloud_read(podidentity.cluster_pod_identity, group="podid"),
+        name="cluster_pod_identity",
+    ),
+    path(
+        "clusters/<slug:name>/pod-identity/adopt/",
+        ratelimits.cloud_action(podidentity.adopt, group="adopt"),
+        name="pod_identity_adopt",
+    ),
 ]

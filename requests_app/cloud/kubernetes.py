@@ -342,3 +342,104 @@ def request_token(cluster: Cluster, namespace: str, name: str, *, audience: str,
         f"a token for ServiceAccount {namespace}/{name}",
         lambda api: client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, body).status.token,
     )
+
+
+# ---- issue 11 podid: aad-pod-identity, read to migrate away from it ------------------------------------------------
+
+PODID_GROUP, PODID_VERSION = "aadpodidentity.k8s.io", "v1"
+PODID_LABEL = "aadpodidbinding"
+
+
+@dataclass(frozen=True)
+class AzureIdentity:
+    """An `AzureIdentity` (type 0: a user-assigned managed identity; 1: a service principal)."""
+
+    namespace: str
+    name: str
+    type: int
+    resource_id: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class AzureIdentityBinding:
+    namespace: str
+    name: str
+    azure_identity: str
+    selector: str
+
+
+@dataclass(frozen=True)
+class PodIdentityPod:
+    """A pod that carries the `aadpodidbinding` label, and the ServiceAccount it runs as."""
+
+    namespace: str
+    name: str
+    selector: str
+    service_account: str
+
+
+def _spec_field(spec: dict[str, Any], name: str) -> Any:
+    # aad-pod-identity's Go types decode field names case-insensitively and its CRDs keep unknown fields, so
+    # manifests in the wild say resourceID, ResourceID or resourceid: read them the way it does.
+    for key, value in spec.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def _list_custom(api: client.ApiClient, namespace: str, plural: str) -> list[dict[str, Any]]:
+    try:
+        found = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            PODID_GROUP, PODID_VERSION, namespace, plural
+        )
+    except ApiException as e:
+        if e.status == 404:  # aad-pod-identity's CRDs are not installed on this cluster: nothing to migrate
+            return []
+        raise
+    return list(found.get("items") or [])
+
+
+def list_pod_identity(
+    cluster: Cluster, namespace: str
+) -> tuple[list[AzureIdentity], list[AzureIdentityBinding], list[PodIdentityPod]]:
+    """The namespace's AzureIdentity and AzureIdentityBinding objects, and its pods labelled `aadpodidbinding`.
+
+    Needs list on azureidentities and azureidentitybindings (aadpodidentity.k8s.io) and on pods in the namespace.
+    """
+
+    def read(api: client.ApiClient) -> tuple[list[AzureIdentity], list[AzureIdentityBinding], list[PodIdentityPod]]:
+        idents = []
+        for raw in _list_custom(api, namespace, "azureidentities"):
+            spec = raw.get("spec") or {}
+            kind = _spec_field(spec, "type")
+            idents.append(
+                AzureIdentity(
+                    namespace=namespace,
+                    name=raw["metadata"]["name"],
+                    type=kind if isinstance(kind, int) else -1,
+                    resource_id=str(_spec_field(spec, "resourceID") or ""),
+                    client_id=str(_spec_field(spec, "clientID") or ""),
+                )
+            )
+        bindings = [
+            AzureIdentityBinding(
+                namespace=namespace,
+                name=raw["metadata"]["name"],
+                azure_identity=str(_spec_field(raw.get("spec") or {}, "azureIdentity") or ""),
+                selector=str(_spec_field(raw.get("spec") or {}, "selector") or ""),
+            )
+            for raw in _list_custom(api, namespace, "azureidentitybindings")
+        ]
+        pods = [
+            PodIdentityPod(
+                namespace=namespace,
+                name=p.metadata.name,
+                selector=(p.metadata.labels or {}).get(PODID_LABEL, ""),
+                service_account=p.spec.service_account_name or "default",
+            )
+            for p in client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=PODID_LABEL).items
+        ]
+        return idents, bindings, pods
+
+    return _call(cluster, f"the read of aad-pod-identity objects in {namespace}", read)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import naming
+from .. import adoption, naming
 from ..cloud import identities, kubernetes, rbac
 from ..cloud.errors import CloudError
 from ..models import AllowedRole, DriftFinding, IdentityRequest, Step
@@ -49,14 +49,14 @@ def check_request(req: IdentityRequest) -> list[Finding]:
 
 def observe(req: IdentityRequest) -> Observed:
     cluster = req.cluster
-    where = (cluster.subscription_id, cluster.resource_group, req.identity_name)
+    where = adoption.identity_where(req)  # issue 11 podid: an adopted identity lives where it was made
     ident = identities.get_identity(*where)
     ours = ident is not None and _is_our_identity(ident, req)
     return Observed(
         identity=ident,
         identity_is_ours=ours,
         # Credentials on an identity that is not ours are not ours to judge.
-        credentials=identities.list_federated_credentials(*where) if ours else [],
+        credentials=adoption.credentials_to_judge(req, identities.list_federated_credentials(*where)) if ours else [],
         assignments=principal_assignments(req) if req.principal_id else [],
         service_account=kubernetes.get_service_account(cluster, req.namespace, req.service_account),
     )
@@ -88,7 +88,7 @@ def compare(req: IdentityRequest, seen: Observed) -> list[Finding]:
 
 
 def _is_our_identity(ident: identities.ManagedIdentity, req: IdentityRequest) -> bool:
-    return ident.tags.get(identities.REQUEST_TAG) == str(req.pk) and (
+    return ident.tags.get(adoption.ownership_tag(req)) == str(req.pk) and (
         not req.principal_id or ident.principal_id.lower() == req.principal_id.lower()
     )
 
@@ -98,7 +98,7 @@ def _identity_findings(req: IdentityRequest, seen: Observed) -> list[Finding]:
         return []
     if seen.identity is None:
         found = "nothing: the identity was deleted"
-    elif seen.identity.tags.get(identities.REQUEST_TAG) != str(req.pk):
+    elif seen.identity.tags.get(adoption.ownership_tag(req)) != str(req.pk):
         found = "an identity by that name that is not tagged for this request"
     else:
         found = "another identity by that name: it was deleted and re-created outside the portal"

@@ -78,7 +78,7 @@ def test_version_and_discovery_answer_like_an_api_server(emu: Emulator, cluster:
         "linux/amd64",
     )
     assert client.CoreApi(api).get_api_versions().versions == ["v1"]
-    assert client.ApisApi(api).get_api_versions().groups == []
+    assert [g.name for g in client.ApisApi(api).get_api_versions().groups] == ["aadpodidentity.k8s.io"]
     resources = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
     assert resources["serviceaccounts"].kind == "ServiceAccount"
     assert resources["serviceaccounts"].namespaced is True
@@ -91,7 +91,7 @@ def test_an_unknown_cluster_or_path_is_a_404_status(emu: Emulator, http: request
     auth = {"Authorization": f"Bearer {static_token}"}
     r = http.get(f"{emu.url}/k8s/no-such-cluster/api/v1/namespaces", headers=auth, timeout=5)
     assert (r.status_code, r.json()["kind"]) == (404, "Status")
-    r = http.get(f"{emu.url}/k8s/aks-demo/api/v1/pods", headers=auth, timeout=5)
+    r = http.get(f"{emu.url}/k8s/aks-demo/api/v1/configmaps", headers=auth, timeout=5)
     assert (r.status_code, r.json()["reason"]) == (404, "NotFound")
     r = http.post(f"{emu.url}/k8s/aks-demo/api/v1/namespaces/{NS}", headers=auth, timeout=5)
     assert (r.status_code, r.json()["reason"]) == (405, "MethodNotAllowed")

@@ -40,6 +40,8 @@ OWN = {
     "approvals/<uuid:pk>/": FORM,
     "audit/": PAGE,
     "audit.csv": PAGE,
+    "clusters/<slug:name>/pod-identity/": PAGE,  # issue 11 podid
+    "clusters/<slug:name>/pod-identity/adopt/": FORM,
 }
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "MADE-UP"]
 ROUTES = every_route()

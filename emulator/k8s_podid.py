@@ -1,0 +1,258 @@
+"""aad-pod-identity on the emulated clusters: its custom resources and the pods that use them.
+
+aad-pod-identity (deprecated upstream) installs CRDs in the group `aadpodidentity.k8s.io`, version `v1`:
+`AzureIdentity` (`azureidentities`: spec.type 0 = user-assigned MSI, spec.resourceID, spec.clientID) and
+`AzureIdentityBinding` (`azureidentitybindings`: spec.azureIdentity, spec.selector), both namespaced. A pod
+uses a binding by carrying the label `aadpodidbinding: <selector>`.
+
+Served as the API server serves custom resources: list (`kind: AzureIdentityList`, apiVersion, items,
+metadata.resourceVersion; label selectors), get, create (apiVersion and kind required, metadata validated,
+generation 1) and delete (answered with a Status naming the group and the plural, not the object). The CRDs of
+aad-pod-identity keep unknown fields, and its Go types decode field names case-insensitively, so manifests in
+the wild spell them `resourceID`, `ResourceID` or `resourceid`: stored and served as written.
+
+Pods: list (all namespaces, or one; label and field selectors) and get, `kind: PodList`. Pods are not created
+through this API (the emulator runs no workloads): the control API seeds them (POST /_emulator/k8s/{cluster}/
+objects), as it seeds custom resources too. Wire shapes: shared notes §6.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from .k8s_validate import object_meta_errors
+
+GROUP, VERSION = "aadpodidentity.k8s.io", "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+BINDING_LABEL = "aadpodidbinding"
+# plural -> kind
+KINDS = {"azureidentities": "AzureIdentity", "azureidentitybindings": "AzureIdentityBinding"}
+PLURALS = {kind: plural for plural, kind in KINDS.items()}
+POD_STATUS = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+
+
+def key(cluster: str, ns: str, name: str, plural: str = "pods") -> str:
+    return f"{cluster}/{ns}/{plural}/{name}"
+
+
+def _meta_for_new(emu: Any, meta: dict[str, Any], ns: str, generation: bool) -> dict[str, Any]:
+    from .k8s import _ordered_meta, timestamp
+
+    meta = {k: v for k, v in meta.items() if k not in ("selfLink", "managedFields", "deletionTimestamp")}
+    meta |= {
+        "namespace": ns,
+        "uid": str(uuid.uuid4()),
+        "resourceVersion": emu.store.next_resource_version(),
+        "creationTimestamp": timestamp(emu.now()),
+    }
+    if generation:
+        meta["generation"] = 1  # custom resources count spec changes from 1
+    return _ordered_meta(meta)
+
+
+def validate_custom(body: Any, ns: str, plural: str) -> dict[str, Any]:
+    """A custom resource body as the API server checks it before storing (raises k8s.Fail)."""
+    from .k8s import bad_request, invalid
+
+    kind = KINDS[plural]
+    if not isinstance(body, dict):
+        raise bad_request(f"the body of the request must be a {kind} object")
+    if not body.get("kind"):
+        raise bad_request("Object 'Kind' is missing in '" + str(body)[:200] + "'")
+    if body.get("apiVersion") != API_VERSION or body.get("kind") != kind:
+        raise bad_request(
+            f"the API version in the data ({body.get('apiVersion')}) does not match the expected API version "
+            f"({API_VERSION})"
+            if body.get("apiVersion") != API_VERSION
+            else f"the kind in the data ({body['kind']}) does not match the expected kind ({kind})"
+        )
+    meta = body.get("metadata")
+    if not isinstance(meta, dict):
+        raise bad_request("metadata must be an object")
+    if meta.get("namespace") not in (None, "", ns):
+        raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+    errors = object_meta_errors(meta)
+    if "spec" in body and not isinstance(body["spec"], dict):
+        detail = f'spec in body must be of type object: "{type(body["spec"]).__name__}"'
+        errors.append(("spec", body["spec"], detail, "FieldValueInvalid"))
+    if errors:
+        raise invalid(kind, meta.get("name") or "", errors, group=GROUP)
+    return copy.deepcopy(body)
+
+
+def validate_pod(body: Any) -> dict[str, Any]:
+    """A pod to seed: metadata.name and at least one container; serviceAccountName defaults to `default`, as
+    the ServiceAccount admission plugin sets it."""
+    if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+        raise ValueError("a Pod object with metadata")
+    spec = body.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
+        raise ValueError("spec.containers: Required value")
+    if object_meta_errors(body["metadata"]):
+        raise ValueError("metadata.name: a lowercase RFC 1123 subdomain is required")
+    pod = copy.deepcopy(body)
+    pod["spec"].setdefault("serviceAccountName", "default")
+    pod["spec"].setdefault("serviceAccount", pod["spec"]["serviceAccountName"])  # the deprecated alias
+    pod.setdefault("status", copy.deepcopy(POD_STATUS))
+    pod.pop("kind", None)
+    pod.pop("apiVersion", None)
+    return pod
+
+
+def seed(emu: Any, cluster: str, body: Any) -> dict[str, Any]:
+    """Put one Pod, AzureIdentity or AzureIdentityBinding on a cluster (the control API). Raises ValueError."""
+    from .k8s import Fail
+
+    if not isinstance(body, dict):
+        raise ValueError("expected an object")
+    kind = body.get("kind")
+    ns = ((body.get("metadata") or {}).get("namespace")) or "default"
+    if f"{cluster}/{ns}" not in emu.store.namespaces:
+        raise ValueError(f"no namespace {ns} on {cluster}")
+    if kind == "Pod":
+        pod = validate_pod(body)
+        pod["metadata"] = _meta_for_new(emu, pod["metadata"], ns, generation=False)
+        emu.store.pods[key(cluster, ns, pod["metadata"]["name"])] = pod
+        return {"kind": "Pod", "apiVersion": "v1", **pod}
+    if kind not in PLURALS:
+        raise ValueError("kind must be Pod, AzureIdentity or AzureIdentityBinding")
+    plural = PLURALS[kind]
+    try:
+        obj = validate_custom(body, ns, plural)
+    except Fail as e:
+        raise ValueError(e.response.text) from None
+    obj["metadata"] = _meta_for_new(emu, obj["metadata"], ns, generation=True)
+    emu.store.custom_objects[key(cluster, ns, obj["metadata"]["name"], plural)] = obj
+    return obj
+
+
+def setup(route: Callable[..., None], emu: Any, select: Callable[..., list[dict[str, Any]]]) -> None:
+    """Register the routes (called by k8s.setup before its catch-all)."""
+    from .k8s import already_exists, is_dry_run, not_found, read_body
+
+    def store() -> Any:
+        return emu.store
+
+    meta_fields = {
+        "metadata.name": lambda o: o["metadata"]["name"],
+        "metadata.namespace": lambda o: o["metadata"].get("namespace", ""),
+    }
+    pod_fields = {
+        **meta_fields,
+        "spec.serviceAccountName": lambda o: o["spec"].get("serviceAccountName", ""),
+        "spec.nodeName": lambda o: o["spec"].get("nodeName", ""),
+        "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
+    }
+
+    def list_body(kind: str, api_version: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "apiVersion": api_version,
+            "items": [copy.deepcopy(o) for o in items],
+            "kind": kind,
+            "metadata": {"resourceVersion": str(store().resource_version)},
+        }
+
+    # -- pods (read-only) --
+
+    async def list_pods(request: web.Request, cluster: Any) -> web.Response:
+        ns = request.match_info.get("ns")
+        prefix = f"{cluster.name}/{ns}/pods/" if ns else f"{cluster.name}/"
+        objs = [o for k, o in sorted(store().pods.items()) if k.startswith(prefix)]
+        return web.json_response(list_body("PodList", "v1", select(request, objs, pod_fields)))
+
+    async def get_pod(request: web.Request, cluster: Any) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        obj = store().pods.get(key(cluster.name, ns, name))
+        if obj is None:
+            raise not_found("pods", name)
+        return web.json_response({"kind": "Pod", "apiVersion": "v1", **copy.deepcopy(obj)})
+
+    # -- the custom resources --
+
+    def plural_of(request: web.Request) -> str:
+        plural = request.match_info["plural"]
+        if plural not in KINDS:
+            from .k8s import path_not_found
+
+            raise path_not_found()
+        return plural
+
+    async def list_custom(request: web.Request, cluster: Any) -> web.Response:
+        plural, ns = plural_of(request), request.match_info.get("ns")
+        objs = [
+            o
+            for k, o in sorted(store().custom_objects.items())
+            if k.startswith(f"{cluster.name}/") and k.split("/")[2] == plural and (ns is None or k.split("/")[1] == ns)
+        ]
+        kind = KINDS[plural] + "List"
+        return web.json_response(list_body(kind, API_VERSION, select(request, objs, meta_fields)))
+
+    async def get_custom(request: web.Request, cluster: Any) -> web.Response:
+        plural, ns, name = plural_of(request), request.match_info["ns"], request.match_info["name"]
+        obj = store().custom_objects.get(key(cluster.name, ns, name, plural))
+        if obj is None:
+            raise not_found(f"{plural}.{GROUP}", name)
+        return web.json_response(copy.deepcopy(obj))
+
+    async def create_custom(request: web.Request, cluster: Any) -> web.Response:
+        plural, ns = plural_of(request), request.match_info["ns"]
+        obj = validate_custom(await read_body(request), ns, plural)
+        if f"{cluster.name}/{ns}" not in store().namespaces:
+            raise not_found("namespaces", ns)
+        name = obj["metadata"]["name"]
+        k = key(cluster.name, ns, name, plural)
+        if k in store().custom_objects:
+            raise already_exists(f"{plural}.{GROUP}", name)
+        obj["metadata"] = _meta_for_new(emu, obj["metadata"], ns, generation=True)
+        if not is_dry_run(request):
+            store().custom_objects[k] = obj
+        return web.json_response(copy.deepcopy(obj), status=201)
+
+    async def delete_custom(request: web.Request, cluster: Any) -> web.Response:
+        plural, ns, name = plural_of(request), request.match_info["ns"], request.match_info["name"]
+        k = key(cluster.name, ns, name, plural)
+        obj = store().custom_objects.get(k)
+        if obj is None:
+            raise not_found(f"{plural}.{GROUP}", name)
+        if not is_dry_run(request):
+            del store().custom_objects[k]
+        # Custom resources are not ReturnDeletedObject: the answer is a Status naming group and plural.
+        details = {"name": name, "group": GROUP, "kind": plural, "uid": obj["metadata"]["uid"]}
+        return web.json_response(
+            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        )
+
+    async def group_resources(request: web.Request, cluster: Any) -> web.Response:
+        resources = [
+            {
+                "name": plural,
+                "singularName": kind.lower(),
+                "namespaced": True,
+                "kind": kind,
+                "verbs": ["create", "delete", "get", "list"],
+            }
+            for plural, kind in KINDS.items()
+        ]
+        return web.json_response(
+            {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": API_VERSION, "resources": resources}
+        )
+
+    base = f"/apis/{GROUP}/{VERSION}"
+    route(base, {"GET": group_resources})
+    route(base + "/{plural}", {"GET": list_custom})
+    route(base + "/namespaces/{ns}/{plural}", {"GET": list_custom, "POST": create_custom})
+    route(base + "/namespaces/{ns}/{plural}/{name}", {"GET": get_custom, "DELETE": delete_custom})
+    route("/api/v1/pods", {"GET": list_pods})
+    route("/api/v1/namespaces/{ns}/pods", {"GET": list_pods})
+    route("/api/v1/namespaces/{ns}/pods/{name}", {"GET": get_pod})
+
+
+def api_group() -> dict[str, Any]:
+    """The group as /apis lists it."""
+    gv = {"groupVersion": API_VERSION, "version": VERSION}
+    return {"name": GROUP, "versions": [gv], "preferredVersion": gv}
