@@ -106,6 +106,14 @@ def setup(app: web.Application, emu: Any) -> None:
         emu.cluster_overrides.setdefault(name, {}).update({k: str(v) for k, v in body.items()})
         return web.json_response(emu.cluster_overrides[name])
 
+    async def rebuild_cluster(request: web.Request) -> web.Response:
+        """Rebuild a cluster (same ARM resource): a new OIDC issuer URL and signing keys (undone by reset)."""
+        name = request.match_info["name"]
+        if emu.config.cluster(name) is None:
+            return web.json_response({"error": f"no cluster {name}"}, status=404)
+        cluster = emu.rebuild_cluster(name)
+        return web.json_response({"name": name, "issuer": emu.cluster_issuer(cluster)})
+
     def tenant_of(request: web.Request) -> Any:
         tenant = emu.config.tenant(request.match_info["tenant"])
         if tenant is None:
@@ -192,6 +200,7 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_post(f"{PREFIX}/namespaces", add_namespace)
     r.add_delete(f"{PREFIX}/namespaces/{{cluster}}/{{name}}", delete_namespace)
     r.add_patch(f"{PREFIX}/clusters/{{name}}", patch_cluster)
+    r.add_post(f"{PREFIX}/clusters/{{name}}/rebuild", rebuild_cluster)
     user_path = f"{PREFIX}/tenants/{{tenant}}/users/{{oid}}"
     r.add_get(user_path, get_user)
     r.add_put(user_path, put_user)

@@ -53,6 +53,13 @@ def repair(request_id: str, actor_id: int | None) -> str:
     return _again(queueing.REPAIR, "repair", request_id, outcome, actor_id).state
 
 
+def refederate(request_id: str) -> str:
+    from . import refederation  # issue 11 re-federation
+
+    outcome = refederation.run_once(uuid.UUID(request_id))
+    return _again(queueing.REFEDERATE, "refederate", request_id, outcome).state
+
+
 def reconcile(request_id: str) -> None:
     drift.reconcile_one(uuid.UUID(str(request_id)))
 

@@ -195,6 +195,13 @@ class IdentityRequest(models.Model):
     # Why the request is high-risk (policy.risk_reasons at submit), shown to approvers; empty: normal risk.
     risk_reasons = models.JSONField(default=list, blank=True)
 
+    # issue 11 re-federation: while the identity moves to its cluster's new OIDC issuer, the credential that
+    # trusts the old one (its name and issuer; `fic_name` is already the new one's) and when it may be removed.
+    # Empty once the old credential is gone; drift treats that credential as expected meanwhile.
+    refed_old_fic_name = models.CharField(max_length=120, blank=True)
+    refed_old_issuer = models.CharField(max_length=512, blank=True)
+    refed_grace_until = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
@@ -274,6 +281,11 @@ class Step(models.Model):
         REPAIR_FIC = "repair_fic", "Put back the federated credential"
         REPAIR_ROLES = "repair_roles", "Put back the role assignments"
         REPAIR_SERVICE_ACCOUNT = "repair_service_account", "Put back the ServiceAccount"
+        # issue 11 re-federation (requests_app/refederation.py): the cluster's OIDC issuer changed (a rebuilt
+        # cluster); a credential for the new issuer, verified, then the old one removed after the grace period.
+        REFED_NEW_FIC = "refed_new_fic", "Federated credential for the new issuer"
+        REFED_VERIFY = "refed_verify", "Token exchange with the new issuer"
+        REFED_REMOVE_OLD_FIC = "refed_remove_old_fic", "Remove the old issuer's credential"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"

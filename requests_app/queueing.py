@@ -37,6 +37,7 @@ PROVISION = "requests_app.jobs.provision"
 REVOKE = "requests_app.jobs.revoke"
 VERIFY = "requests_app.jobs.verify_again"
 REPAIR = "requests_app.jobs.repair"
+REFEDERATE = "requests_app.jobs.refederate"  # issue 11 re-federation
 RECONCILE = "requests_app.jobs.reconcile"
 RECONCILE_CLUSTERS = "requests_app.jobs.reconcile_clusters"
 SEND_MAIL = "requests_app.jobs.send_mail"
@@ -76,6 +77,10 @@ def enqueue_verify(request_id: uuid.UUID) -> None:
 
 def enqueue_repair(request_id: uuid.UUID, actor_id: int | None) -> None:
     _enqueue(REPAIR, request_id, "repair", actor_id)
+
+
+def enqueue_refederate(request_id: uuid.UUID) -> None:
+    _enqueue(REFEDERATE, request_id, "refederate")
 
 
 def enqueue_reconcile(request_id: uuid.UUID) -> None:
@@ -129,6 +134,7 @@ ENQUEUERS: dict[str, Callable[..., object]] = {
     "revoke": enqueue_revoke,
     "verify": enqueue_verify,
     "repair": enqueue_repair,
+    "refederate": enqueue_refederate,
     "reconcile_all": _enqueue_reconcile_all,
     "mail": enqueue_notices,  # the name outbox rows keep
 }
