@@ -212,3 +212,18 @@ def test_the_cluster_page_costs_the_same_queries_for_1_or_6_identities(offline_c
         body = c.get("/clusters/aks-demo/refederate/").content.decode()
     assert body.count('class="refed-row"') == 6
     assert len(six) == len(one)
+
+
+def test_starting_is_rate_limited_per_user(settings, offline_cluster, admin) -> None:
+    from django.core.cache import cache
+
+    from .test_ratelimits import assert_friendly_429
+
+    settings.RATELIMIT_ENABLE = True
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "refed"}}
+    settings.PORTAL_CLOUD_ACTION_RATE = "2/7d"
+    cache.clear()
+    c = client_for(admin)
+    answers = [c.post("/clusters/aks-demo/refederate/start/", {"confirm": "yes"}) for _ in range(3)]
+    assert [a.status_code for a in answers[:2]] == [302, 302]
+    assert_friendly_429(answers[2])
