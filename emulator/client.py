@@ -66,6 +66,10 @@ class EmulatorClient:
         """Change how ARM describes cluster `name` (e.g. fqdn=...) until the next reset."""
         return self._call("PATCH", f"/clusters/{name}", json=changes)
 
+    def rebuild_cluster(self, name: str) -> dict[str, Any]:
+        """Rebuild cluster `name` under the same ARM resource: a new OIDC issuer and signing keys (until reset)."""
+        return self._call("POST", f"/clusters/{name}/rebuild")
+
     def add_namespace(self, cluster: str, name: str) -> dict[str, Any]:
         return self._call("POST", "/namespaces", json={"cluster": cluster, "name": name})
 

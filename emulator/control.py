@@ -118,6 +118,14 @@ def setup(app: web.Application, emu: Any) -> None:
             return web.json_response({"error": f"bad object: {e}"}, status=400)
         return web.json_response(obj, status=201)
 
+    async def rebuild_cluster(request: web.Request) -> web.Response:
+        """Rebuild a cluster (same ARM resource): a new OIDC issuer URL and signing keys (undone by reset)."""
+        name = request.match_info["name"]
+        if emu.config.cluster(name) is None:
+            return web.json_response({"error": f"no cluster {name}"}, status=404)
+        cluster = emu.rebuild_cluster(name)
+        return web.json_response({"name": name, "issuer": emu.cluster_issuer(cluster)})
+
     def tenant_of(request: web.Request) -> Any:
         tenant = emu.config.tenant(request.match_info["tenant"])
         if tenant is None:
@@ -205,6 +213,7 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_delete(f"{PREFIX}/namespaces/{{cluster}}/{{name}}", delete_namespace)
     r.add_patch(f"{PREFIX}/clusters/{{name}}", patch_cluster)
     r.add_post(f"{PREFIX}/k8s/{{cluster}}/objects", seed_k8s_object)
+    r.add_post(f"{PREFIX}/clusters/{{name}}/rebuild", rebuild_cluster)
     user_path = f"{PREFIX}/tenants/{{tenant}}/users/{{oid}}"
     r.add_get(user_path, get_user)
     r.add_put(user_path, put_user)

@@ -88,6 +88,7 @@ class Emulator:
         # a reset brings back the configured directory.
         self._initial_users = {t.id: copy.deepcopy(t.users) for t in self.config.tenants}
         self._initial_groups = {t.id: copy.deepcopy(t.groups) for t in self.config.tenants}
+        self._initial_issuers = {c.name: c.issuer_id for c in self.config.clusters}
         self.host, self.port = host, port
         self.public_host = public_host
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="emulator-")
@@ -121,7 +122,21 @@ class Emulator:
         return self._key(f"tenant-{tenant_id.lower()}")
 
     def cluster_key(self, cluster: str) -> SigningKey:
-        return self._key(f"cluster-{cluster}")
+        # A rebuilt cluster (rebuild_cluster) has a key of its own generation: its old tokens no longer verify.
+        generation = self.cluster_generations.get(cluster, "")
+        return self._key(f"cluster-{cluster}-{generation}" if generation else f"cluster-{cluster}")
+
+    def rebuild_cluster(self, name: str) -> config_mod.Cluster:
+        """The cluster deleted and created again under the same ARM resource, as AKS does it: a new OIDC issuer
+        URL and new signing keys (its ServiceAccount tokens carry the new issuer; ARM reports it; the old issuer's
+        discovery document is gone). Its namespaces and ServiceAccounts are kept (redeployed). Undone by reset."""
+        cluster = self.config.cluster(name)
+        if cluster is None:
+            raise KeyError(name)
+        generation = uuid.uuid4().hex
+        self.cluster_generations[name] = generation
+        cluster.issuer_id = str(uuid.uuid4())
+        return cluster
 
     @property
     def url(self) -> str:
@@ -201,6 +216,10 @@ class Emulator:
         self.clock_offset = 0.0
         # Control-API changes to how ARM describes a cluster (e.g. its FQDN), undone here like everything else.
         self.cluster_overrides: dict[str, dict[str, str]] = {}
+        # Clusters rebuilt through the control API (rebuild_cluster): their issuer and keys come back here.
+        self.cluster_generations: dict[str, str] = {}
+        for c in self.config.clusters:
+            c.issuer_id = self._initial_issuers.get(c.name, c.issuer_id)
         # What the incoming-webhook sink received (emulator/webhooks.py), by webhook name.
         self.webhooks: dict[str, list[dict[str, Any]]] = {}
         now = self.now()

@@ -271,6 +271,8 @@ PORTAL_STEP_RETRY_WINDOW_SECONDS = env_float("PORTAL_STEP_RETRY_WINDOW_SECONDS",
 # A new identity's principal takes a while to replicate (PrincipalNotFound), a new FIC to propagate (AADSTS70021).
 PORTAL_REPLICATION_WINDOW_SECONDS = env_float("PORTAL_REPLICATION_WINDOW_SECONDS", 300.0)
 PORTAL_VERIFY_WINDOW_SECONDS = env_float("PORTAL_VERIFY_WINDOW_SECONDS", 300.0)
+# issue 11 re-federation: how long both issuers are trusted before the old credential is removed.
+PORTAL_REFEDERATION_GRACE_SECONDS = env_float("PORTAL_REFEDERATION_GRACE_SECONDS", 86400.0)
 # A worker holds a request for this long and renews it at every step; a dead worker's requests are resumed
 # by the sweep once it runs out.
 PORTAL_LEASE_SECONDS = env_float("PORTAL_LEASE_SECONDS", 120.0)

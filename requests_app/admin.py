@@ -165,7 +165,15 @@ class AllowedRoleInline(admin.TabularInline):
 class ClusterAdmin(admin.ModelAdmin):
     form = ClusterAdminForm
     inlines = [AllowedRoleInline]
-    list_display = ("name", "display_name", "subscription_id", "oidc_issuer_url", "connection_ok", "notice_webhook")
+    list_display = (
+        "name",
+        "display_name",
+        "subscription_id",
+        "oidc_issuer_url",
+        "connection_ok",
+        "notice_webhook",
+        "refederation",
+    )
     search_fields = ("name", "display_name", "subscription_id")
     readonly_fields = ("api_server_url", "api_server_ca_fingerprint", "connection_drift")
     actions = ["reread_connection"]
@@ -180,6 +188,15 @@ class ClusterAdmin(admin.ModelAdmin):
         if not obj.notice_webhook_url:
             return "—"
         return f"{obj.get_notice_webhook_kind_display()}: {webhooks.where(obj.notice_webhook_url)}"
+
+    @admin.display(description="Re-federation")
+    def refederation(self, obj: Cluster) -> str:
+        # issue 11 re-federation: a new OIDC issuer found by reconcile, and the page that moves the identities.
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        label = "New issuer: re-federate…" if (obj.connection_drift or {}).get("oidc_issuer_url") else "Identities"
+        return format_html('<a href="{}">{}</a>', reverse("cluster_refederation", args=[obj.name]), label)
 
     @admin.display(boolean=True, description="Connection as in Azure")
     def connection_ok(self, obj: Cluster) -> bool:

@@ -192,7 +192,9 @@ def _shown(name: str, value: str) -> str:
     return value
 
 
-def connection_changes(cluster: Cluster, new: dict[str, Any]) -> dict[str, dict[str, str]]:
+def connection_changes(
+    cluster: Cluster, new: dict[str, Any], *, refederating: bool = False
+) -> dict[str, dict[str, str]]:
     """Before and after of each connection field `new` changes; ClusterConfigError while identities exist.
 
     Identities on a cluster are federated with its issuer and reached through its API server: pointing the
@@ -204,7 +206,10 @@ def connection_changes(cluster: Cluster, new: dict[str, Any]) -> dict[str, dict[
         for name in CONNECTION
         if name in new and (getattr(cluster, name) or "") != (new[name] or "")
     }
-    guarded = sorted(set(changes) - {"api_server_ca"})
+    # issue 11 re-federation: the same ARM resource rebuilt reports a new issuer; the identities on it are moved
+    # to it by the re-federation that asked for this (requests_app/refederation.py).
+    allowed = {"api_server_ca", "oidc_issuer_url"} if refederating else {"api_server_ca"}
+    guarded = sorted(set(changes) - allowed)
     held = IdentityRequest.objects.filter(cluster=cluster, status__in=_HOLDING_IDENTITIES).count() if guarded else 0
     if held:
         raise ClusterConfigError(
@@ -214,14 +219,18 @@ def connection_changes(cluster: Cluster, new: dict[str, Any]) -> dict[str, dict[
     return changes
 
 
-def refresh_connection(cluster: Cluster, *, actor: User | None, source_ip: str | None = None) -> dict[str, Any]:
-    """Read the cluster's connection from Azure again and store it (audited); the changes made."""
+def refresh_connection(
+    cluster: Cluster, *, actor: User | None, source_ip: str | None = None, refederating: bool = False
+) -> dict[str, Any]:
+    """Read the cluster's connection from Azure again and store it (audited); the changes made.
+
+    `refederating`: a new OIDC issuer is accepted under identities (the re-federation moves them to it)."""
     connection, _ = resolve_connection(
         {"arm_resource_id": cluster.arm_resource_id, "api_auth": cluster.api_auth}, cluster_name=cluster.name
     )
     with transaction.atomic():
         locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
-        changes = connection_changes(locked, connection)
+        changes = connection_changes(locked, connection, refederating=refederating)
         if changes:
             Cluster.objects.filter(pk=cluster.pk).update(**connection, connection_drift={})
             audit.record(

@@ -64,6 +64,9 @@ class StepSpec:
     still_done: Callable[[IdentityRequest, Step], bool] | None = None
     save: Callable[[IdentityRequest], None] | None = None
     concurrent: bool = False  # uses no database: may run in a thread beside other steps
+    # Not before this time (None: as soon as its needs are met), e.g. re-federation's grace period. The step
+    # then waits like a retry (its row says until when) and the run ends "waiting": no worker is held meanwhile.
+    not_before: Callable[[IdentityRequest], datetime | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ def _rounds(req: IdentityRequest, op: Operation, now: Clock) -> Outcome:
             due = now() + DUE_MARGIN
             ready = [s for s in pending if set(s.after) <= done and s.name not in busy]
             waits = {s.name for s in ready if s.name in run.deferred or _waiting_until(rows[s.name], due)}
+            waits |= {s.name for s in ready if s.name not in waits and _held(req, rows[s.name], s, due)}
             runnable = [s for s in ready if s.name not in waits]
             inline: list[StepSpec] = []
             starting: list[Step] = []
@@ -240,6 +244,17 @@ class _Run:
 
 def _waiting_until(row: Step, due: datetime) -> bool:
     return row.state == Step.State.WAITING and row.next_attempt_at is not None and row.next_attempt_at > due
+
+
+def _held(req: IdentityRequest, row: Step, spec: StepSpec, due: datetime) -> bool:
+    """Whether a step that could start is held back by its `not_before`; its row then waits until that time."""
+    until = spec.not_before(req) if spec.not_before else None
+    if until is None or until <= due:
+        return False
+    if row.state != Step.State.WAITING or row.next_attempt_at != until:
+        row.state, row.next_attempt_at = Step.State.WAITING, until
+        Step.objects.filter(pk=row.pk).update(state=row.state, next_attempt_at=until)
+    return True
 
 
 def _done(req: IdentityRequest, row: Step, spec: StepSpec) -> bool:

@@ -99,6 +99,16 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
     "cluster.connection_changed": lambda e: f"{actor(e)} read the cluster's connection from Azure again; it changed",
     "cluster.connection_drift": lambda e: "The cluster's connection in Azure no longer matches the stored one",
     "cluster.connection_drift_resolved": lambda e: "The cluster's connection matches Azure again",
+    # issue 11 re-federation: a rebuilt cluster's new OIDC issuer
+    "cluster.refederation_started": lambda e: (
+        f"{actor(e)} started moving the cluster's {_d(e).get('identities', '')} identities to its new OIDC issuer"
+    ),
+    "request.refederation_started": lambda e: f"{actor(e)} started moving the identity to the cluster's new issuer",
+    "request.refederation_retried": lambda e: f"{actor(e)} retried moving the identity to the cluster's new issuer",
+    "request.refederated": lambda e: "The identity trusts only the cluster's new issuer: the old credential is gone",
+    "request.refederation_failed": lambda e: (
+        "Moving the identity to the new issuer stopped; the old credential is kept"
+    ),
     # People
     "user.signed_in": lambda e: f"{actor(e)} signed in" + (" for the first time" if _d(e).get("first_sign_in") else ""),
     "user.signed_out": lambda e: f"{actor(e)} signed out",
@@ -127,6 +137,7 @@ LABELS = {
     "error": "Error",
     "first_sign_in": "First sign-in",
     "from": "Read from",
+    "grace_until": "Old credential removed after",
     "grants": "Roles",
     "groups": "Groups",
     "groups_added": "Groups added",
@@ -142,6 +153,9 @@ LABELS = {
     "message": "Message",
     "namespace": "Namespace",
     "needs": "Needs",
+    "new_issuer": "New issuer",
+    "old_credential": "Old federated credential",
+    "old_issuer": "Old issuer",
     "operation": "Operation",
     "permanent": "Permanent error",
     "previous_worker": "Worker that stopped",
@@ -180,6 +194,8 @@ def step_subject(name: str) -> str:
         return f"Repair step {label}"
     if name.startswith("change_"):
         return f"Change step {label}"
+    if name.startswith("refed_"):  # issue 11 re-federation
+        return f"Re-federation step {label}"
     return f"Provisioning step {label}"
 
 

@@ -59,6 +59,13 @@ def apply_change(request_id: str) -> str:
     return _again(queueing.APPLY_CHANGE, "change", request_id, outcome).state
 
 
+def refederate(request_id: str) -> str:
+    from . import refederation  # issue 11 re-federation
+
+    outcome = refederation.run_once(uuid.UUID(request_id))
+    return _again(queueing.REFEDERATE, "refederate", request_id, outcome).state
+
+
 def reconcile(request_id: str) -> None:
     drift.reconcile_one(uuid.UUID(str(request_id)))
 

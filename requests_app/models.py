@@ -199,6 +199,12 @@ class IdentityRequest(models.Model):
     # instead of creating one: its ARM resource ID. Provisioning reads, checks and tags that identity (never
     # creates it); revocation leaves it in place (requests_app/adoption.py). Blank: a normal request.
     adopted_identity_resource_id = models.CharField(max_length=512, blank=True)
+    # issue 11 re-federation: while the identity moves to its cluster's new OIDC issuer, the credential that
+    # trusts the old one (its name and issuer; `fic_name` is already the new one's) and when it may be removed.
+    # Empty once the old credential is gone; drift treats that credential as expected meanwhile.
+    refed_old_fic_name = models.CharField(max_length=120, blank=True)
+    refed_old_issuer = models.CharField(max_length=512, blank=True)
+    refed_grace_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -285,6 +291,11 @@ class Step(models.Model):
         # issue 11 changes: applying an approved change request (each change starts these afresh).
         CHANGE_ADD_ROLES = "change_add_roles", "Add the new role assignments"
         CHANGE_REMOVE_ROLES = "change_remove_roles", "Remove the role assignments taken away"
+        # issue 11 re-federation (requests_app/refederation.py): the cluster's OIDC issuer changed (a rebuilt
+        # cluster); a credential for the new issuer, verified, then the old one removed after the grace period.
+        REFED_NEW_FIC = "refed_new_fic", "Federated credential for the new issuer"
+        REFED_VERIFY = "refed_verify", "Token exchange with the new issuer"
+        REFED_REMOVE_OLD_FIC = "refed_remove_old_fic", "Remove the old issuer's credential"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"

@@ -38,6 +38,7 @@ REVOKE = "requests_app.jobs.revoke"
 VERIFY = "requests_app.jobs.verify_again"
 REPAIR = "requests_app.jobs.repair"
 APPLY_CHANGE = "requests_app.jobs.apply_change"  # issue 11 changes
+REFEDERATE = "requests_app.jobs.refederate"  # issue 11 re-federation
 RECONCILE = "requests_app.jobs.reconcile"
 RECONCILE_CLUSTERS = "requests_app.jobs.reconcile_clusters"
 SEND_MAIL = "requests_app.jobs.send_mail"
@@ -82,6 +83,10 @@ def enqueue_repair(request_id: uuid.UUID, actor_id: int | None) -> None:
 def enqueue_change(request_id: uuid.UUID, *, resume: bool = False) -> None:
     """Apply the identity's approved change (issue 11 changes: changing.CHANGE)."""
     _enqueue(APPLY_CHANGE, request_id, "change", resume=resume)
+
+
+def enqueue_refederate(request_id: uuid.UUID) -> None:
+    _enqueue(REFEDERATE, request_id, "refederate")
 
 
 def enqueue_reconcile(request_id: uuid.UUID) -> None:
@@ -136,6 +141,7 @@ ENQUEUERS: dict[str, Callable[..., object]] = {
     "verify": enqueue_verify,
     "repair": enqueue_repair,
     "change": enqueue_change,
+    "refederate": enqueue_refederate,
     "reconcile_all": _enqueue_reconcile_all,
     "mail": enqueue_notices,  # the name outbox rows keep
 }

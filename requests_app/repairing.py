@@ -139,7 +139,8 @@ def operation(actor_id: int | None) -> engine.Operation:
         # The approved credential stays (create_federated_credential corrects its audience); a wrong one under
         # the portal's name is overwritten by it; everything else on the identity goes.
         keep = exact.name if exact else req.fic_name
-        extra = [f for f in found if f.name != keep]
+        # issue 11 re-federation: the old issuer's credential stays until the re-federation removes it.
+        extra = [f for f in found if f.name != keep and f.name != req.refed_old_fic_name]
         if extra:
             with limits.fic_writer(req.identity_resource_id or req.identity_name):
                 for f in extra:

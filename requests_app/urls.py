@@ -7,7 +7,7 @@ from django.urls import path
 
 from . import ratelimits
 from .auth import views as auth_views
-from .views import admin_audit, approvals, changes, drift, identities, podidentity, requests, revocation
+from .views import admin_audit, approvals, changes, drift, identities, podidentity, refederation, requests, revocation
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -50,6 +50,13 @@ urlpatterns = [
     path("drift/", ratelimits.cloud_action(drift.drift_list, group="reconcile"), name="drift"),
     path("approvals/", approvals.queue, name="approvals"),
     path("approvals/<uuid:pk>/", ratelimits.action(approvals.decide, group="decide"), name="request_decide"),
+    # issue 11 re-federation
+    path("clusters/<slug:name>/refederate/", refederation.overview, name="cluster_refederation"),
+    path(
+        "clusters/<slug:name>/refederate/start/",
+        ratelimits.cloud_action(refederation.start, group="refederate"),
+        name="cluster_refederation_start",
+    ),
     path("audit/", admin_audit.audit_log, name="audit"),
     path("audit.csv", admin_audit.audit_csv, name="audit_csv"),
     # issue 11 podid: moving from aad-pod-identity

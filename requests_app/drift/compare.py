@@ -123,7 +123,20 @@ def _written_credential_name(req: IdentityRequest) -> str:
     return str((step.detail if step else {}).get("credential") or req.fic_name)
 
 
+def _refederating(
+    req: IdentityRequest, credentials: list[identities.FederatedCredential]
+) -> list[identities.FederatedCredential]:
+    """issue 11 re-federation: while an identity moves to its cluster's new issuer, the old issuer's credential
+    (its recorded name and issuer) is expected beside the new one; the credentials left to judge."""
+    if not req.refed_old_fic_name:
+        return credentials
+    return [f for f in credentials if not (f.name == req.refed_old_fic_name and f.issuer == req.refed_old_issuer)]
+
+
 def _credential_findings(req: IdentityRequest, credentials: list[identities.FederatedCredential]) -> list[Finding]:
+    judged = _refederating(req, credentials)
+    old_there = len(judged) < len(credentials)
+    credentials = judged
     expected = {
         "issuer": req.cluster.oidc_issuer_url,
         "subject": req.subject,
@@ -131,7 +144,9 @@ def _credential_findings(req: IdentityRequest, credentials: list[identities.Fede
     }
     mine = _approved_credential(req, credentials)
     findings = []
-    if mine is None:
+    if mine is None and old_there:
+        pass  # mid-re-federation, before the new issuer's credential is written: the old one still serves
+    elif mine is None:
         findings.append(Finding(Kind.FIC_MISSING, req.fic_name, {"credential": req.fic_name, "expected": expected}))
     else:
         found = {"issuer": mine.issuer, "subject": mine.subject, "audiences": list(mine.audiences)}

@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from portal import sessions
 from portal.methods import serves
 
-from .. import access, audit, events, handoff, live, scope_picker, workflow
+from .. import access, audit, events, handoff, live, refederation, scope_picker, workflow
 from ..auth.middleware import fresh_roles
 from ..changes import CHANGE_STEPS
 from ..forms import COPYABLE_STATUSES, PURPOSE_MAX_LENGTH, Plan, RequestSubmission
@@ -271,6 +271,7 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
     revoking = {s.value for s in workflow.REVOCATION_STEPS}
     repairing = {s.value for s in workflow.REPAIR_STEPS}
     changing = {s.value for s in CHANGE_STEPS}  # issue 11 changes
+    refederating = {s.value for s in refederation.STEPS}  # issue 11 re-federation
     # A re-run verification on a ready request is followed live too (the status itself does not change).
     checking = req.status == Status.READY and any(s.state in UNFINISHED_STEP_STATES for s in steps)
     return {
@@ -280,9 +281,10 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
         "step_groups": [
             (title, group)
             for title, group in (
-                ("Provisioning", [s for s in steps if s.name not in revoking | repairing | changing]),
+                ("Provisioning", [s for s in steps if s.name not in revoking | repairing | changing | refederating]),
                 ("Last repair", [s for s in steps if s.name in repairing]),
                 ("Last change", [s for s in steps if s.name in changing]),
+                ("Last re-federation", [s for s in steps if s.name in refederating]),
                 ("Revocation", [s for s in steps if s.name in revoking]),
             )
             if group

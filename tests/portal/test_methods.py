@@ -35,6 +35,8 @@ OWN = {
     "requests/<uuid:pk>/verify/": ACTION,
     "requests/<uuid:pk>/repair/": ACTION,
     "identities/": PAGE,
+    "clusters/<slug:name>/refederate/": PAGE,  # issue 11 re-federation
+    "clusters/<slug:name>/refederate/start/": FORM,  # GET: the confirmation page
     "drift/": FORM,
     "approvals/": PAGE,
     "approvals/<uuid:pk>/": FORM,

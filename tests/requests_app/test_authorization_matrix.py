@@ -87,6 +87,11 @@ PAGES = {
     ("identities/", "POST"): NOT_SERVED,
     ("drift/", "GET"): "*  302 403 403 403 403 403 200",
     ("drift/", "POST"): "*  302 403 403 403 403 403 302*",  # "run reconcile now"
+    # issue 11 re-federation (on aks-demo, which reports no new issuer: the start sends admins back to the page).
+    ("clusters/<slug:name>/refederate/", "GET"): "*  302 403 403 403 200 403 200",
+    ("clusters/<slug:name>/refederate/", "POST"): NOT_SERVED,
+    ("clusters/<slug:name>/refederate/start/", "GET"): "*  302 403 403 403 403 403 302",
+    ("clusters/<slug:name>/refederate/start/", "POST"): "*  302 403 403 403 403 403 302",
     ("login/", "GET"): "*  200 200 200 200 200 200 200",
     ("login/", "POST"): "*  302 302 302 302 302 302 302",  # off to Entra's authorize endpoint
     ("auth/callback", "GET"): "*  400 400 400 400 400 400 400",  # no sign-in was started here
@@ -370,7 +375,7 @@ def test_pages(route, method, people, offline_cluster, cloud):
             f"{role:8} {method} /{route}",
             client_as(people[role]),
             method,
-            f"/{route}",
+            f"/{route}".replace("<slug:name>", offline_cluster.name),
             {},
             cells[("submitted", role)],
             role,

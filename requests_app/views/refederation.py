@@ -1,0 +1,65 @@
+"""Re-federation pages (issue 11): a cluster's identities after its OIDC issuer changed, and starting the move."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+
+from portal.methods import serves
+
+from .. import audit, refederation
+from ..auth.middleware import fresh_roles
+from ..models import Cluster
+from ..workflow import WorkflowError
+
+
+def _cluster_for(request: HttpRequest, name: str) -> Cluster:
+    cluster = get_object_or_404(Cluster, name=name)
+    if not refederation.may_view(request.user, cluster):
+        raise PermissionDenied("Only admins and the cluster's DevOps members see its re-federation.")
+    return cluster
+
+
+def _context(cluster: Cluster) -> dict:
+    return {
+        "cluster": cluster,
+        "new_issuer": refederation.new_issuer(cluster),
+        "identities": refederation.overview(cluster),
+        "grace_hours": round(refederation.grace().total_seconds() / 3600, 1),
+    }
+
+
+@serves("GET", "HEAD")
+@fresh_roles
+@login_required
+def overview(request: HttpRequest, name: str) -> HttpResponse:
+    """The cluster's issuer (and the one Azure reports, if it changed) and every ready identity's move."""
+    cluster = _cluster_for(request, name)
+    return render(request, "clusters/refederation.html", _context(cluster))
+
+
+@serves("GET", "HEAD", "POST")
+@fresh_roles(methods=["POST"])
+@login_required
+def start(request: HttpRequest, name: str) -> HttpResponse:
+    """GET: what starting would do (admins). POST with confirm=yes: start it."""
+    cluster = _cluster_for(request, name)
+    if not request.user.is_portal_admin:
+        raise PermissionDenied("Only admins can start a re-federation.")
+    if request.method == "POST" and request.POST.get("confirm") == "yes":
+        try:
+            moved = refederation.start(cluster, actor=request.user, source_ip=audit.client_ip(request))
+        except WorkflowError as e:
+            messages.error(request, str(e))
+        else:
+            messages.success(
+                request, f"Re-federation started for {len(moved)} identit{'y' if len(moved) == 1 else 'ies'}."
+            )
+        return redirect("cluster_refederation", name=cluster.name)
+    if not refederation.new_issuer(cluster):
+        messages.error(request, f"Azure reports no new OIDC issuer for {cluster.name}: nothing to re-federate.")
+        return redirect("cluster_refederation", name=cluster.name)
+    return render(request, "clusters/confirm_refederation.html", _context(cluster))
