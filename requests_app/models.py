@@ -93,6 +93,13 @@ class Cluster(models.Model):
         choices=[("teams", "Microsoft Teams (Workflows)"), ("slack", "Slack")],
         help_text="Which service the webhook URL belongs to (what its message looks like).",
     )
+    # issue 11 reader: the platform's guide promises the DevOps group sees each workload identity in Azure;
+    # when on, provisioning gives the DevOps group Reader on every identity the portal makes (requests_app/reader.py).
+    devops_reader_on_identities = models.BooleanField(
+        default=False,
+        help_text="Give the DevOps group Azure's built-in Reader role on each managed identity the portal makes, "
+        "so they can find it and its IDs in the Azure portal.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -195,6 +202,10 @@ class IdentityRequest(models.Model):
     # Why the request is high-risk (policy.risk_reasons at submit), shown to approvers; empty: normal risk.
     risk_reasons = models.JSONField(default=list, blank=True)
 
+    # issue 11 reader: the DevOps group's Reader assignment on the identity (requests_app/reader.py); blank when
+    # the cluster's option was off or nothing was made yet.
+    devops_reader_assignment_id = models.CharField(max_length=700, blank=True)
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
@@ -274,6 +285,10 @@ class Step(models.Model):
         REPAIR_FIC = "repair_fic", "Put back the federated credential"
         REPAIR_ROLES = "repair_roles", "Put back the role assignments"
         REPAIR_SERVICE_ACCOUNT = "repair_service_account", "Put back the ServiceAccount"
+        # issue 11 reader: the DevOps group's Reader on the identity (requests_app/reader.py).
+        DEVOPS_READER = "devops_reader", "Reader for the DevOps group"
+        REVOKE_DEVOPS_READER = "revoke_devops_reader", "Remove the DevOps group's Reader"
+        REPAIR_DEVOPS_READER = "repair_devops_reader", "Put back the DevOps group's Reader"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -322,6 +337,8 @@ class DriftFinding(models.Model):
         ROLE_UNEXPECTED = "role_unexpected", "Role assignment the portal did not grant"
         SA_MISSING = "sa_missing", "ServiceAccount missing"
         SA_CHANGED = "sa_changed", "ServiceAccount annotations changed"
+        # issue 11 reader:
+        DEVOPS_READER_MISSING = "devops_reader_missing", "DevOps group's Reader missing"
 
     request = models.ForeignKey(IdentityRequest, on_delete=models.PROTECT, related_name="drift")
     kind = models.CharField(max_length=32, choices=Kind.choices)
