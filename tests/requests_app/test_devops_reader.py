@@ -3,18 +3,22 @@ the retries, removed by revocation, checked by drift and put back by a repair. A
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pytest
 from azure.mgmt.authorization import AuthorizationManagementClient
 from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
 
 from requests_app import clusters, drift, provisioning, reader, workflow
 from requests_app.cloud.credentials import connection_verify, portal_credential
 from requests_app.models import AuditEvent, DriftFinding, IdentityRequest, Status, Step
 from tests.portal_fixtures import DEMO_CLUSTERS, DEVOPS
 from tests.requests_app.conftest import SUBSCRIPTION
-from tests.requests_app.factories import approved
+from tests.requests_app.factories import approved, client_for, submitted
 
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"  # Azure's built-in Reader, as the emulator's roles.py has it
 
@@ -244,3 +248,62 @@ def test_the_admin_cluster_form_offers_the_option() -> None:
     from requests_app.admin import ClusterAdminForm
 
     assert "devops_reader_on_identities" in ClusterAdminForm.base_fields
+
+
+# ---- pages ----------------------------------------------------------------------------------------------------------
+
+
+def page(user, req: IdentityRequest) -> str:
+    response = client_for(user).get(reverse("request_detail", args=[req.pk]))
+    assert response.status_code == 200
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.content.decode())).split())
+
+
+def offline_ready(cluster, requester, approver, *, on: bool) -> IdentityRequest:
+    cluster.devops_group_name = "aks-demo-devops"
+    cluster.devops_reader_on_identities = on
+    cluster.save()
+    req = submitted(cluster, requester)
+    resource = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aks-demo-identities/providers/"
+        f"Microsoft.ManagedIdentity/userAssignedIdentities/{req.identity_name}"
+    )
+    IdentityRequest.objects.filter(pk=req.pk).update(
+        status=Status.READY,
+        decided_by=approver,
+        decided_at=timezone.now(),
+        client_id="c1c1c1c1-0000-4000-8000-00000000c11d",
+        principal_id="d2d2d2d2-0000-4000-8000-0000000000f1",
+        tenant_id="7d2c6e1a-5b4f-4c3e-9a8d-1f2e3d4c5b6a",
+        identity_resource_id=resource,
+        ready_at=timezone.now(),
+    )
+    return fresh(req)
+
+
+PLAN_LINE = (
+    "Visible to the DevOps group Reader for the DevOps group aks-demo-devops on that identity only, so its members "
+    "can find it and its IDs in the Azure portal"
+)
+READY_LINE = (
+    "The DevOps group aks-demo-devops has Reader on this identity: its members can also see it, and its IDs, in the "
+    "Azure portal."
+)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_plan_lists_the_reader_when_the_option_is_on(offline_cluster, requester, approver, on) -> None:
+    offline_cluster.devops_group_name = "aks-demo-devops"
+    offline_cluster.devops_reader_on_identities = on
+    offline_cluster.save()
+    body = page(requester, submitted(offline_cluster, requester))
+    assert (PLAN_LINE in body) is on
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_ready_page_tells_the_devops_group_they_see_it_in_azure(
+    offline_cluster, requester, approver, devops, on
+) -> None:
+    req = offline_ready(offline_cluster, requester, approver, on=on)
+    assert (READY_LINE in page(devops, req)) is on
+    assert READY_LINE not in page(requester, req)  # the hand-over is for those who may see the IDs
