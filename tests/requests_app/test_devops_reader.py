@@ -142,6 +142,19 @@ def test_a_request_provisioning_from_before_the_step_existed_gets_it(
     assert_one_reader(control, fresh(req))
 
 
+def test_an_option_turned_on_while_a_request_provisions_reruns_the_step(
+    demo_cluster, requester, approver, control
+) -> None:
+    req = provisioned(demo_cluster, requester, approver)  # its Reader step succeeded as "off"
+    IdentityRequest.objects.filter(pk=req.pk).update(status=Status.PROVISIONING)  # still provisioning, say
+    Step.objects.filter(request=req, name=Step.Name.VERIFY).update(state=Step.State.PENDING)
+    demo_cluster.devops_reader_on_identities = True
+    demo_cluster.save(update_fields=["devops_reader_on_identities"])
+    provisioning.provision(req.pk, sleep=lambda s: None)
+    assert fresh(req).status == Status.READY, fresh(req).failure_message
+    assert_one_reader(control, fresh(req))
+
+
 # ---- revocation ---------------------------------------------------------------------------------------------------
 
 
