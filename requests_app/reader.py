@@ -36,6 +36,20 @@ def _find(req: IdentityRequest) -> rbac.RoleAssignment | None:
     return rbac.find_assignment(req.identity_resource_id, READER_ROLE, req.cluster.devops_group_id)
 
 
+STEPS = (Step.Name.DEVOPS_READER, Step.Name.REVOKE_DEVOPS_READER, Step.Name.REPAIR_DEVOPS_READER)
+
+
+def hidden_step(req: IdentityRequest, step: Step) -> bool:
+    """Whether the request page leaves this step out: a Reader step on a cluster without the option, that had
+    nothing to do (one that waits or failed is always shown)."""
+    return (
+        step.name in STEPS
+        and not wanted(req)
+        and not req.devops_reader_assignment_id
+        and step.state in (Step.State.PENDING, Step.State.SUCCEEDED)
+    )
+
+
 # ---- provisioning (a step that runs beside the others: no database) ---------------------------------------------
 
 

@@ -320,3 +320,13 @@ def test_the_ready_page_tells_the_devops_group_they_see_it_in_azure(
     req = offline_ready(offline_cluster, requester, approver, on=on)
     assert (READY_LINE in page(devops, req)) is on
     assert READY_LINE not in page(requester, req)  # the hand-over is for those who may see the IDs
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_reader_step_is_listed_only_where_the_option_is_on(demo_cluster, requester, approver, devops, on) -> None:
+    demo_cluster.devops_reader_on_identities = on
+    demo_cluster.save(update_fields=["devops_reader_on_identities"])
+    req = provisioned(demo_cluster, requester, approver)
+    raw = client_for(devops).get(reverse("request_detail", args=[req.pk])).content.decode()
+    # The step list; the history still tells that the step ran (its audit events are the record).
+    assert ('<span class="step-name">Reader for the DevOps group</span>' in raw) is on
