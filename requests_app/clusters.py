@@ -32,6 +32,7 @@ FIELDS = (
     "allowed_namespaces",
     "namespace_owners",
     "allowed_subscriptions",
+    "devops_reader_on_identities",  # issue 11 reader
 )
 # Where the portal's calls and tokens go, and whose tokens Entra trusts: changing any of these is audited with
 # before and after, and refused while identities exist on the cluster.
@@ -61,6 +62,8 @@ def register(spec: dict[str, Any], *, actor: User | None = None) -> Cluster:
     unknown = set(spec) - set(FIELDS)
     if unknown:
         raise ClusterConfigError(f"cluster {name}: unknown keys {sorted(unknown)}")
+    if not isinstance(spec.get("devops_reader_on_identities", False), bool):  # issue 11 reader
+        raise ClusterConfigError(f"cluster {name}: devops_reader_on_identities is true or false")
     try:
         spec["namespace_owners"] = validate_namespace_owners(
             spec.get("allowed_namespaces", []), spec.get("namespace_owners", {})

@@ -71,6 +71,11 @@ class Plan:
         return MANAGED_BY_LABEL
 
     @property
+    def devops_reader(self) -> bool:
+        """issue 11 reader: whether provisioning also gives the DevOps group Reader on the identity."""
+        return bool(self.cluster.devops_reader_on_identities and self.cluster.devops_group_id)
+
+    @property
     def high_risk(self) -> bool:
         return bool(self.risk_reasons)
 

@@ -93,6 +93,13 @@ class Cluster(models.Model):
         choices=[("teams", "Microsoft Teams (Workflows)"), ("slack", "Slack")],
         help_text="Which service the webhook URL belongs to (what its message looks like).",
     )
+    # issue 11 reader: the platform's guide promises the DevOps group sees each workload identity in Azure;
+    # when on, provisioning gives the DevOps group Reader on every identity the portal makes (requests_app/reader.py).
+    devops_reader_on_identities = models.BooleanField(
+        default=False,
+        help_text="Give the DevOps group Azure's built-in Reader role on each managed identity the portal makes, "
+        "so they can find it and its IDs in the Azure portal.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -205,6 +212,9 @@ class IdentityRequest(models.Model):
     refed_old_fic_name = models.CharField(max_length=120, blank=True)
     refed_old_issuer = models.CharField(max_length=512, blank=True)
     refed_grace_until = models.DateTimeField(null=True, blank=True)
+    # issue 11 reader: the DevOps group's Reader assignment on the identity (requests_app/reader.py); blank when
+    # the cluster's option was off or nothing was made yet.
+    devops_reader_assignment_id = models.CharField(max_length=700, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -296,6 +306,10 @@ class Step(models.Model):
         REFED_NEW_FIC = "refed_new_fic", "Federated credential for the new issuer"
         REFED_VERIFY = "refed_verify", "Token exchange with the new issuer"
         REFED_REMOVE_OLD_FIC = "refed_remove_old_fic", "Remove the old issuer's credential"
+        # issue 11 reader: the DevOps group's Reader on the identity (requests_app/reader.py).
+        DEVOPS_READER = "devops_reader", "Reader for the DevOps group"
+        REVOKE_DEVOPS_READER = "revoke_devops_reader", "Remove the DevOps group's Reader"
+        REPAIR_DEVOPS_READER = "repair_devops_reader", "Put back the DevOps group's Reader"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -344,6 +358,8 @@ class DriftFinding(models.Model):
         ROLE_UNEXPECTED = "role_unexpected", "Role assignment the portal did not grant"
         SA_MISSING = "sa_missing", "ServiceAccount missing"
         SA_CHANGED = "sa_changed", "ServiceAccount annotations changed"
+        # issue 11 reader:
+        DEVOPS_READER_MISSING = "devops_reader_missing", "DevOps group's Reader missing"
 
     request = models.ForeignKey(IdentityRequest, on_delete=models.PROTECT, related_name="drift")
     kind = models.CharField(max_length=32, choices=Kind.choices)

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import adoption, engine, limits, policy, workflow
+from . import adoption, engine, limits, policy, reader, workflow
 from .cloud import identities, kubernetes, rbac, verification
 from .cloud.errors import CloudError
 from .models import IdentityRequest, RoleGrant, Status, Step
@@ -75,11 +75,22 @@ def _start_provisioning(req: IdentityRequest) -> bool:
             return False
         req._prefetched_objects_cache.pop("steps", None)  # the step rows were made just now
         return True
-    return req.status == Status.PROVISIONING  # a run that a dead worker left behind, or a retry that is due
+    # A run that a dead worker left behind, or a retry that is due.
+    return req.status == Status.PROVISIONING and _with_all_steps(req, workflow.PROVISIONING_STEPS, 0)
 
 
 def _start_revocation(req: IdentityRequest) -> bool:
-    return req.status == Status.REVOKING
+    return req.status == Status.REVOKING and _with_all_steps(
+        req, workflow.REVOCATION_STEPS, len(workflow.PROVISIONING_STEPS)
+    )
+
+
+def _with_all_steps(req: IdentityRequest, names: list[str], start: int) -> bool:
+    # issue 11 reader: a run started before a step was added to the operation (an upgrade) gets its row now.
+    if not set(names) <= {s.name for s in req.steps.all()}:
+        workflow.make_steps(req, names, start=start)
+        req._prefetched_objects_cache.pop("steps", None)
+    return True
 
 
 def _start_verification(req: IdentityRequest) -> bool:
@@ -432,6 +443,10 @@ STEPS = [
     # The token exchange needs the credential and a token of the ServiceAccount, not the role assignments: it
     # starts as soon as those two are there (the request is ready once every step is).
     engine.StepSpec(N.VERIFY, verify, after=(N.FIC, N.SERVICE_ACCOUNT), concurrent=True),
+    # issue 11 reader: the DevOps group's Reader on the identity (a no-op when the cluster's option is off).
+    engine.StepSpec(
+        N.DEVOPS_READER, reader.grant, after=(N.IDENTITY,), still_done=reader.granted, save=reader.save, concurrent=True
+    ),
 ]
 assert sorted(s.name for s in STEPS) == sorted(workflow.PROVISIONING_STEPS)  # nosec B101 # import-time check
 
@@ -439,7 +454,8 @@ assert sorted(s.name for s in STEPS) == sorted(workflow.PROVISIONING_STEPS)  # n
 REVOKE_STEPS = [
     engine.StepSpec(N.REVOKE_SERVICE_ACCOUNT, remove_service_account),
     engine.StepSpec(N.REVOKE_ROLES, remove_role_assignments, after=(N.REVOKE_SERVICE_ACCOUNT,)),
-    engine.StepSpec(N.REVOKE_FIC, remove_federated_credential, after=(N.REVOKE_ROLES,)),
+    engine.StepSpec(N.REVOKE_DEVOPS_READER, reader.revoke, after=(N.REVOKE_ROLES,)),  # issue 11 reader
+    engine.StepSpec(N.REVOKE_FIC, remove_federated_credential, after=(N.REVOKE_DEVOPS_READER,)),
     engine.StepSpec(N.REVOKE_IDENTITY, remove_identity, after=(N.REVOKE_FIC,)),
 ]
 assert [s.name for s in REVOKE_STEPS] == workflow.REVOCATION_STEPS  # nosec B101 # import-time check

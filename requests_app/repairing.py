@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import access, adoption, audit, engine, limits, provisioning, queueing, workflow
+from . import access, adoption, audit, engine, limits, provisioning, queueing, reader, workflow
 from .cloud import identities, rbac
 from .cloud.errors import CloudError
 from .drift.compare import _matches, _role_guid, _role_name, principal_assignments
@@ -189,6 +189,14 @@ def operation(actor_id: int | None) -> engine.Operation:
             done(req, "service_account_written", service_account=result["service_account"], created=result["created"])
         return result
 
+    def repair_devops_reader(req: IdentityRequest, first: bool) -> Detail:
+        # issue 11 reader: the DevOps group's Reader on the identity, when the cluster asks for it (also for an
+        # identity made before the option was turned on: reconcile reported it missing).
+        if reader.put_back(req):
+            done(req, "devops_reader_written", role=reader.READER_NAME, group=req.cluster.devops_group_label)
+            return {"devops_reader": "written"}
+        return {"devops_reader": "in place" if reader.wanted(req) else "off for this cluster"}
+
     N = Step.Name
     return engine.Operation(
         name="repair",
@@ -198,6 +206,7 @@ def operation(actor_id: int | None) -> engine.Operation:
             engine.StepSpec(N.REPAIR_FIC, repair_credentials, after=(N.REPAIR_IDENTITY,)),
             engine.StepSpec(N.REPAIR_ROLES, repair_roles, after=(N.REPAIR_FIC,)),
             engine.StepSpec(N.REPAIR_SERVICE_ACCOUNT, repair_service_account, after=(N.REPAIR_ROLES,)),
+            engine.StepSpec(N.REPAIR_DEVOPS_READER, repair_devops_reader, after=(N.REPAIR_SERVICE_ACCOUNT,)),
         ],
         finish=finish,
         still_wanted=still_ready,

@@ -39,10 +39,18 @@ TRANSITIONS: dict[str, set[str]] = {
     Status.REVOKING: {Status.REVOKED, Status.FAILED},
 }
 
-PROVISIONING_STEPS = [Step.Name.IDENTITY, Step.Name.FIC, Step.Name.ROLES, Step.Name.SERVICE_ACCOUNT, Step.Name.VERIFY]
+PROVISIONING_STEPS = [
+    Step.Name.IDENTITY,
+    Step.Name.FIC,
+    Step.Name.ROLES,
+    Step.Name.SERVICE_ACCOUNT,
+    Step.Name.VERIFY,
+    Step.Name.DEVOPS_READER,  # issue 11 reader
+]
 REVOCATION_STEPS = [
     Step.Name.REVOKE_SERVICE_ACCOUNT,
     Step.Name.REVOKE_ROLES,
+    Step.Name.REVOKE_DEVOPS_READER,  # issue 11 reader
     Step.Name.REVOKE_FIC,
     Step.Name.REVOKE_IDENTITY,
 ]
@@ -52,6 +60,7 @@ REPAIR_STEPS = [
     Step.Name.REPAIR_FIC,
     Step.Name.REPAIR_ROLES,
     Step.Name.REPAIR_SERVICE_ACCOUNT,
+    Step.Name.REPAIR_DEVOPS_READER,  # issue 11 reader
 ]
 # Step rows are ordered by position: provisioning, then revocation, then a repair's.
 REPAIR_POSITION = 20

@@ -83,14 +83,17 @@ def _assignment(raw: SdkRoleAssignment, *, existed: bool = False) -> RoleAssignm
     )
 
 
-def assign_role(scope: str, role_guid: str, principal_id: str, *, role_name: str = "") -> RoleAssignment:
-    """Grant `role_guid` on `scope` to a service principal; an identical assignment already there is success."""
+def assign_role(
+    scope: str, role_guid: str, principal_id: str, *, role_name: str = "", principal_type: str = "ServicePrincipal"
+) -> RoleAssignment:
+    """Grant `role_guid` on `scope` to a principal (a service principal unless `principal_type` says "Group");
+    an identical assignment already there is success."""
     name = naming.role_assignment_name(scope, role_guid, principal_id)
     # principalType lets ARM skip the directory lookup that fails while a new identity replicates.
     body = RoleAssignmentCreateParameters(
         role_definition_id=role_definition_id(scope, role_guid),
         principal_id=principal_id,
-        principal_type="ServicePrincipal",
+        principal_type=principal_type,
     )
     what = f"the role assignment {role_name or role_guid} on {scope}"
     limits.spend_arm_write(naming.subscription_of(scope))

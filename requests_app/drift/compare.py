@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import adoption, naming
+from .. import adoption, naming, reader
 from ..cloud import identities, kubernetes, rbac
 from ..cloud.errors import CloudError
 from ..models import AllowedRole, DriftFinding, IdentityRequest, Step
@@ -37,6 +37,9 @@ class Observed:
     credentials: list[identities.FederatedCredential]
     assignments: list[rbac.RoleAssignment]
     service_account: kubernetes.ServiceAccount | None
+    # issue 11 reader: whether the DevOps group's Reader was looked for (the cluster's option on), and what was found.
+    devops_reader_checked: bool = False
+    devops_reader: rbac.RoleAssignment | None = None
 
 
 # ---- looking ------------------------------------------------------------------------------------------------
@@ -52,6 +55,7 @@ def observe(req: IdentityRequest) -> Observed:
     where = adoption.identity_where(req)  # issue 11 podid: an adopted identity lives where it was made
     ident = identities.get_identity(*where)
     ours = ident is not None and _is_our_identity(ident, req)
+    checked, found = reader.observe(req) if ours else (False, None)
     return Observed(
         identity=ident,
         identity_is_ours=ours,
@@ -59,6 +63,8 @@ def observe(req: IdentityRequest) -> Observed:
         credentials=adoption.credentials_to_judge(req, identities.list_federated_credentials(*where)) if ours else [],
         assignments=principal_assignments(req) if req.principal_id else [],
         service_account=kubernetes.get_service_account(cluster, req.namespace, req.service_account),
+        devops_reader_checked=checked,
+        devops_reader=found,
     )
 
 
@@ -84,6 +90,8 @@ def compare(req: IdentityRequest, seen: Observed) -> list[Finding]:
         findings += _credential_findings(req, seen.credentials)
     findings += _role_findings(req, seen.assignments)
     findings += _service_account_findings(req, seen.service_account)
+    if seen.devops_reader_checked and seen.devops_reader is None:  # issue 11 reader
+        findings.append(Finding(Kind.DEVOPS_READER_MISSING, *reader.missing_details(req)))
     return findings
 
 

@@ -30,6 +30,7 @@ def describe(finding: DriftFinding, req: IdentityRequest, *, show_ids: bool = Fa
             Kind.ROLE_MISSING: "{role} on {scope} is no longer assigned.",
             Kind.ROLE_UNEXPECTED: "{role} on {scope} was granted outside the portal.",
             Kind.SA_MISSING: "ServiceAccount {service_account} does not exist on cluster {cluster}.",
+            Kind.DEVOPS_READER_MISSING: "The DevOps group {group} no longer has {role} on managed identity {identity}.",
         }.get(kind, "")
         try:
             text = template.format_map(d)

@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from portal import sessions
 from portal.methods import serves
 
-from .. import access, audit, events, handoff, live, refederation, scope_picker, workflow
+from .. import access, audit, events, handoff, live, reader, refederation, scope_picker, workflow
 from ..auth.middleware import fresh_roles
 from ..changes import CHANGE_STEPS
 from ..forms import COPYABLE_STATUSES, PURPOSE_MAX_LENGTH, Plan, RequestSubmission
@@ -263,7 +263,7 @@ def _page_context(request: HttpRequest, req: IdentityRequest) -> dict[str, Any]:
 
 
 def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
-    steps = list(req.steps.all())
+    steps = [s for s in req.steps.all() if not reader.hidden_step(req, s)]  # issue 11 reader
     if not show_ids:
         # Cloud error messages can quote the principal (e.g. PrincipalNotFound): keep IDs out of the page.
         for step in steps:

@@ -16,7 +16,7 @@ from tests.requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
 NS, SA = "team-payments", "payments-api"
 IDENTITY = "aks-demo_team-payments_payments-api"
 PROVISIONING_STEPS = ["identity", "fic", "roles", "service_account", "verify"]
-REVOKE_STEPS = ["revoke_service_account", "revoke_roles", "revoke_fic", "revoke_identity"]
+REVOKE_STEPS = ["revoke_service_account", "revoke_roles", "revoke_devops_reader", "revoke_fic", "revoke_identity"]
 REASON = "Payments API moved to another cluster (CHG-1234)."
 SA_PATH = rf"/k8s/aks-demo/api/v1/namespaces/{NS}/serviceaccounts/{SA}$"
 
@@ -110,7 +110,7 @@ def test_devops_and_admins_revoke_a_ready_identity_and_nothing_is_left(who, read
     req = fresh(ready)
     assert (req.status, req.revoked_by, req.revoke_reason, req.revoked_at) == (Status.REVOKING, actor, REASON, None)
     rows = steps(req)
-    assert [rows[s].position for s in REVOKE_STEPS] == [5, 6, 7, 8]  # after the provisioning steps
+    assert [rows[s].position for s in REVOKE_STEPS] == [6, 7, 8, 9, 10]  # after the provisioning steps
     assert all(rows[s].state == Step.State.PENDING for s in REVOKE_STEPS)
     requested = AuditEvent.objects.get(request=req, action="request.revoke_requested")
     assert (requested.actor, requested.details) == (actor, {"reason": REASON})
