@@ -56,7 +56,11 @@ def can_see_ids(user: User, req: IdentityRequest) -> bool:
 
 def can_view(user: User, req: IdentityRequest) -> bool:
     return (
-        req.requester_id == user.pk or user.is_approver or user.is_portal_admin or is_devops_member(user, req.cluster)
+        req.requester_id == user.pk
+        or user.is_approver
+        or user.is_portal_admin
+        or is_devops_member(user, req.cluster)
+        or user.in_group(req.owner_group_id)  # issue 11 lifecycle: the owning team sees what it owns
     )
 
 
@@ -113,7 +117,9 @@ def can_retry(user: User, req: IdentityRequest) -> bool:
 
 
 def can_revoke(user: User, req: IdentityRequest) -> bool:
-    return req.status == Status.READY and (user.is_portal_admin or is_devops_member(user, req.cluster))
+    return req.status in (Status.READY, Status.SUSPENDED) and (
+        user.is_portal_admin or is_devops_member(user, req.cluster)
+    )
 
 
 def can_verify(user: User, req: IdentityRequest) -> bool:
@@ -126,3 +132,32 @@ def can_verify(user: User, req: IdentityRequest) -> bool:
 def can_repair(user: User, req: IdentityRequest) -> bool:
     """Re-apply what was approved for a ready identity that drifted: the cluster's DevOps members and admins."""
     return req.status == Status.READY and (user.is_portal_admin or is_devops_member(user, req.cluster))
+
+
+# ---- issue 11 lifecycle: owners ----------------------------------------------------------------------------
+
+
+def is_owner(user: User, req: IdentityRequest) -> bool:
+    """Who may act as the identity's owner (re-confirm, resume, transfer): members of its owning group (their
+    groups as last read), the requester while their account is active in Entra, and admins."""
+    if not user.is_authenticated:
+        return False
+    if user.is_portal_admin:
+        return True
+    if req.requester_id == user.pk:
+        # A requester Entra disabled or deleted is no owner, whatever groups were last read for them.
+        return req.requester_left_at is None
+    return user.in_group(req.owner_group_id)
+
+
+def owned_identities(user: User) -> QuerySet[IdentityRequest]:
+    """Ready and suspended identities `user` may see on the expiring page: theirs as owner (their team's, or
+    asked for by them), their DevOps clusters', every one for admins."""
+    qs = IdentityRequest.objects.filter(status__in=[Status.READY, Status.SUSPENDED])
+    if user.is_portal_admin:
+        return qs
+    mine = Q(requester=user, requester_left_at__isnull=True) | Q(cluster__in=devops_cluster_ids(user))
+    groups = [g for g in user.entra_groups if g]
+    if groups:
+        mine |= Q(owner_group_id__in=groups) | Q(owner_group_id__in=[g.lower() for g in groups])
+    return qs.filter(mine)

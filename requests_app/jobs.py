@@ -53,6 +53,21 @@ def repair(request_id: str, actor_id: int | None) -> str:
     return _again(queueing.REPAIR, "repair", request_id, outcome, actor_id).state
 
 
+# issue 11 lifecycle: suspension and resumption of an identity not re-confirmed by its expiry.
+def suspend(request_id: str) -> str:
+    from . import lifecycle
+
+    outcome = engine.run(uuid.UUID(request_id), lifecycle.SUSPENSION)
+    return _again(queueing.SUSPEND, "suspend", request_id, outcome).state
+
+
+def resume(request_id: str) -> str:
+    from . import lifecycle
+
+    outcome = engine.run(uuid.UUID(request_id), lifecycle.RESUMPTION)
+    return _again(queueing.RESUME, "resume", request_id, outcome).state
+
+
 def reconcile(request_id: str) -> None:
     drift.reconcile_one(uuid.UUID(str(request_id)))
 

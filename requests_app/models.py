@@ -93,6 +93,17 @@ class Cluster(models.Model):
         choices=[("teams", "Microsoft Teams (Workflows)"), ("slack", "Slack")],
         help_text="Which service the webhook URL belongs to (what its message looks like).",
     )
+    # issue 11 lifecycle: how long an identity lives without being re-confirmed by its owners (blank: never,
+    # which only portal admins may set), and how long a suspended identity waits before it is revoked.
+    identity_lifetime_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=180,
+        help_text="Days an identity lives before its owners must re-confirm it. Blank: never expires (admins only).",
+    )
+    suspension_grace_days = models.PositiveIntegerField(
+        default=14, help_text="Days a suspended (not re-confirmed) identity waits before it is revoked."
+    )
 
     class Meta:
         ordering = ["name"]
@@ -141,9 +152,19 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     REVOKING = "revoking", "Revoking"
     REVOKED = "revoked", "Revoked"
+    # issue 11 lifecycle: not re-confirmed by its expiry: federated credential removed, the rest kept.
+    SUSPENDED = "suspended", "Suspended"
 
 
-ACTIVE_STATUSES = (Status.SUBMITTED, Status.APPROVED, Status.PROVISIONING, Status.READY, Status.FAILED, Status.REVOKING)
+ACTIVE_STATUSES = (
+    Status.SUBMITTED,
+    Status.APPROVED,
+    Status.PROVISIONING,
+    Status.READY,
+    Status.FAILED,
+    Status.REVOKING,
+    Status.SUSPENDED,  # issue 11 lifecycle: a suspended identity still exists in Azure
+)
 
 
 class IdentityRequest(models.Model):
@@ -194,6 +215,17 @@ class IdentityRequest(models.Model):
 
     # Why the request is high-risk (policy.risk_reasons at submit), shown to approvers; empty: normal risk.
     risk_reasons = models.JSONField(default=list, blank=True)
+
+    # issue 11 lifecycle: the owning team (an Entra group: the namespace's owner when submitted), the expiry its
+    # owners re-confirm, the last re-confirmation, the suspension, and when the requester was found gone.
+    owner_group_id = models.CharField(max_length=36, blank=True, db_index=True)
+    owner_group_name = models.CharField(max_length=256, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    recertified_at = models.DateTimeField(null=True, blank=True)
+    recertified_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    recertify_reason = models.TextField(blank=True)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    requester_left_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -274,6 +306,10 @@ class Step(models.Model):
         REPAIR_FIC = "repair_fic", "Put back the federated credential"
         REPAIR_ROLES = "repair_roles", "Put back the role assignments"
         REPAIR_SERVICE_ACCOUNT = "repair_service_account", "Put back the ServiceAccount"
+        # issue 11 lifecycle: suspension (not re-confirmed) and its reversal.
+        SUSPEND_FIC = "suspend_fic", "Remove the federated credential (suspension)"
+        RESUME_FIC = "resume_fic", "Put back the federated credential"
+        RESUME_VERIFY = "resume_verify", "Verify the token exchange again"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -464,3 +500,20 @@ class OutboxJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job}{tuple(self.args)} waiting for the queue since {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+# issue 11 lifecycle: the expiry reminders sent, one row each, so the scheduler sends each one once. Keyed by the
+# expiry it warned of: a re-confirmation moves the expiry, and the next round of reminders is new.
+class ExpiryReminder(models.Model):
+    request = models.ForeignKey(IdentityRequest, on_delete=models.CASCADE, related_name="expiry_reminders")
+    expires_at = models.DateTimeField()
+    days = models.PositiveSmallIntegerField()  # the threshold it was sent for (30, 7, 1 by default)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request", "expires_at", "days"], name="one_reminder_per_threshold")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.days}-day reminder for {self.request_id}"

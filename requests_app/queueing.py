@@ -42,6 +42,9 @@ RECONCILE_CLUSTERS = "requests_app.jobs.reconcile_clusters"
 SEND_MAIL = "requests_app.jobs.send_mail"
 POST_WEBHOOK = "requests_app.jobs.post_webhook"
 SWEEP = "requests_app.jobs.sweep"
+# issue 11 lifecycle
+SUSPEND = "requests_app.jobs.suspend"
+RESUME = "requests_app.jobs.resume"
 
 
 def _enqueue(
@@ -76,6 +79,14 @@ def enqueue_verify(request_id: uuid.UUID) -> None:
 
 def enqueue_repair(request_id: uuid.UUID, actor_id: int | None) -> None:
     _enqueue(REPAIR, request_id, "repair", actor_id)
+
+
+def enqueue_suspend(request_id: uuid.UUID) -> None:  # issue 11 lifecycle
+    _enqueue(SUSPEND, request_id, "suspend")
+
+
+def enqueue_resume(request_id: uuid.UUID) -> None:  # issue 11 lifecycle
+    _enqueue(RESUME, request_id, "resume")
 
 
 def enqueue_reconcile(request_id: uuid.UUID) -> None:
@@ -131,6 +142,8 @@ ENQUEUERS: dict[str, Callable[..., object]] = {
     "repair": enqueue_repair,
     "reconcile_all": _enqueue_reconcile_all,
     "mail": enqueue_notices,  # the name outbox rows keep
+    "suspend": enqueue_suspend,  # issue 11 lifecycle
+    "resume": enqueue_resume,
 }
 
 

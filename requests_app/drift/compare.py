@@ -13,7 +13,7 @@ from typing import Any
 from .. import naming
 from ..cloud import identities, kubernetes, rbac
 from ..cloud.errors import CloudError
-from ..models import AllowedRole, DriftFinding, IdentityRequest, Step
+from ..models import AllowedRole, DriftFinding, IdentityRequest, Status, Step
 from ..provisioning import CLIENT_ID_ANNOTATION, MANAGED_BY_LABEL, PORTAL, REQUEST_ANNOTATION, TENANT_ID_ANNOTATION
 
 Kind = DriftFinding.Kind
@@ -129,9 +129,13 @@ def _credential_findings(req: IdentityRequest, credentials: list[identities.Fede
         "subject": req.subject,
         "audiences": [identities.TOKEN_EXCHANGE_AUDIENCE],
     }
-    mine = _approved_credential(req, credentials)
+    # issue 11 lifecycle: a suspended identity has no credential by decision; one found was put back outside the
+    # portal (tokens flow again) and is drift.
+    mine = None if req.status == Status.SUSPENDED else _approved_credential(req, credentials)
     findings = []
-    if mine is None:
+    if req.status == Status.SUSPENDED:
+        pass
+    elif mine is None:
         findings.append(Finding(Kind.FIC_MISSING, req.fic_name, {"credential": req.fic_name, "expected": expected}))
     else:
         found = {"issuer": mine.issuer, "subject": mine.subject, "audiences": list(mine.audiences)}
