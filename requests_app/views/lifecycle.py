@@ -100,6 +100,9 @@ def transfer(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     if not access.is_owner(request.user, req):
         messages.error(request, "Only the identity's owners or an admin can transfer it.")
         return redirect(_url(req))
+    if req.status in (Status.REVOKED, Status.REJECTED, Status.CANCELLED):
+        messages.error(request, "Only a live identity can change owners.")
+        return redirect(_url(req))
     group_id = request.POST.get("group_id", "").strip()
     group_name = request.POST.get("group_name", "").strip()
     error = ""
