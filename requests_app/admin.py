@@ -79,6 +79,11 @@ class ClusterAdminForm(forms.ModelForm):
         "is kept.",
     )
     remove_notice_webhook = forms.BooleanField(required=False, label="Remove the notice webhook")
+    suspension_grace_days = forms.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="Days a suspended (not re-confirmed) identity waits before it is revoked.",
+    )
 
     class Meta:
         model = Cluster
@@ -106,6 +111,8 @@ class ClusterAdminForm(forms.ModelForm):
     editor: Any = None
 
     def clean_identity_lifetime_days(self) -> int | None:
+        if "identity_lifetime_days" not in self.data:  # a form that does not offer it keeps what is stored
+            return self.instance.identity_lifetime_days
         days = self.cleaned_data.get("identity_lifetime_days")
         if days is None and not getattr(self.editor, "is_portal_admin", False):
             raise forms.ValidationError(
@@ -114,6 +121,10 @@ class ClusterAdminForm(forms.ModelForm):
         if days == 0:
             raise forms.ValidationError("Enter at least 1 day, or leave it blank for never (admins only).")
         return days
+
+    def clean_suspension_grace_days(self) -> int:
+        days = self.cleaned_data.get("suspension_grace_days")
+        return self.instance.suspension_grace_days if days is None else days
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
