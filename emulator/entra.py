@@ -600,6 +600,17 @@ class Entra:
         iss, sub = str(claims.get("iss", "")), str(claims.get("sub", ""))
         aud = claims.get("aud", [])
         auds = [aud] if isinstance(aud, str) else [str(a) for a in aud]
+        if not fics:
+            # No federated credential on the identity at all (never made, or removed: a suspended identity):
+            # Entra answers with the generic form, naming the assertion's issuer, subject and audience.
+            return entra_error(
+                400,
+                "invalid_request",
+                70021,
+                "No matching federated identity record found for presented assertion. "
+                f"Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: "
+                f"'{' '.join(auds)}'. {FIC_DOCS}",
+            )
         by_issuer = [f for f in fics if f["issuer"] == iss]
         if not by_issuer:
             return entra_error(

@@ -286,6 +286,16 @@ PORTAL_ARM_WRITE_BURST = env_int("PORTAL_ARM_WRITE_BURST", 40)
 PORTAL_SWEEP_SECONDS = env_float("PORTAL_SWEEP_SECONDS", 15.0)
 PORTAL_RECONCILE_SECONDS = env_float("PORTAL_RECONCILE_SECONDS", 3600.0)
 
+# ---- issue 11 lifecycle: expiry, reminders, suspension, owners (requests_app/lifecycle.py) -------------------
+# How often the scheduler sends due expiry reminders, suspends what expired and revokes what stayed suspended past
+# its cluster's grace period; and how often it asks Entra whether each identity's requester is still there.
+PORTAL_LIFECYCLE_SECONDS = env_float("PORTAL_LIFECYCLE_SECONDS", 3600.0)
+PORTAL_OWNER_CHECK_SECONDS = env_float("PORTAL_OWNER_CHECK_SECONDS", 86400.0)
+# Days before expiry on which the owners are reminded (each once, the nearest one due).
+PORTAL_EXPIRY_REMINDER_DAYS = sorted(
+    {int(d) for d in env_str("PORTAL_EXPIRY_REMINDER_DAYS", "30,7,1").split(",") if d.strip()}, reverse=True
+)
+
 # ---- Live request pages (requests_app/live.py) ---------------------------------------------------------------
 # How often a request page asks whether anything changed: while work runs (approved, provisioning, revoking, a
 # re-run check), and while it waits on people (for approval, or for a retry after a failure).

@@ -56,7 +56,11 @@ def can_see_ids(user: User, req: IdentityRequest) -> bool:
 
 def can_view(user: User, req: IdentityRequest) -> bool:
     return (
-        req.requester_id == user.pk or user.is_approver or user.is_portal_admin or is_devops_member(user, req.cluster)
+        req.requester_id == user.pk
+        or user.is_approver
+        or user.is_portal_admin
+        or is_devops_member(user, req.cluster)
+        or user.in_group(req.owner_group_id)  # issue 11 lifecycle: the owning team sees what it owns
     )
 
 
@@ -113,7 +117,9 @@ def can_retry(user: User, req: IdentityRequest) -> bool:
 
 
 def can_revoke(user: User, req: IdentityRequest) -> bool:
-    return req.status == Status.READY and (user.is_portal_admin or is_devops_member(user, req.cluster))
+    return req.status in (Status.READY, Status.SUSPENDED) and (
+        user.is_portal_admin or is_devops_member(user, req.cluster)
+    )
 
 
 def can_verify(user: User, req: IdentityRequest) -> bool:
@@ -128,15 +134,33 @@ def can_repair(user: User, req: IdentityRequest) -> bool:
     return req.status == Status.READY and (user.is_portal_admin or is_devops_member(user, req.cluster))
 
 
-# ---- issue 11 changes: changing what a ready identity may do ------------------------------------------------
+# ---- issue 11: owners (lifecycle), changing what a ready identity may do (changes) -------------------------
 
 
 def is_owner(user: User, req: IdentityRequest) -> bool:
-    """The identity's owners, for now: its requester, members of the namespace's owning group, and admins.
-    The one place that says so (an owning team per identity will widen it here)."""
-    return user.is_authenticated and (
-        req.requester_id == user.pk or user.is_portal_admin or in_owning_group(user, req.cluster, req.namespace)
-    )
+    """Who may act as the identity's owner (re-confirm, resume, transfer): members of its owning group (their
+    groups as last read), the requester while their account is active in Entra, and admins."""
+    if not user.is_authenticated:
+        return False
+    if user.is_portal_admin:
+        return True
+    if req.requester_id == user.pk:
+        # A requester Entra disabled or deleted is no owner, whatever groups were last read for them.
+        return req.requester_left_at is None
+    return user.in_group(req.owner_group_id)
+
+
+def owned_identities(user: User) -> QuerySet[IdentityRequest]:
+    """Ready and suspended identities `user` may see on the expiring page: theirs as owner (their team's, or
+    asked for by them), their DevOps clusters', every one for admins."""
+    qs = IdentityRequest.objects.filter(status__in=[Status.READY, Status.SUSPENDED])
+    if user.is_portal_admin:
+        return qs
+    mine = Q(requester=user, requester_left_at__isnull=True) | Q(cluster__in=devops_cluster_ids(user))
+    groups = [g for g in user.entra_groups if g]
+    if groups:
+        mine |= Q(owner_group_id__in=groups) | Q(owner_group_id__in=[g.lower() for g in groups])
+    return qs.filter(mine)
 
 
 def can_request_change(user: User, req: IdentityRequest) -> bool:

@@ -79,10 +79,22 @@ class ClusterAdminForm(forms.ModelForm):
         "is kept.",
     )
     remove_notice_webhook = forms.BooleanField(required=False, label="Remove the notice webhook")
+    suspension_grace_days = forms.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="Days a suspended (not re-confirmed) identity waits before it is revoked.",
+    )
 
     class Meta:
         model = Cluster
-        fields = ["name", *clusters.FIELDS, "notice_webhook_kind", "notice_webhook_url"]
+        fields = [
+            "name",
+            *clusters.FIELDS,
+            "notice_webhook_kind",
+            "notice_webhook_url",
+            "identity_lifetime_days",  # issue 11 lifecycle
+            "suspension_grace_days",
+        ]
         help_texts = {
             "namespace_owners": "Each allowed namespace and the object ID of the Entra group that owns it, e.g. "
             '{"team-payments": "0f1e2d3c-0004-4000-8000-000000000004"}: only its members (and admins) may ask '
@@ -94,6 +106,25 @@ class ClusterAdminForm(forms.ModelForm):
         stored = self.instance.notice_webhook_url if self.instance.pk else ""
         if stored:
             self.fields["notice_webhook_url"].help_text += f" Stored: {webhooks.where(stored)}"
+
+    # The person editing (ClusterAdmin.get_form sets it): only portal admins may let identities never expire.
+    editor: Any = None
+
+    def clean_identity_lifetime_days(self) -> int | None:
+        if "identity_lifetime_days" not in self.data:  # a form that does not offer it keeps what is stored
+            return self.instance.identity_lifetime_days
+        days = self.cleaned_data.get("identity_lifetime_days")
+        if days is None and not getattr(self.editor, "is_portal_admin", False):
+            raise forms.ValidationError(
+                "Only portal admins may let identities never expire; enter a number of days (for example 180)."
+            )
+        if days == 0:
+            raise forms.ValidationError("Enter at least 1 day, or leave it blank for never (admins only).")
+        return days
+
+    def clean_suspension_grace_days(self) -> int:
+        days = self.cleaned_data.get("suspension_grace_days")
+        return self.instance.suspension_grace_days if days is None else days
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -177,6 +208,11 @@ class ClusterAdmin(admin.ModelAdmin):
     search_fields = ("name", "display_name", "subscription_id")
     readonly_fields = ("api_server_url", "api_server_ca_fingerprint", "connection_drift")
     actions = ["reread_connection"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.editor = request.user  # issue 11 lifecycle: who may set "never expires"
+        return form
 
     @admin.display(description="API server CA")
     def api_server_ca_fingerprint(self, obj: Cluster) -> str:

@@ -114,6 +114,16 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
     "user.signed_out": lambda e: f"{actor(e)} signed out",
     "user.sign_in_failed": lambda e: "A sign-in failed",
     "user.roles_changed": lambda e: f"{actor(e)}'s groups or roles changed in Entra ID",
+    # issue 11 lifecycle: owners, expiry, re-confirmation, suspension
+    "identity.recertified": lambda e: f"{actor(e)} re-confirmed the identity",
+    "identity.owner_transferred": lambda e: f"{actor(e)} gave the identity to another owning group",
+    "identity.expiry_reminder_sent": lambda e: f"The owners were reminded: {_d(e).get('days', '?')} days to expiry",
+    "identity.suspended": lambda e: "The identity was not re-confirmed by its expiry and is suspended",
+    "identity.resume_requested": lambda e: f"{actor(e)} resumed the suspended identity",
+    "identity.resumed": lambda e: "The identity is ready again: its federated credential is back and verified",
+    "identity.requester_left": lambda e: (
+        "The requester is no longer active in Entra ID; the identity stays with its team"
+    ),
 }
 
 # How detail keys read as labels. A key not here reads as itself, capitalised, underscores as spaces.
@@ -196,6 +206,8 @@ def step_subject(name: str) -> str:
         return f"Change step {label}"
     if name.startswith("refed_"):  # issue 11 re-federation
         return f"Re-federation step {label}"
+    if name.startswith(("suspend_", "resume_")):  # issue 11 lifecycle
+        return f"{'Suspension' if name.startswith('suspend_') else 'Resumption'} step {label}"
     return f"Provisioning step {label}"
 
 

@@ -66,6 +66,21 @@ def refederate(request_id: str) -> str:
     return _again(queueing.REFEDERATE, "refederate", request_id, outcome).state
 
 
+# issue 11 lifecycle: suspension and resumption of an identity not re-confirmed by its expiry.
+def suspend(request_id: str) -> str:
+    from . import lifecycle
+
+    outcome = engine.run(uuid.UUID(request_id), lifecycle.SUSPENSION)
+    return _again(queueing.SUSPEND, "suspend", request_id, outcome).state
+
+
+def resume(request_id: str) -> str:
+    from . import lifecycle
+
+    outcome = engine.run(uuid.UUID(request_id), lifecycle.RESUMPTION)
+    return _again(queueing.RESUME, "resume", request_id, outcome).state
+
+
 def reconcile(request_id: str) -> None:
     drift.reconcile_one(uuid.UUID(str(request_id)))
 

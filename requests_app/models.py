@@ -100,6 +100,17 @@ class Cluster(models.Model):
         help_text="Give the DevOps group Azure's built-in Reader role on each managed identity the portal makes, "
         "so they can find it and its IDs in the Azure portal.",
     )
+    # issue 11 lifecycle: how long an identity lives without being re-confirmed by its owners (blank: never,
+    # which only portal admins may set), and how long a suspended identity waits before it is revoked.
+    identity_lifetime_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=180,
+        help_text="Days an identity lives before its owners must re-confirm it. Blank: never expires (admins only).",
+    )
+    suspension_grace_days = models.PositiveIntegerField(
+        default=14, help_text="Days a suspended (not re-confirmed) identity waits before it is revoked."
+    )
 
     class Meta:
         ordering = ["name"]
@@ -148,9 +159,19 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     REVOKING = "revoking", "Revoking"
     REVOKED = "revoked", "Revoked"
+    # issue 11 lifecycle: not re-confirmed by its expiry: federated credential removed, the rest kept.
+    SUSPENDED = "suspended", "Suspended"
 
 
-ACTIVE_STATUSES = (Status.SUBMITTED, Status.APPROVED, Status.PROVISIONING, Status.READY, Status.FAILED, Status.REVOKING)
+ACTIVE_STATUSES = (
+    Status.SUBMITTED,
+    Status.APPROVED,
+    Status.PROVISIONING,
+    Status.READY,
+    Status.FAILED,
+    Status.REVOKING,
+    Status.SUSPENDED,  # issue 11 lifecycle: a suspended identity still exists in Azure
+)
 
 
 class IdentityRequest(models.Model):
@@ -215,6 +236,16 @@ class IdentityRequest(models.Model):
     # issue 11 reader: the DevOps group's Reader assignment on the identity (requests_app/reader.py); blank when
     # the cluster's option was off or nothing was made yet.
     devops_reader_assignment_id = models.CharField(max_length=700, blank=True)
+    # issue 11 lifecycle: the owning team (an Entra group: the namespace's owner when submitted), the expiry its
+    # owners re-confirm, the last re-confirmation, the suspension, and when the requester was found gone.
+    owner_group_id = models.CharField(max_length=36, blank=True, db_index=True)
+    owner_group_name = models.CharField(max_length=256, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    recertified_at = models.DateTimeField(null=True, blank=True)
+    recertified_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    recertify_reason = models.TextField(blank=True)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    requester_left_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -310,6 +341,10 @@ class Step(models.Model):
         DEVOPS_READER = "devops_reader", "Reader for the DevOps group"
         REVOKE_DEVOPS_READER = "revoke_devops_reader", "Remove the DevOps group's Reader"
         REPAIR_DEVOPS_READER = "repair_devops_reader", "Put back the DevOps group's Reader"
+        # issue 11 lifecycle: suspension (not re-confirmed) and its reversal.
+        SUSPEND_FIC = "suspend_fic", "Remove the federated credential (suspension)"
+        RESUME_FIC = "resume_fic", "Put back the federated credential"
+        RESUME_VERIFY = "resume_verify", "Verify the token exchange again"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -594,3 +629,20 @@ class ChangeApproval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.approver} approved change {self.change_id}"
+
+
+# issue 11 lifecycle: the expiry reminders sent, one row each, so the scheduler sends each one once. Keyed by the
+# expiry it warned of: a re-confirmation moves the expiry, and the next round of reminders is new.
+class ExpiryReminder(models.Model):
+    request = models.ForeignKey(IdentityRequest, on_delete=models.CASCADE, related_name="expiry_reminders")
+    expires_at = models.DateTimeField()
+    days = models.PositiveSmallIntegerField()  # the threshold it was sent for (30, 7, 1 by default)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request", "expires_at", "days"], name="one_reminder_per_threshold")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.days}-day reminder for {self.request_id}"

@@ -11,6 +11,12 @@
 | `change_decided`    | the requester, and who asked for the change        | no              |
 | `change_applied`    | the requester, and who asked for the change        | no              |
 | `change_failed`     | the requester, and who asked for the change        | no              |
+| `identity_expiring` | the requester, and the owning group's members      | yes             |
+| `identity_suspended`| the requester, and the owning group's members      | yes             |
+| `requester_left`    | the admins                                         | no              |
+
+(The last three: issue 11 lifecycle, lifecycle.py. A requester whose account Entra disabled or deleted is mailed
+nothing any more; the owning team still is.)
 
 Approvers, admins and DevOps members are read from Entra through Graph when the notice is sent (cloud/graph.py
 `people`: members of the configured groups and holders of the configured app roles, nested groups included,
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 
 REQUESTER, APPROVERS, ADMINS, DEVOPS = "requester", "approvers", "admins", "devops"
 ASKER = "asker"  # issue 11 changes: who asked for the identity's latest change (when not its requester)
+OWNERS = "owners"  # issue 11 lifecycle: the members of the identity's owning group
 
 # Who hears of each event, by e-mail.
 NOTICES: dict[str, tuple[str, ...]] = {
@@ -54,10 +62,14 @@ NOTICES: dict[str, tuple[str, ...]] = {
     "change_decided": (REQUESTER, ASKER),
     "change_applied": (REQUESTER, ASKER),
     "change_failed": (REQUESTER, ASKER),
+    # issue 11 lifecycle
+    "identity_expiring": (REQUESTER, OWNERS),
+    "identity_suspended": (REQUESTER, OWNERS),
+    "requester_left": (ADMINS,),
 }
 # The events a cluster's chat channel hears of: work waiting for someone (a new request to approve, an identity
 # to use, a failure to look at). Decisions and revocations concern the requester and are mailed only.
-WEBHOOK_EVENTS = ("request_submitted", "request_ready", "request_failed")
+WEBHOOK_EVENTS = ("request_submitted", "request_ready", "request_failed", "identity_expiring", "identity_suspended")
 
 # Why each audience gets the e-mail (its last line).
 REASONS = {
@@ -66,6 +78,7 @@ REASONS = {
     ADMINS: "You get this because you administer the Workload Identity Portal.",
     DEVOPS: "You get this because you are in the DevOps group of the cluster {cluster}.",
     ASKER: "You get this because you asked for this change.",
+    OWNERS: "You get this because you are in the team that owns this identity.",
 }
 
 
@@ -124,6 +137,15 @@ def chat_notice(kind: str, req: IdentityRequest) -> webhooks.ChatNotice:
             f'Provisioning the identity for {what} failed at the step "{req.failed_step}". '
             "The requester or an admin can retry it from the portal.",
         ),
+        # issue 11 lifecycle
+        "identity_expiring": (
+            "Workload identity expires soon",
+            f"The identity for {what} expires on {_when(req.expires_at)} unless an owner re-confirms it.",
+        ),
+        "identity_suspended": (
+            "Workload identity suspended",
+            f"The identity for {what} was not re-confirmed: it is suspended (no new tokens). An owner can resume it.",
+        ),
     }[kind]
     return webhooks.ChatNotice(title=title, text=text, facts=tuple(_facts(req)), url=request_url(req))
 
@@ -135,6 +157,8 @@ def _load(request_id: uuid.UUID) -> IdentityRequest:
 def _template(kind: str, audience: str, req: IdentityRequest) -> str:
     if kind == "request_decided":
         return "request_rejected" if req.status == Status.REJECTED else "request_approved"
+    if kind in ("identity_expiring", "identity_suspended", "requester_left"):  # issue 11: one text for everyone
+        return kind
     return kind if audience in (REQUESTER, APPROVERS, ASKER) else f"{kind}_{audience}"
 
 
@@ -145,14 +169,20 @@ def _facts(req: IdentityRequest) -> list[tuple[str, str]]:
         ("Namespace", req.namespace),
         ("ServiceAccount", req.service_account),
         ("Requested by", str(req.requester)),
+        *([("Expires", _when(req.expires_at))] if req.expires_at else []),  # issue 11 lifecycle
     ]
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC") if at else "never"
 
 
 def _addresses(audience: str, req: IdentityRequest) -> list[str]:
     """The addresses of `audience`, read from Entra now; the requester has their own notice and is left out of
     every other audience."""
     if audience == REQUESTER:
-        return [req.requester.email] if req.requester.email else []
+        # issue 11 lifecycle: a requester Entra no longer knows (disabled, deleted) is mailed nothing.
+        return [req.requester.email] if req.requester.email and not req.requester_left_at else []
     if audience == ASKER:
         change = _latest_change(req)
         asker = change.requester if change else None
@@ -161,6 +191,8 @@ def _addresses(audience: str, req: IdentityRequest) -> list[str]:
         people = graph.people(groups=settings.PORTAL_APPROVER_GROUPS, roles=settings.PORTAL_APPROVER_ROLES)
     elif audience == ADMINS:
         people = graph.people(groups=settings.PORTAL_ADMIN_GROUPS, roles=settings.PORTAL_ADMIN_ROLES)
+    elif audience == OWNERS:
+        people = graph.people(groups=[req.owner_group_id])
     else:
         people = graph.people(groups=[req.cluster.devops_group_id])
     requester = {req.requester.object_id.lower(), req.requester.email.lower()} - {""}

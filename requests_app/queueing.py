@@ -44,6 +44,9 @@ RECONCILE_CLUSTERS = "requests_app.jobs.reconcile_clusters"
 SEND_MAIL = "requests_app.jobs.send_mail"
 POST_WEBHOOK = "requests_app.jobs.post_webhook"
 SWEEP = "requests_app.jobs.sweep"
+# issue 11 lifecycle
+SUSPEND = "requests_app.jobs.suspend"
+RESUME = "requests_app.jobs.resume"
 
 
 def _enqueue(
@@ -87,6 +90,14 @@ def enqueue_change(request_id: uuid.UUID, *, resume: bool = False) -> None:
 
 def enqueue_refederate(request_id: uuid.UUID) -> None:
     _enqueue(REFEDERATE, request_id, "refederate")
+
+
+def enqueue_suspend(request_id: uuid.UUID) -> None:  # issue 11 lifecycle
+    _enqueue(SUSPEND, request_id, "suspend")
+
+
+def enqueue_resume(request_id: uuid.UUID) -> None:  # issue 11 lifecycle
+    _enqueue(RESUME, request_id, "resume")
 
 
 def enqueue_reconcile(request_id: uuid.UUID) -> None:
@@ -144,6 +155,8 @@ ENQUEUERS: dict[str, Callable[..., object]] = {
     "refederate": enqueue_refederate,
     "reconcile_all": _enqueue_reconcile_all,
     "mail": enqueue_notices,  # the name outbox rows keep
+    "suspend": enqueue_suspend,  # issue 11 lifecycle
+    "resume": enqueue_resume,
 }
 
 

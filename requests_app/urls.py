@@ -7,7 +7,18 @@ from django.urls import path
 
 from . import ratelimits
 from .auth import views as auth_views
-from .views import admin_audit, approvals, changes, drift, identities, podidentity, refederation, requests, revocation
+from .views import (
+    admin_audit,
+    approvals,
+    changes,
+    drift,
+    identities,
+    lifecycle,
+    podidentity,
+    refederation,
+    requests,
+    revocation,
+)
 
 urlpatterns = [
     path("", requests.home, name="home"),
@@ -47,6 +58,18 @@ urlpatterns = [
         name="change_retry",
     ),
     path("identities/", identities.identity_list, name="identities"),
+    # issue 11 lifecycle: owners, expiry, re-confirmation, suspension
+    path(
+        "requests/<uuid:pk>/recertify/",
+        ratelimits.action(lifecycle.recertify, group="recertify"),
+        name="request_recertify",
+    ),
+    path("requests/<uuid:pk>/resume/", ratelimits.action(lifecycle.resume, group="resume"), name="request_resume"),
+    path(
+        "requests/<uuid:pk>/transfer/", ratelimits.action(lifecycle.transfer, group="transfer"), name="request_transfer"
+    ),
+    path("identities/expiring/", lifecycle.expiring, name="identities_expiring"),
+    path("identities/recertification.csv", lifecycle.recertification_csv, name="recertification_csv"),
     path("drift/", ratelimits.cloud_action(drift.drift_list, group="reconcile"), name="drift"),
     path("approvals/", approvals.queue, name="approvals"),
     path("approvals/<uuid:pk>/", ratelimits.action(approvals.decide, group="decide"), name="request_decide"),

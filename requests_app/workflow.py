@@ -35,8 +35,10 @@ TRANSITIONS: dict[str, set[str]] = {
     Status.APPROVED: {Status.PROVISIONING, Status.FAILED},
     Status.PROVISIONING: {Status.READY, Status.FAILED},
     Status.FAILED: {Status.APPROVED, Status.REVOKING},  # retry provisioning, or retry revocation
-    Status.READY: {Status.REVOKING},
+    Status.READY: {Status.REVOKING, Status.SUSPENDED},
     Status.REVOKING: {Status.REVOKED, Status.FAILED},
+    # issue 11 lifecycle: not re-confirmed by its expiry; resumed by an owner, or revoked after the grace period.
+    Status.SUSPENDED: {Status.READY, Status.REVOKING},
 }
 
 PROVISIONING_STEPS = [
@@ -64,6 +66,10 @@ REPAIR_STEPS = [
 ]
 # Step rows are ordered by position: provisioning, then revocation, then a repair's.
 REPAIR_POSITION = 20
+# issue 11 lifecycle: suspension and resumption steps (lifecycle.py), after everything else.
+SUSPENSION_STEPS = [Step.Name.SUSPEND_FIC]
+RESUMPTION_STEPS = [Step.Name.RESUME_FIC, Step.Name.RESUME_VERIFY]
+LIFECYCLE_POSITION = 60
 
 
 class WorkflowError(Exception):
@@ -143,6 +149,7 @@ def submit_request(
                 fic_name=naming.fic_name(cluster.name, namespace, service_account),
                 requester=requester,
                 risk_reasons=reasons,
+                owner_group_id=access.owning_group(cluster, namespace),  # issue 11 lifecycle: the owning team
             )
             RoleGrant.objects.bulk_create(
                 RoleGrant(
@@ -305,14 +312,17 @@ def retry_provisioning(req: IdentityRequest, *, actor: User, source_ip: str | No
             enqueue_provisioning(req)
 
 
-def revoke_request(req: IdentityRequest, *, actor: User, reason: str, source_ip: str | None = None) -> None:
-    """Start revoking a ready identity: the ServiceAccount, role assignments, FIC and identity go, in that order."""
-    if not (actor.is_portal_admin or access.is_devops_member(actor, req.cluster)):
+def revoke_request(req: IdentityRequest, *, actor: User | None, reason: str, source_ip: str | None = None) -> None:
+    """Start revoking a ready (or suspended) identity: the ServiceAccount, role assignments, FIC and identity go,
+    in that order. `actor` None: the portal itself (a suspended identity's grace period ran out)."""
+    if actor is not None and not (actor.is_portal_admin or access.is_devops_member(actor, req.cluster)):
         raise WorkflowError("Only the cluster's DevOps members or an admin can revoke an identity.")
     if not reason.strip():
         raise WorkflowError("Say why the identity is revoked.")
     with transaction.atomic():
-        if not _swap(req, Status.READY, Status.REVOKING, revoked_by=actor, revoke_reason=reason.strip()):
+        # issue 11 lifecycle: a suspended identity is revoked the same way (its FIC is already gone).
+        old = Status.SUSPENDED if req.status == Status.SUSPENDED else Status.READY
+        if not _swap(req, old, Status.REVOKING, revoked_by=actor, revoke_reason=reason.strip()):
             raise WorkflowError("Only a ready identity can be revoked.")
         make_steps(req, REVOCATION_STEPS, start=len(PROVISIONING_STEPS))
         audit.record(
@@ -469,7 +479,11 @@ def request_waits(req: IdentityRequest, until: datetime) -> None:
 
 def mark_ready(req: IdentityRequest) -> None:
     with transaction.atomic():
-        if _swap(req, Status.PROVISIONING, Status.READY, ready_at=timezone.now()):
+        now = timezone.now()
+        # issue 11 lifecycle: the expiry starts when the identity becomes ready.
+        days = req.cluster.identity_lifetime_days
+        expires = now + timedelta(days=days) if days else None
+        if _swap(req, Status.PROVISIONING, Status.READY, ready_at=now, expires_at=expires):
             audit.record("request.ready", actor=None, request=req)
             notify("request_ready", req)
 

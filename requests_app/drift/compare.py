@@ -13,7 +13,7 @@ from typing import Any
 from .. import adoption, naming, reader
 from ..cloud import identities, kubernetes, rbac
 from ..cloud.errors import CloudError
-from ..models import AllowedRole, DriftFinding, IdentityRequest, Step
+from ..models import AllowedRole, DriftFinding, IdentityRequest, Status, Step
 from ..provisioning import CLIENT_ID_ANNOTATION, MANAGED_BY_LABEL, PORTAL, REQUEST_ANNOTATION, TENANT_ID_ANNOTATION
 
 Kind = DriftFinding.Kind
@@ -150,10 +150,14 @@ def _credential_findings(req: IdentityRequest, credentials: list[identities.Fede
         "subject": req.subject,
         "audiences": [identities.TOKEN_EXCHANGE_AUDIENCE],
     }
-    mine = _approved_credential(req, credentials)
+    # issue 11 lifecycle: a suspended identity has no credential by decision; one found was put back outside the
+    # portal (tokens flow again) and is drift.
+    mine = None if req.status == Status.SUSPENDED else _approved_credential(req, credentials)
     findings = []
     if mine is None and old_there:
         pass  # mid-re-federation, before the new issuer's credential is written: the old one still serves
+    elif req.status == Status.SUSPENDED:
+        pass  # suspended: no credential by decision
     elif mine is None:
         findings.append(Finding(Kind.FIC_MISSING, req.fic_name, {"credential": req.fic_name, "expected": expected}))
     else:

@@ -41,6 +41,11 @@ class Summary:
         return sum(self.open_by_kind.values()) + len(self.clusters_drifted)
 
 
+# The statuses drift is checked in. issue 11 lifecycle: a suspended identity too, whose missing federated
+# credential is what was decided (compare.py), while its roles and ServiceAccount must still be as approved.
+CHECKED = (Status.READY, Status.SUSPENDED)
+
+
 def reconcile_request(
     req: IdentityRequest, *, actor: User | None = None, now: datetime | None = None
 ) -> list[DriftFinding]:
@@ -48,7 +53,7 @@ def reconcile_request(
 
     A request that is no longer ready has no drift: its open findings are resolved.
     """
-    findings = check_request(req) if req.status == Status.READY else []
+    findings = check_request(req) if req.status in CHECKED else []
     return record_findings(req, findings, actor=actor, now=now)
 
 
@@ -60,7 +65,7 @@ def record_findings(
     with transaction.atomic():
         # Serialises two reconciles of one request (the unique open-finding index would refuse the second).
         status = IdentityRequest.objects.select_for_update().values_list("status", flat=True).get(pk=req.pk)
-        if status != Status.READY:
+        if status not in CHECKED:
             findings, reason = [], f"the request is {status}"
         else:
             reason = "no longer seen" if actor is None else "repaired"
@@ -97,7 +102,7 @@ def record_findings(
 def to_reconcile() -> list[uuid.UUID]:
     """Every ready request, and any other with open findings (they are resolved: the request moved on)."""
     open_elsewhere = DriftFinding.objects.filter(resolved_at__isnull=True).values("request_id")
-    qs = IdentityRequest.objects.filter(Q(status=Status.READY) | Q(pk__in=open_elsewhere))
+    qs = IdentityRequest.objects.filter(Q(status__in=CHECKED) | Q(pk__in=open_elsewhere))
     return list(qs.order_by("created_at").values_list("pk", flat=True))
 
 
@@ -107,7 +112,7 @@ def reconcile_one(request_id: uuid.UUID, summary: Summary | None = None) -> Summ
     req = IdentityRequest.objects.select_related("cluster").filter(pk=request_id).first()
     if req is None:
         return summary
-    if req.status == Status.READY and req.lease_expires_at and req.lease_expires_at > timezone.now():
+    if req.status in CHECKED and req.lease_expires_at and req.lease_expires_at > timezone.now():
         # A repair is running on it: what we would see is half-done. It reconciles itself when it ends.
         summary.skipped += 1
         return summary

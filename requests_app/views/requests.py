@@ -259,6 +259,10 @@ def _page_context(request: HttpRequest, req: IdentityRequest) -> dict[str, Any]:
     context["can_request_change"] = access.can_request_change(user, req)
     if show_ids:
         context["handoff"] = handoff.for_request(req, req.tenant_id or settings.ENTRA_TENANT_ID)
+    # issue 11 lifecycle: the owner/expiry panel (requests/_lifecycle.html)
+    from .lifecycle import panel_context
+
+    context.update(panel_context(user, req))
     return context
 
 

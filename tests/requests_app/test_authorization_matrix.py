@@ -85,6 +85,11 @@ PAGES = {
     # DevOps members of any cluster (each sees only their clusters' ready identities) and admins.
     ("identities/", "GET"): "*  302 403 403 403 200 200 200",
     ("identities/", "POST"): NOT_SERVED,
+    # issue 11 lifecycle: what expires soon (each sees their own), the recertification report (admins).
+    ("identities/expiring/", "GET"): "*  302 200 200 200 200 200 200",
+    ("identities/expiring/", "POST"): NOT_SERVED,
+    ("identities/recertification.csv", "GET"): "*  302 403 403 403 403 403 200",
+    ("identities/recertification.csv", "POST"): NOT_SERVED,
     ("drift/", "GET"): "*  302 403 403 403 403 403 200",
     ("drift/", "POST"): "*  302 403 403 403 403 403 302*",  # "run reconcile now"
     # issue 11 re-federation (on aks-demo, which reports no new issuer: the start sends admins back to the page).
@@ -148,6 +153,27 @@ OBJECT = {
         ready       302 302* 404 302 302* 404 302*
         *           302 302  404 302 302  404 302
     """,
+    # issue 11 lifecycle: owners (the requester; the rows here have no owning group) and admins.
+    ("requests/<uuid:pk>/recertify/", "GET"): NOT_SERVED,
+    ("requests/<uuid:pk>/recertify/", "POST"): """
+        ready       302 302* 404 302 302 404 302*
+        *           302 302  404 302 302 404 302
+    """,
+    # Only a suspended identity resumes (none of these states): refused on the request page.
+    ("requests/<uuid:pk>/resume/", "GET"): "*  302 302 404 302 302 404 302",
+    ("requests/<uuid:pk>/resume/", "POST"): "*  302 302 404 302 302 404 302",
+    ("requests/<uuid:pk>/transfer/", "GET"): """
+        rejected    302 302 404 302 302 404 302
+        cancelled   302 302 404 302 302 404 302
+        revoked     302 302 404 302 302 404 302
+        *           302 200 404 302 302 404 200
+    """,
+    ("requests/<uuid:pk>/transfer/", "POST"): """
+        rejected    302 302  404 302 302 404 302
+        cancelled   302 302  404 302 302 404 302
+        revoked     302 302  404 302 302 404 302
+        *           302 302* 404 302 302 404 302*
+    """,
     ("requests/<uuid:pk>/repair/", "GET"): NOT_SERVED,
     ("requests/<uuid:pk>/repair/", "POST"): """
         ready       302 403 404 403 302* 404 302*
@@ -160,6 +186,9 @@ POST_DATA = {
     "approvals/<uuid:pk>/": {"decision": "approve", "comment": "fine"},
     "requests/<uuid:pk>/cancel/": {"confirm": "yes"},
     "requests/<uuid:pk>/revoke/": {"reason": "CHG-42: moved to another cluster", "confirm": "yes"},
+    "requests/<uuid:pk>/recertify/": {"reason": "Still needed: quarterly review"},
+    "requests/<uuid:pk>/resume/": {"confirm": "yes"},
+    "requests/<uuid:pk>/transfer/": {"group_id": "0f1e2d3c-0005-4000-8000-000000000005", "confirm": "yes"},
 }
 
 # Admin internals and the django-rq dashboard's inner pages: their own views, checked at the entry pages above.

@@ -118,6 +118,12 @@ def test_ready_and_failed_mails_carry_no_ids(offline_cluster, requester, mailout
         "Change approved",
         "Change applied",
         "Change failed",
+        # issue 11 lifecycle: the requester and the owning team; the admins
+        "Re-confirm by ",
+        "Re-confirm by ",
+        "Suspended",
+        "Suspended",
+        "Requester gone from Entra",
     ]
     failed = mailoutbox[4]
     assert 'step "roles"' in failed.body and "&quot;" not in failed.body

@@ -5,7 +5,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from requests_app import audit_keys, checkpoints, drift, sweeping
+from requests_app import audit_keys, checkpoints, drift, lifecycle, sweeping
 
 log = logging.getLogger(__name__)
 
@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 class Command(BaseCommand):
     help = (
         "The periodic work: sweep every PORTAL_SWEEP_SECONDS, reconcile every PORTAL_RECONCILE_SECONDS, sign an "
-        "audit checkpoint every PORTAL_AUDIT_CHECKPOINT_SECONDS when the chain head moved."
+        "audit checkpoint every PORTAL_AUDIT_CHECKPOINT_SECONDS when the chain head moved; expiry reminders, "
+        "suspensions and revocations after grace every PORTAL_LIFECYCLE_SECONDS; requesters who left Entra every "
+        "PORTAL_OWNER_CHECK_SECONDS."
     )
 
     def add_arguments(self, parser):
@@ -33,6 +35,7 @@ class Command(BaseCommand):
         if signer is None:
             log.warning("scheduler: PORTAL_AUDIT_SIGNING_KEY is not set, so no audit checkpoints are signed")
         next_sweep = next_reconcile = next_checkpoint = time.monotonic()
+        next_lifecycle = next_owner_check = next_sweep  # issue 11 lifecycle
         while not stopping:
             now = time.monotonic()
             if now >= next_sweep:
@@ -41,6 +44,12 @@ class Command(BaseCommand):
             if now >= next_reconcile:
                 self._safely(drift.enqueue_reconcile_all)
                 next_reconcile = now + settings.PORTAL_RECONCILE_SECONDS
+            if now >= next_lifecycle:  # issue 11 lifecycle
+                self._safely(lifecycle.run_checks)
+                next_lifecycle = now + settings.PORTAL_LIFECYCLE_SECONDS
+            if now >= next_owner_check:
+                self._safely(lifecycle.check_requesters)
+                next_owner_check = now + settings.PORTAL_OWNER_CHECK_SECONDS
             if signer is not None and now >= next_checkpoint:
                 self._safely(lambda: checkpoints.checkpoint_if_moved(signer))
                 next_checkpoint = now + settings.PORTAL_AUDIT_CHECKPOINT_SECONDS
