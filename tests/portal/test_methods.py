@@ -44,6 +44,18 @@ OWN = {
     "audit.csv": PAGE,
     "clusters/<slug:name>/pod-identity/": PAGE,  # issue 11 podid
     "clusters/<slug:name>/pod-identity/adopt/": FORM,
+    # issue 11 changes
+    "requests/<uuid:pk>/changes/new/": FORM,
+    "requests/<uuid:pk>/changes/<int:change_pk>/": PAGE,
+    "requests/<uuid:pk>/changes/<int:change_pk>/decide/": FORM,
+    "requests/<uuid:pk>/changes/<int:change_pk>/cancel/": FORM,  # GET: the confirmation page
+    "requests/<uuid:pk>/changes/<int:change_pk>/retry/": ACTION,
+    # issue 11 lifecycle
+    "requests/<uuid:pk>/recertify/": ACTION,
+    "requests/<uuid:pk>/resume/": FORM,  # GET: the confirmation page
+    "requests/<uuid:pk>/transfer/": FORM,  # GET: the confirmation page
+    "identities/expiring/": PAGE,
+    "identities/recertification.csv": PAGE,
 }
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "MADE-UP"]
 ROUTES = every_route()

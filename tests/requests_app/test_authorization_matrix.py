@@ -97,6 +97,13 @@ PAGES = {
     ("clusters/<slug:name>/refederate/", "POST"): NOT_SERVED,
     ("clusters/<slug:name>/refederate/start/", "GET"): "*  302 403 403 403 403 403 302",
     ("clusters/<slug:name>/refederate/start/", "POST"): "*  302 403 403 403 403 403 302",
+    # issue 11 podid: the cluster's pod identities, for its DevOps members and admins (the offline cluster's API
+    # server does not answer: the page says so); adopting needs the namespace's team or an admin.
+    ("clusters/<slug:name>/pod-identity/", "GET"): "*  302 403 403 403 200 403 200",
+    ("clusters/<slug:name>/pod-identity/", "POST"): NOT_SERVED,
+    # Without a namespace (the page's links carry one) nobody may adopt: a 403 with the reason, for admins too.
+    ("clusters/<slug:name>/pod-identity/adopt/", "GET"): "*  302 403 403 403 403 403 403",
+    ("clusters/<slug:name>/pod-identity/adopt/", "POST"): "*  302 403 403 403 403 403 403",
     ("login/", "GET"): "*  200 200 200 200 200 200 200",
     ("login/", "POST"): "*  302 302 302 302 302 302 302",  # off to Entra's authorize endpoint
     ("auth/callback", "GET"): "*  400 400 400 400 400 400 400",  # no sign-in was started here
@@ -207,13 +214,13 @@ class Cell:
     effect: bool
 
 
-def parse(table: str) -> dict[tuple[str, str], Cell]:
-    """(state, role) -> Cell; a `*` row fills the states no earlier row named."""
+def parse(table: str, states: list[str] | None = None) -> dict[tuple[str, str], Cell]:
+    """(state, role) -> Cell; a `*` row fills the states no earlier row named (of `states`: request states)."""
     cells: dict[tuple[str, str], Cell] = {}
     for line in table.strip().splitlines():
         state, *values = line.split()
         assert len(values) == len(ROLES), f"row {line!r} needs one cell per role"
-        for st in STATES if state == "*" else [state]:
+        for st in (states or STATES) if state == "*" else [state]:
             for role, value in zip(ROLES, values, strict=True):
                 cells.setdefault((st, role), Cell(int(value.rstrip("*")), value.endswith("*")))
     return cells
@@ -351,11 +358,11 @@ def matrix_route(route: str) -> str | None:
 
 
 def test_every_url_has_a_matrix_entry():
-    tables = {route for route, _ in PAGES} | {route for route, _ in OBJECT}
+    tables = {route for route, _ in PAGES} | {route for route, _ in OBJECT} | {route for route, _ in CHANGES}
     missing = [r for r in all_routes() if (key := matrix_route(r)) is not None and key not in tables]
     assert missing == [], f"URLs without a row in the authorization matrix: {missing}"
     for route in tables:
-        methods = {m for r, m in (*PAGES, *OBJECT) if r == route}
+        methods = {m for r, m in (*PAGES, *OBJECT, *CHANGES) if r == route}
         assert "GET" in methods, f"{route}: no GET row"
 
 
@@ -459,3 +466,107 @@ def test_a_request_you_may_not_see_answers_like_one_that_does_not_exist(route, m
         assert real.status_code in (403, 404, 405), (role, route, method)
         assert IdentityRequest.objects.get(pk=req.pk).status == Status.READY
         assert not leaked(body_of(real))
+
+
+# ---- issue 11: a change to a ready identity ---------------------------------------------------------------------
+
+# Rows: the change's state; the identity is ready, its requester (`owner`) asked for the change. Columns as above.
+CHANGES = {
+    ("requests/<uuid:pk>/changes/new/", "GET"): "*  302 200 404 302 302 404 200",
+    ("requests/<uuid:pk>/changes/new/", "POST"): "*  302 302* 404 302 302 404 302*",
+    ("requests/<uuid:pk>/changes/<int:change_pk>/", "GET"): "*  302 200 404 200 200 404 200",
+    ("requests/<uuid:pk>/changes/<int:change_pk>/", "POST"): NOT_SERVED,
+    # Deciding: approvers and admins (never the asker), as for a request's decision page.
+    ("requests/<uuid:pk>/changes/<int:change_pk>/decide/", "GET"): DECIDE_GET,
+    ("requests/<uuid:pk>/changes/<int:change_pk>/decide/", "POST"): """
+        submitted   302 403 403 302* 403 403 302*
+        *           302 403 403 302  403 403 302
+    """,
+    ("requests/<uuid:pk>/changes/<int:change_pk>/cancel/", "GET"): """
+        submitted   302 200 404 302 302 404 200
+        failed      302 200 404 302 302 404 200
+        *           302 302 404 302 302 404 302
+    """,
+    ("requests/<uuid:pk>/changes/<int:change_pk>/cancel/", "POST"): """
+        submitted   302 302* 404 302 302 404 302*
+        failed      302 302* 404 302 302 404 302*
+        *           302 302  404 302 302 404 302
+    """,
+    ("requests/<uuid:pk>/changes/<int:change_pk>/retry/", "GET"): NOT_SERVED,
+    ("requests/<uuid:pk>/changes/<int:change_pk>/retry/", "POST"): """
+        failed      302 302* 404 302 302 404 302*
+        *           302 302  404 302 302 404 302
+    """,
+}
+CHANGE_STATES = ["submitted", "approved", "applying", "applied", "failed", "rejected", "cancelled"]
+LEGACY_VAULT = VAULT_SCOPE.replace("rg-team-payments", "rg-legacy").replace("kv-payments-demo", "kv-legacy")
+CHANGE_POST = {
+    "requests/<uuid:pk>/changes/<int:change_pk>/decide/": {"decision": "approve", "comment": "fine"},
+    "requests/<uuid:pk>/changes/<int:change_pk>/cancel/": {"confirm": "yes"},
+}
+
+
+def make_change(cluster: Cluster, owner: User, state: str):
+    from requests_app import changes
+    from requests_app.models import ChangeRequest
+
+    req = make_request(cluster, owner, "ready")
+    role = cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    change = changes.submit_change(
+        req, actor=owner, reason="The app reads the legacy vault too.", add=[workflow.GrantRequest(role, LEGACY_VAULT)]
+    )
+    ChangeRequest.objects.filter(pk=change.pk).update(status=state)
+    return req, change
+
+
+def new_change_form(req: IdentityRequest) -> dict:
+    role = req.cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    return {
+        "purpose": req.purpose,
+        "reason": "The app reads the legacy vault too.",
+        "add-TOTAL_FORMS": "1",
+        "add-INITIAL_FORMS": "0",
+        "add-MIN_NUM_FORMS": "0",
+        "add-MAX_NUM_FORMS": "20",
+        "add-0-role": str(role.pk),
+        "add-0-scope": LEGACY_VAULT,
+        "action": "submit",
+    }
+
+
+@pytest.mark.parametrize(("route", "method"), list(CHANGES), ids=[f"{m} /{r}" for r, m in CHANGES])
+def test_change_urls(route, method, people, offline_cluster):
+    from requests_app.models import ChangeRequest
+
+    cells = parse(CHANGES[(route, method)], CHANGE_STATES)
+    problems: list[str] = []
+    for state in CHANGE_STATES:
+        for role in ROLES:
+            req, change = make_change(offline_cluster, people["owner"], state)
+            if route.endswith("/changes/new/"):
+                ChangeRequest.objects.filter(pk=change.pk).update(status="applied")  # none open: one may be asked
+            before = (
+                ChangeRequest.objects.filter(request=req).values_list("status", flat=True).first(),
+                req.events.count(),
+            )
+
+            def changed(req=req, before=before) -> bool:
+                now = (
+                    ChangeRequest.objects.filter(request=req).values_list("status", flat=True).first(),
+                    req.events.count(),
+                )
+                return now != before
+
+            url = "/" + route.replace("<uuid:pk>", str(req.pk)).replace("<int:change_pk>", str(change.pk))
+            data = new_change_form(req) if route.endswith("/changes/new/") else CHANGE_POST.get(route, {})
+            problems += check_cell(
+                f"{state:10} {role:8} {method} {url}",
+                client_as(people[role]),
+                method,
+                url,
+                data,
+                cells[(state, role)],
+                role,
+                changed,
+            )
+    assert problems == [], "\n".join(problems)

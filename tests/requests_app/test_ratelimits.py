@@ -12,10 +12,11 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 
 import portal.settings as configured
-from requests_app import ratelimits
-from requests_app.models import AuditEvent, IdentityRequest
+from requests_app import changes, ratelimits, workflow
+from requests_app.models import AuditEvent, ChangeRequest, IdentityRequest, Status, Step
 from tests.portal.routes import every_route
 
+from ..portal_fixtures import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
 from .factories import client_for, form_data
 from .signin import PORTAL_HOST
 from .test_authorization_matrix import make_request
@@ -133,14 +134,35 @@ ACTIONS = {
     "requests/<uuid:pk>/repair/": ("admin", "ready", {}, "drift.repair_requested"),
     "drift/": ("admin", None, {}, "drift.reconcile_requested"),
     "approvals/<uuid:pk>/": ("approver", "submitted", {"decision": "approve"}, "request.approved"),
+    # issue 11 lifecycle
+    "requests/<uuid:pk>/recertify/": (
+        "requester",
+        "ready",
+        {"reason": "Still reads the vault."},
+        "identity.recertified",
+    ),
+    "requests/<uuid:pk>/transfer/": (
+        "admin",
+        "ready",
+        {"group_id": "0f1e2d3c-0005-4000-8000-000000000005", "group_name": "team-search", "confirm": "yes"},
+        "identity.owner_transferred",
+    ),
 }
 
 
 def test_every_state_changing_url_is_in_the_table():
     """A view that takes a POST and has no row here (or in the sign-in and submission tests) fails this test."""
     posts = {r.route for r in every_route() if "POST" in getattr(r.view, "http_methods", ())}
-    # issue 11 re-federation: its start is limited in tests/requests_app/test_refederation.py.
-    assert posts == set(ACTIONS) | {"login/", "requests/new/", "clusters/<slug:name>/refederate/start/"}
+    limited_elsewhere = {
+        "login/",  # the sign-in tests above
+        "requests/new/",  # the submission tests above
+        "clusters/<slug:name>/refederate/start/",  # tests/requests_app/test_refederation.py
+        *CHANGE_ACTIONS,  # below
+        "requests/<uuid:pk>/changes/new/",  # below: a change is a submission
+        "requests/<uuid:pk>/resume/",  # below
+        "clusters/<slug:name>/pod-identity/adopt/",  # below
+    }
+    assert posts == set(ACTIONS) | limited_elsewhere
 
 
 @pytest.mark.parametrize("route", list(ACTIONS))
@@ -241,3 +263,90 @@ def test_behind_the_ingress_the_address_it_appended_is_the_client(settings):
     garbage = RequestFactory().get("/", REMOTE_ADDR="10.244.0.5", HTTP_X_FORWARDED_FOR="not-an-ip")
     assert ratelimits.client_ip(garbage) == "10.244.0.5"
     assert ratelimits.client_ip(RequestFactory().get("/", REMOTE_ADDR="10.244.0.5")) == "10.244.0.5"
+
+
+# ---- issue 11: actions on a change, a suspended identity, an adoption ------------------------------------------
+
+REASON = "The app also reads the legacy vault now."
+LEGACY_VAULT = VAULT_SCOPE.replace("rg-team-payments", "rg-legacy").replace("kv-payments-demo", "kv-legacy")
+# route: who posts, the change's state (a fresh one each time), the form, the audit event it writes.
+CHANGE_ACTIONS = {
+    "requests/<uuid:pk>/changes/<int:change_pk>/decide/": (
+        "approver",
+        "submitted",
+        {"decision": "approve"},
+        "change.approved",
+    ),
+    "requests/<uuid:pk>/changes/<int:change_pk>/cancel/": (
+        "requester",
+        "submitted",
+        {"confirm": "yes"},
+        "change.cancelled",
+    ),
+    "requests/<uuid:pk>/changes/<int:change_pk>/retry/": ("requester", "failed", {}, "change.retried"),
+}
+
+
+def a_change(cluster, requester, state: str):
+    req = make_request(cluster, requester, "ready")
+    role = cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    change = changes.submit_change(req, actor=requester, reason=REASON, add=[workflow.GrantRequest(role, LEGACY_VAULT)])
+    ChangeRequest.objects.filter(pk=change.pk).update(status=state)
+    return change
+
+
+@pytest.mark.parametrize("route", list(CHANGE_ACTIONS))
+def test_each_action_on_a_change_is_limited_per_user(route, limits, offline_cluster, requester, approver, cloud):
+    who, state, data, event = CHANGE_ACTIONS[route]
+    user = {"requester": requester, "approver": approver}[who]
+    answers = []
+    for _ in range(3):
+        change = a_change(offline_cluster, requester, state)
+        url = "/" + route.replace("<uuid:pk>", str(change.request_id)).replace("<int:change_pk>", str(change.pk))
+        answers.append(client_for(user).post(url, data))
+    assert [a.status_code for a in answers[:2]] == [302, 302]
+    assert_friendly_429(answers[2])
+    assert AuditEvent.objects.filter(action=event).count() == 2  # the refused one did nothing
+    assert ChangeRequest.objects.get(pk=change.pk).status == state
+
+
+def test_asking_for_changes_is_limited_like_submitting_requests(limits, offline_cluster, requester):
+    answers = []
+    for _ in range(3):
+        req = make_request(offline_cluster, requester, "ready")
+        role = offline_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+        data = {
+            "purpose": req.purpose,
+            "reason": REASON,
+            "add-TOTAL_FORMS": "1",
+            "add-INITIAL_FORMS": "0",
+            "add-MIN_NUM_FORMS": "0",
+            "add-MAX_NUM_FORMS": "20",
+            "add-0-role": str(role.pk),
+            "add-0-scope": LEGACY_VAULT,
+            "action": "submit",
+        }
+        answers.append(client_for(requester).post(reverse("change_new", args=[req.pk]), data))
+    assert [a.status_code for a in answers[:2]] == [302, 302], [a.content[:300] for a in answers[:2]]
+    assert_friendly_429(answers[2])
+    assert ChangeRequest.objects.count() == 2
+
+
+def test_resuming_is_limited_per_user(limits, offline_cluster, requester):
+    answers = []
+    for _ in range(3):
+        req = make_request(offline_cluster, requester, "ready")
+        IdentityRequest.objects.filter(pk=req.pk).update(status=Status.SUSPENDED)
+        Step.objects.create(request=req, name=Step.Name.SUSPEND_FIC, position=60, state=Step.State.SUCCEEDED)
+        answers.append(client_for(requester).post(reverse("request_resume", args=[req.pk]), {"confirm": "yes"}))
+    assert [a.status_code for a in answers[:2]] == [302, 302]
+    assert_friendly_429(answers[2])
+    assert AuditEvent.objects.filter(action="identity.resume_requested").count() == 2
+
+
+def test_adopting_a_pod_identity_is_limited_per_user(limits, offline_cluster, admin):
+    """Each POST reads the cluster and Azure (a cloud action): the third in the window is refused before it does."""
+    url = reverse("pod_identity_adopt", args=[offline_cluster.name])
+    answers = [client_for(admin).post(url, {}) for _ in range(3)]
+    assert all(a.status_code != 429 for a in answers[:2])
+    assert_friendly_429(answers[2])
