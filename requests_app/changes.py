@@ -9,6 +9,7 @@ in the same transaction → side effects on commit, as in `workflow`.
     submitted → approved → applying → applied
     submitted → rejected | cancelled;   applying → failed → approved (retry) | cancelled (given up);
     approved → failed (the identity stopped being ready before the change ran)
+    submitted | approved | failed → cancelled (the identity was revoked: `close_for_revocation`)
 
 At most one change per identity is open (submitted, approved, applying or failed): the database refuses a second.
 """
@@ -34,7 +35,8 @@ CHANGE_POSITION = 40
 
 TRANSITIONS: dict[str, set[str]] = {
     State.SUBMITTED: {State.APPROVED, State.REJECTED, State.CANCELLED},
-    State.APPROVED: {State.APPLYING, State.FAILED},  # FAILED: the identity was revoked before it ran
+    # FAILED: the identity stopped being ready before it ran; CANCELLED: the identity was revoked.
+    State.APPROVED: {State.APPLYING, State.FAILED, State.CANCELLED},
     State.APPLYING: {State.APPLIED, State.FAILED},
     State.FAILED: {State.APPROVED, State.CANCELLED},
 }
@@ -346,6 +348,32 @@ def cancel_change(change: ChangeRequest, *, actor: User, source_ip: str | None =
         audit.record(
             "change.cancelled", actor=actor, request=change.request, source_ip=source_ip, details={"change": change.pk}
         )
+
+
+# Closed by a revocation: everything open but a change being applied (its engine run stops by itself, failed).
+CLOSED_BY_REVOCATION = (State.SUBMITTED, State.APPROVED, State.FAILED)
+REVOKED = "identity revoked"
+
+
+def close_for_revocation(req: IdentityRequest, *, actor: User | None, source_ip: str | None = None) -> None:
+    """The identity is being revoked (called inside `workflow.revoke_request`'s transaction): its open change is
+    cancelled, audited with the reason, so nobody approves, retries or applies a change to what is going away.
+    A change being applied is left to the engine: the revocation wins there (changing._still_ready fails it)."""
+    for change in ChangeRequest.objects.filter(request=req, status__in=CLOSED_BY_REVOCATION):
+        old = change.status
+        if _swap(change, old, State.CANCELLED):  # lost the swap: the engine took it to applying a moment ago
+            audit.record(
+                "change.cancelled",
+                actor=actor,
+                request=req,
+                source_ip=source_ip,
+                details={"change": change.pk, "was": old, "reason": REVOKED},
+            )
+
+
+def being_applied(req: IdentityRequest) -> bool:
+    """Whether the identity has a change approved or being applied: its grants are about to become others."""
+    return ChangeRequest.objects.filter(request=req, status__in=(State.APPROVED, State.APPLYING)).exists()
 
 
 def retry_change(change: ChangeRequest, *, actor: User, source_ip: str | None = None) -> None:

@@ -86,7 +86,11 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
     ),
     "change.approved": lambda e: f"{actor(e)} approved the change",
     "change.rejected": lambda e: f"{actor(e)} rejected the change",
-    "change.cancelled": lambda e: f"{actor(e)} cancelled the change",
+    "change.cancelled": lambda e: (
+        "The change was cancelled: the identity was revoked"
+        if _d(e).get("reason") == "identity revoked"
+        else f"{actor(e)} cancelled the change"
+    ),
     "change.retried": lambda e: f"{actor(e)} retried the change",
     "change.applying": lambda e: "The portal started applying the change",
     "change.applied": lambda e: (

@@ -7,7 +7,7 @@
 | `request_ready`     | the requester, and the cluster's DevOps members    | yes             |
 | `request_failed`    | the requester, and the admins                      | yes             |
 | `request_revoked`   | the requester, and the cluster's DevOps members    | no              |
-| `change_submitted`  | the approvers, except the asker                    | no              |
+| `change_submitted`  | the approvers, except who asked for the change     | yes             |
 | `change_decided`    | the requester, and who asked for the change        | no              |
 | `change_applied`    | the requester, and who asked for the change        | no              |
 | `change_failed`     | the requester, and who asked for the change        | no              |
@@ -69,7 +69,14 @@ NOTICES: dict[str, tuple[str, ...]] = {
 }
 # The events a cluster's chat channel hears of: work waiting for someone (a new request to approve, an identity
 # to use, a failure to look at). Decisions and revocations concern the requester and are mailed only.
-WEBHOOK_EVENTS = ("request_submitted", "request_ready", "request_failed", "identity_expiring", "identity_suspended")
+WEBHOOK_EVENTS = (
+    "request_submitted",
+    "request_ready",
+    "request_failed",
+    "change_submitted",  # issue 11 changes: a change waits for an approver like a new request
+    "identity_expiring",
+    "identity_suspended",
+)
 
 # Why each audience gets the e-mail (its last line).
 REASONS = {
@@ -87,7 +94,7 @@ def send(kind: str, request_id: uuid.UUID, audience: str) -> None:
     if audience not in NOTICES[kind]:
         raise ValueError(f"{kind} is not sent to {audience}")
     req = _load(request_id)
-    to = _addresses(audience, req)
+    to = _addresses(audience, req, kind)
     if not to:
         log.info("%s of request %s: no %s to mail", kind, request_id, audience)
         return
@@ -137,6 +144,11 @@ def chat_notice(kind: str, req: IdentityRequest) -> webhooks.ChatNotice:
             f'Provisioning the identity for {what} failed at the step "{req.failed_step}". '
             "The requester or an admin can retry it from the portal.",
         ),
+        # issue 11 changes
+        "change_submitted": (
+            "Change to a workload identity",
+            f"{_asker(req)} asks to change what the identity for {what} may do. It waits for an approver.",
+        ),
         # issue 11 lifecycle
         "identity_expiring": (
             "Workload identity expires soon",
@@ -148,6 +160,11 @@ def chat_notice(kind: str, req: IdentityRequest) -> webhooks.ChatNotice:
         ),
     }[kind]
     return webhooks.ChatNotice(title=title, text=text, facts=tuple(_facts(req)), url=request_url(req))
+
+
+def _asker(req: IdentityRequest) -> str:
+    change = _latest_change(req)
+    return str(change.requester if change else req.requester)
 
 
 def _load(request_id: uuid.UUID) -> IdentityRequest:
@@ -177,9 +194,9 @@ def _when(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC") if at else "never"
 
 
-def _addresses(audience: str, req: IdentityRequest) -> list[str]:
+def _addresses(audience: str, req: IdentityRequest, kind: str = "") -> list[str]:
     """The addresses of `audience`, read from Entra now; the requester has their own notice and is left out of
-    every other audience."""
+    every other audience (of a change waiting for approval: who asked for the change instead)."""
     if audience == REQUESTER:
         # issue 11 lifecycle: a requester Entra no longer knows (disabled, deleted) is mailed nothing.
         return [req.requester.email] if req.requester.email and not req.requester_left_at else []
@@ -195,7 +212,11 @@ def _addresses(audience: str, req: IdentityRequest) -> list[str]:
         people = graph.people(groups=[req.owner_group_id])
     else:
         people = graph.people(groups=[req.cluster.devops_group_id])
-    requester = {req.requester.object_id.lower(), req.requester.email.lower()} - {""}
+    # Left out: the requester, who has their own notice; of a change waiting for approval, who asked for it
+    # (nobody decides their own change, whoever asked for the identity: issue 11 changes).
+    change = _latest_change(req) if kind == "change_submitted" else None
+    asking = change.requester if change else req.requester
+    requester = {asking.object_id.lower(), asking.email.lower()} - {""}
     others = [p for p in people if p.object_id.lower() not in requester and p.email.lower() not in requester]
     unreachable = [p.name or p.object_id for p in others if not p.email]
     if unreachable:

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import access, adoption, audit, engine, limits, provisioning, queueing, reader, workflow
+from . import access, adoption, audit, changes, engine, limits, provisioning, queueing, reader, workflow
 from .cloud import identities, rbac
 from .cloud.errors import CloudError
 from .drift.compare import _matches, _role_guid, _role_name, principal_assignments
@@ -30,11 +30,20 @@ log = logging.getLogger(__name__)
 Detail = dict[str, Any]
 
 
+# issue 11 changes: a repair puts back the approved grants, which an approved change is about to replace.
+CHANGE_UNDER_WAY = (
+    "A change to this identity's roles is approved or being applied: a repair now would put back the roles it "
+    "replaces. Repair once the change is applied (or has failed)."
+)
+
+
 def _guard(req: IdentityRequest, actor: User) -> None:
     if not (actor.is_portal_admin or access.is_devops_member(actor, req.cluster)):
         raise WorkflowError("Only the cluster's DevOps members or an admin can repair an identity.")
     if req.status != Status.READY:
         raise WorkflowError("Only a ready identity can be repaired.")
+    if changes.being_applied(req):  # issue 11 changes
+        raise WorkflowError(CHANGE_UNDER_WAY)
 
 
 def _prepare(req: IdentityRequest, actor: User, source_ip: str | None) -> None:
@@ -94,6 +103,9 @@ def operation(actor_id: int | None) -> engine.Operation:
     def start(req: IdentityRequest) -> bool:
         if req.status != Status.READY:
             _failed(req, actor, "Only a ready identity can be repaired.")
+            return False
+        if changes.being_applied(req):  # issue 11 changes: approved after this repair was asked for
+            _failed(req, actor, CHANGE_UNDER_WAY)
             return False
         # Asked for through request_repair, the steps are there, reset; a repair run without it makes them.
         if len([s for s in req.steps.all() if s.name in workflow.REPAIR_STEPS]) < len(workflow.REPAIR_STEPS):

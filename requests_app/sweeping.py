@@ -5,6 +5,10 @@ request was approved, revoked, verified or repaired, or an e-mail was to go). Th
 be running but whose job is gone — approved but never picked up (never queued, Redis flushed or restarted), or
 provisioning/revoking with a lease that ran out (the worker was killed) — and enqueues them again. Leases keep
 two workers off one request, so enqueueing too often is harmless.
+
+Changes (issue 11) run on a ready request, so they are found by their own state: a change approved a while ago,
+or one being applied, whose request nobody leases and whose steps wait for nothing, lost its job; it is queued
+again (`queueing.enqueue_change(resume=True)`), and the engine resumes it where it stopped.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from . import audit, queueing
-from .models import IdentityRequest, OutboxJob, Status
+from .models import ChangeRequest, IdentityRequest, OutboxJob, Status, Step
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,25 @@ def due(now: datetime | None = None) -> list[IdentityRequest]:
     settled = Q(updated_at__lt=now - timedelta(seconds=settings.PORTAL_SWEEP_SECONDS))
     running = Q(status__in=[Status.PROVISIONING, Status.REVOKING]) | (Q(status=Status.APPROVED) & settled)
     return list(IdentityRequest.objects.filter(running, unleased, not_waiting).select_related("cluster"))
+
+
+def changes_due(now: datetime | None = None) -> list[ChangeRequest]:
+    """Changes that should be running but whose job is gone (issue 11 changes)."""
+    now = now or timezone.now()
+    State = ChangeRequest.State
+    unleased = Q(request__lease_expires_at__isnull=True) | Q(request__lease_expires_at__lt=now)
+    # Approved a moment ago: its job is on the way. Being applied: a run ended or its worker died.
+    settled = Q(status=State.APPROVED, decided_at__lt=now - timedelta(seconds=settings.PORTAL_SWEEP_SECONDS))
+    # A step waiting for its next attempt has its job scheduled for then (engine: Outcome.retry_at).
+    waiting = Step.objects.filter(
+        request=OuterRef("request"), name__in=[Step.Name.CHANGE_ADD_ROLES, Step.Name.CHANGE_REMOVE_ROLES]
+    ).filter(next_attempt_at__gt=now)
+    return list(
+        # Whatever the identity's status: on one no longer ready, the engine fails the change (changing._start).
+        ChangeRequest.objects.filter(settled | Q(status=State.APPLYING), unleased)
+        .exclude(Exists(waiting))
+        .select_related("request")
+    )
 
 
 def flush_outbox() -> int:
@@ -73,4 +96,18 @@ def sweep(now: datetime | None = None) -> int:
             queueing.enqueue_provision(req.pk, resume=True)
     if found:
         log.info("sweep: re-enqueued %d request(s)", len(found))
-    return flushed + len(found)
+    # issue 11 changes: an approved change whose job was lost.
+    lost = changes_due(now)
+    for change in lost:
+        req = change.request
+        if req.lease_owner:
+            audit.record(
+                "request.resumed",
+                actor=None,
+                request=req,
+                details={"previous_worker": req.lease_owner, "status": req.status, "change": change.pk},
+            )
+        queueing.enqueue_change(req.pk, resume=True)
+    if lost:
+        log.info("sweep: re-enqueued %d change(s)", len(lost))
+    return flushed + len(found) + len(lost)

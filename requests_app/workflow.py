@@ -332,6 +332,10 @@ def revoke_request(req: IdentityRequest, *, actor: User | None, reason: str, sou
             source_ip=source_ip,
             details={"reason": reason.strip()},
         )
+        # issue 11 changes: the identity's open change is cancelled with it (changes imports this module).
+        from . import changes
+
+        changes.close_for_revocation(req, actor=actor, source_ip=source_ip)
         enqueue_revocation(req)
 
 
