@@ -13,7 +13,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
-from . import access, naming, policy, workflow
+from . import access, adoption, naming, policy, workflow
 from .models import AllowedRole, AuditEvent, Cluster, IdentityRequest, User
 
 AUDIENCE = "api://AzureADTokenExchange"
@@ -46,6 +46,10 @@ class Plan:
     # A request's stored names (Plan.of); blank: derived, as a new request will get them.
     identity_name: str = ""
     fic_name: str = ""
+    # issue 11 podid: the adopted identity's resource ID (blank: the portal makes one), and the grants it had
+    # already (kept as they are: never made nor removed by the portal).
+    adopted_identity_resource_id: str = ""
+    adopted_grants: frozenset[tuple[str, str]] = frozenset()
 
     def __post_init__(self) -> None:
         c, ns, sa = self.cluster.name, self.namespace, self.service_account
@@ -79,9 +83,28 @@ class Plan:
     def high_risk(self) -> bool:
         return bool(self.risk_reasons)
 
+    # issue 11 podid
+    @property
+    def adopted(self) -> bool:
+        return bool(self.adopted_identity_resource_id)
+
+    @property
+    def identity_place(self) -> tuple[str, str]:
+        """(subscription, resource group) of the identity: the adopted one's, or the cluster's."""
+        parts = adoption.parse_identity_id(self.adopted_identity_resource_id) if self.adopted else None
+        if parts:
+            return parts[0], parts[1]
+        return self.cluster.subscription_id, self.cluster.resource_group
+
+    @property
+    def grant_rows(self) -> list[tuple[str, str, bool]]:
+        """(role name, scope, adopted) of each grant."""
+        return [(role, scope, (role, scope) in self.adopted_grants) for role, scope in self.grants]
+
     @classmethod
     def of(cls, req: IdentityRequest) -> Plan:
         grants = [(g.role_name, g.scope) for g in req.grants.all()]
+        adopted = frozenset((g.role_name, g.scope) for g in req.grants.all() if g.adopted)  # issue 11 podid
         approvals = list(req.approvals.all())
         requirement = policy.required_approvals(req)
         return cls(
@@ -95,6 +118,8 @@ class Plan:
             approvals=approvals,
             identity_name=req.identity_name,
             fic_name=req.fic_name,
+            adopted_identity_resource_id=req.adopted_identity_resource_id,
+            adopted_grants=adopted,
         )
 
 

@@ -11,7 +11,7 @@ from django.shortcuts import render
 
 from portal.methods import serves
 
-from .. import access, identities
+from .. import access, identities, refederation
 
 PAGE_SIZE = 25
 ALL = [("", "All")]
@@ -60,4 +60,11 @@ def identity_list(request: HttpRequest) -> HttpResponse:
     )
     page = Paginator(found, PAGE_SIZE).get_page(request.GET.get("page"))
     filtered = any(request.GET.get(k) for k in IdentityFilter.base_fields)
-    return render(request, "identities/list.html", {"form": form, "page": page, "filtered": filtered})
+    # issue 11: each listed cluster's pod-identity page, and its re-federation page when Azure reports a new issuer
+    # (both open to exactly the users who may list the cluster; read from the rows loaded above, no query).
+    cluster_links = [(c, bool(refederation.new_issuer(c))) for c in clusters]
+    return render(
+        request,
+        "identities/list.html",
+        {"form": form, "page": page, "filtered": filtered, "cluster_links": cluster_links},
+    )
