@@ -10,6 +10,7 @@ two workers off one request, so enqueueing too often is harmless.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -18,7 +19,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from . import audit, queueing
-from .models import IdentityRequest, OutboxJob, Status
+from .models import IdentityRequest, OutboxJob, Status, Step
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,24 @@ def due(now: datetime | None = None) -> list[IdentityRequest]:
     settled = Q(updated_at__lt=now - timedelta(seconds=settings.PORTAL_SWEEP_SECONDS))
     running = Q(status__in=[Status.PROVISIONING, Status.REVOKING]) | (Q(status=Status.APPROVED) & settled)
     return list(IdentityRequest.objects.filter(running, unleased, not_waiting).select_related("cluster"))
+
+
+def lost_lifecycle_jobs(now: datetime | None = None) -> list[tuple[str, uuid.UUID]]:
+    """Suspended identities whose suspension or resumption should be running but has no job (issue 11 lifecycle):
+    ("suspend" | "resume", request id) for each. Its steps are pending, running or due again, and nobody holds
+    the request's lease. A failed suspension is tried again too (the portal is its only actor); a failed
+    resumption is not: its owner sees the error on the page and resumes again."""
+    now = now or timezone.now()
+    unleased = Q(request__lease_expires_at__isnull=True) | Q(request__lease_expires_at__lt=now)
+    unfinished = Q(state__in=[Step.State.PENDING, Step.State.RUNNING]) | Q(
+        state=Step.State.WAITING, next_attempt_at__lte=now
+    )
+    steps = Step.objects.filter(unleased, request__status=Status.SUSPENDED)
+    suspend = steps.filter(unfinished | Q(state=Step.State.FAILED), name=Step.Name.SUSPEND_FIC)
+    resume = steps.filter(unfinished, name__in=[Step.Name.RESUME_FIC, Step.Name.RESUME_VERIFY])
+    lost = {("suspend", pk) for pk in suspend.values_list("request_id", flat=True)}
+    lost |= {("resume", pk) for pk in resume.values_list("request_id", flat=True)}
+    return sorted(lost, key=str)
 
 
 def flush_outbox() -> int:
@@ -71,6 +90,9 @@ def sweep(now: datetime | None = None) -> int:
             queueing.enqueue_revoke(req.pk, resume=True)
         else:
             queueing.enqueue_provision(req.pk, resume=True)
-    if found:
-        log.info("sweep: re-enqueued %d request(s)", len(found))
-    return flushed + len(found)
+    lost = lost_lifecycle_jobs(now)  # issue 11 lifecycle
+    for name, request_id in lost:
+        queueing.enqueue_or_keep(name, request_id)
+    if found or lost:
+        log.info("sweep: re-enqueued %d request(s)", len(found) + len(lost))
+    return flushed + len(found) + len(lost)

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from requests_app import access, lifecycle, provisioning, workflow
+from requests_app import access, lifecycle, provisioning, sweeping, workflow
 from requests_app.admin import ClusterAdminForm
 from requests_app.cloud import identities, rbac, verification
 from requests_app.cloud.errors import CloudError
@@ -371,8 +371,64 @@ def test_the_recertification_report_is_for_admins_and_says_who_reconfirmed_when_
     assert TEAM_PAYMENTS in row and str(requester) in row and "'=HYPERLINK(evil)" in row
 
 
-def test_the_scheduler_runs_the_lifecycle_checks(offline_cluster, requester) -> None:
-    _ready_rows(offline_cluster, requester, 1)
-    IdentityRequest.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+def test_the_scheduler_only_queues_a_job_per_identity_and_a_burst_worker_does_the_work(
+    queues, ready, requester, control, mailoutbox
+) -> None:
+    """The scheduler finds what is due and queues jobs by id (no cloud or Graph call of its own); the workers do it."""
+    queues.default.empty()
+    queues.provisioning.empty()
+    _ready_copy(ready, "payments-batch", expires_at=timezone.now() + timedelta(days=40))
+    control.disable_user(TENANT, requester.object_id)
+    IdentityRequest.objects.filter(pk=ready.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     call_command("run_scheduler", "--once")
-    assert IdentityRequest.objects.get().status == Status.SUSPENDED
+    call_command("run_scheduler", "--once")  # the next round, before a worker ran: nothing queued twice
+    assert fresh(ready).status == Status.READY  # nothing done in the scheduler itself
+    assert fresh(ready).requester_left_at is None
+    ours = ("requests_app.jobs.lifecycle_check", "requests_app.jobs.check_requester")
+    queued = sorted((j.func_name, j.args[0]) for j in queues.default.jobs if j.func_name in ours)
+    # One job per identity due (`reminded`'s first reminder is 40 days ahead: not yet), one per requester.
+    assert queued == [ours[1:] + (requester.pk,), (ours[0], str(ready.pk))]
+    assert not queues.provisioning.jobs
+    queues.work()
+    assert fresh(ready).status == Status.SUSPENDED
+    assert Step.objects.get(request=ready, name=Step.Name.SUSPEND_FIC).state == Step.State.SUCCEEDED  # the job ran
+    assert fresh(ready).requester_left_at is not None
+
+
+def _ready_copy(req: IdentityRequest, sa: str, **fields) -> IdentityRequest:
+    """Another ready identity row on the same cluster (no cloud resources: for what only reads the database)."""
+    now = timezone.now()
+    values = {
+        "cluster": req.cluster,
+        "namespace": NS,
+        "service_account": sa,
+        "purpose": "p",
+        "identity_name": f"id-{sa}",
+        "fic_name": f"fic-{sa}",
+        "requester": req.requester,
+        "status": Status.READY,
+        "ready_at": now,
+        "owner_group_id": TEAM_PAYMENTS,
+    }
+    values.update(fields)
+    return IdentityRequest.objects.create(**values)
+
+
+def test_a_suspension_and_a_resumption_whose_jobs_were_lost_are_queued_again_by_the_sweep(queues, ready, requester):
+    lifecycle.run_checks(now=ready.expires_at + timedelta(minutes=1))  # the suspension's job is queued…
+    queues.default.connection.flushdb()  # …and lost (Redis flushed)
+    assert sweeping.sweep() == 1
+    assert queues.provisioning.job_ids == [f"suspend-{ready.pk}"]
+    queues.work()
+    assert Step.objects.get(request=ready, name=Step.Name.SUSPEND_FIC).state == Step.State.SUCCEEDED
+    assert sweeping.lost_lifecycle_jobs() == []  # done: nothing more to queue
+
+    lifecycle.request_resume(fresh(ready), actor=requester)
+    queues.default.connection.flushdb()
+    assert fresh(ready).status == Status.SUSPENDED
+    sweeping.sweep()
+    assert queues.provisioning.job_ids == [f"resume-{ready.pk}"]
+    queues.work()
+    assert fresh(ready).status == Status.READY
+    assert exchange(ready).subject == f"system:serviceaccount:{NS}:{SA}"
+    assert sweeping.lost_lifecycle_jobs() == []
