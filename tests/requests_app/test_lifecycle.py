@@ -18,7 +18,7 @@ from requests_app.admin import ClusterAdminForm
 from requests_app.cloud import identities, rbac, verification
 from requests_app.cloud.errors import CloudError
 from requests_app.drift.reconcile import reconcile_request
-from requests_app.models import AuditEvent, DriftFinding, ExpiryReminder, IdentityRequest, Status, Step
+from requests_app.models import AuditEvent, Cluster, DriftFinding, ExpiryReminder, IdentityRequest, Status, Step
 
 from ..portal_fixtures import TENANT
 from .conftest import KEY_VAULT_SECRETS_USER, TEAM_PAYMENTS, TEAM_SEARCH, VAULT_SCOPE
@@ -432,3 +432,39 @@ def test_a_suspension_and_a_resumption_whose_jobs_were_lost_are_queued_again_by_
     assert fresh(ready).status == Status.READY
     assert exchange(ready).subject == f"system:serviceaccount:{NS}:{SA}"
     assert sweeping.lost_lifecycle_jobs() == []
+
+
+def test_a_suspended_identitys_page_polls_while_its_suspension_or_resumption_runs_and_only_then(
+    ready, requester
+) -> None:
+    c = client_for(requester)
+    url = reverse("request_detail", args=[ready.pk])
+    lifecycle.run_checks(now=ready.expires_at + timedelta(minutes=1))  # suspended; the credential still to go
+    page = c.get(url).content
+    assert b"hx-trigger=" in page and b'class="status status-suspended"' in page
+    lifecycle.run_suspension(ready.pk, sleep=no_sleep)
+    assert b"hx-trigger=" not in c.get(url).content  # nothing runs: nothing to wait for
+    lifecycle.request_resume(fresh(ready), actor=requester)
+    assert b"hx-trigger=" in c.get(url).content
+    lifecycle.run_resumption(ready.pk, sleep=no_sleep)
+    assert b"hx-trigger=" not in c.get(url).content and fresh(ready).status == Status.READY
+
+
+def test_the_navigation_links_the_expiring_page_for_those_who_have_something_there_in_a_fixed_number_of_queries(
+    offline_cluster, requester, approver, admin, devops, outsider
+) -> None:
+    link = f'href="{reverse("identities_expiring")}"'.encode()
+    home = reverse("my_requests")
+    assert link not in client_for(requester).get(home).content  # nothing of hers is ready yet
+    _ready_rows(offline_cluster, requester, 1)
+    shown = {u.display_name: link in client_for(u).get(home).content for u in (requester, approver, admin, devops)}
+    assert shown == {"Riley Requester": True, "Avery Approver": False, "Alex Admin": True, "Dana DevOps": True}
+    assert link not in client_for(outsider).get(home).content
+    counts = []
+    for n in (1, 20):
+        for i in range(Cluster.objects.count(), n):
+            Cluster.objects.create(name=f"aks-{i}", subscription_id=offline_cluster.subscription_id, devops_group_id="")
+        with CaptureQueriesContext(connection) as queries:
+            assert link in client_for(requester).get(home).content
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
