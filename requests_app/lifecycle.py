@@ -17,8 +17,8 @@
 `lifecycle_check` job per identity with a reminder, suspension or revocation due (`enqueue_due`, the job runs
 `check_one`), every PORTAL_OWNER_CHECK_SECONDS one `check_requester` job per requester (the Graph read). Each is
 idempotent: run twice, it does nothing twice. A suspension or resumption whose job was lost is queued again by
-the sweep (sweeping.lost_lifecycle_jobs). Every time is passed as `now` (tests move it instead of waiting);
-`run_checks` and `check_requesters` do a whole round in-process.
+the sweep (sweeping.lost_lifecycle_jobs). Times are the portal's clock (requests_app.auth.clock) or passed as
+`now`: tests move them instead of waiting. `run_checks` and `check_requesters` do a whole round in-process.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import access, audit, engine, provisioning, queueing, workflow
+from .auth import clock
 from .cloud import graph
 from .cloud.errors import CloudError
 from .models import Cluster, ExpiryReminder, IdentityRequest, Status, Step, User
@@ -83,7 +84,7 @@ def recertify(
     if not access.is_owner(actor, req):
         raise WorkflowError("Only the identity's owners (its team, the requester) or an admin can re-confirm it.")
     reason = _clean_reason(reason, "the identity is still needed")
-    now = now or timezone.now()
+    now = now or clock.now()
     expires = expiry_from(req.cluster, now)
     with transaction.atomic():
         updated = IdentityRequest.objects.filter(pk=req.pk, status=Status.READY).update(
@@ -175,7 +176,7 @@ def _fresh_steps(req: IdentityRequest, names: list[str], *, start: int) -> None:
 
 def suspend(req: IdentityRequest, *, now: datetime | None = None) -> bool:
     """Suspend an expired ready identity (the portal is the actor); False if it is no longer ready."""
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         if not workflow._swap(req, Status.READY, Status.SUSPENDED, suspended_at=now):
             return False
@@ -211,7 +212,7 @@ def due(now: datetime | None = None) -> list[uuid.UUID]:
     """The identities with lifecycle work due at `now`: a reminder not sent yet, an expiry passed (suspend), a
     grace period run out (revoke). Reads only the database, in a fixed number of queries: the scheduler calls it
     every round and queues one job per identity (`enqueue_due`); the jobs do the work (`check_one`)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     found: list[uuid.UUID] = []
     days = sorted(settings.PORTAL_EXPIRY_REMINDER_DAYS)
     horizon = now + timedelta(days=max(days)) if days else now
@@ -237,7 +238,7 @@ def due(now: datetime | None = None) -> list[uuid.UUID]:
 def enqueue_due(now: datetime | None = None) -> list[uuid.UUID]:
     """The scheduler's lifecycle round: one `lifecycle_check` job per identity with work due (none twice while
     one waits). No cloud or Graph call here: the jobs make them. Returns the identities queued."""
-    now = now or timezone.now()
+    now = now or clock.now()
     found = due(now)
     for request_id in found:
         queueing.enqueue_lifecycle_check(request_id, now)
@@ -255,7 +256,7 @@ def _threshold(req: IdentityRequest, now: datetime, days: list[int]) -> int | No
 def check_one(request_id: uuid.UUID, now: datetime | None = None, done: Checked | None = None) -> Checked:
     """Do what is due of one identity's lifecycle at `now`: its reminder, its suspension or its revocation after
     grace. Idempotent: run twice (two schedulers, a job run again), it does nothing twice."""
-    now = now or timezone.now()
+    now = now or clock.now()
     done = done if done is not None else Checked()
     req = IdentityRequest.objects.select_related("cluster").filter(pk=request_id).first()
     if req is None or (req.status == Status.READY and req.expires_at is None):
@@ -281,7 +282,7 @@ def check_one(request_id: uuid.UUID, now: datetime | None = None, done: Checked 
 
 def run_checks(now: datetime | None = None) -> Checked:
     """A whole round here, in this process (tests, commands): `check_one` for every identity `due` at `now`."""
-    now = now or timezone.now()
+    now = now or clock.now()
     done = Checked()
     for request_id in due(now):
         check_one(request_id, now, done)
@@ -340,7 +341,7 @@ def check_requester(user_id: int, now: datetime | None = None) -> list[uuid.UUID
     One Graph read per requester, however many identities they asked for. The identity stays with its owning
     team; each one is audited (`identity.requester_left`) and the admins are told. Returns the requests marked.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     user = User.objects.filter(pk=user_id).exclude(object_id="").first()
     if user is None:
         return []
@@ -399,7 +400,7 @@ def _start_resumption(req: IdentityRequest) -> bool:
 
 def finish_resumption(req: IdentityRequest) -> None:
     """The credential is back and verified: ready again, with a full lifetime from now."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         if workflow._swap(
             req, Status.SUSPENDED, Status.READY, suspended_at=None, expires_at=expiry_from(req.cluster, now)
