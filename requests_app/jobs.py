@@ -96,6 +96,13 @@ def check_requester(user_id: int) -> None:
     lifecycle.check_requester(int(user_id))
 
 
+def name_owner_groups() -> int:
+    """Name, from Entra (Graph), the owning groups of identities kept by ID only."""
+    from . import lifecycle
+
+    return lifecycle.name_owner_groups()
+
+
 def reconcile(request_id: str) -> None:
     drift.reconcile_one(uuid.UUID(str(request_id)))
 

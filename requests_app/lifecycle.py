@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 REASON_MAX_LENGTH = 2000
 NOT_RECONFIRMED = "not re-confirmed"  # the revocation's reason when the grace period ran out
 N = Step.Name
+# An identity that exists or is on its way: its requester and owning group still matter.
+LIVE = [Status.READY, Status.SUSPENDED, Status.PROVISIONING, Status.APPROVED, Status.FAILED]
 
 
 def lifetime(cluster: Cluster) -> timedelta | None:
@@ -126,7 +128,15 @@ def transfer_owner(
         raise WorkflowError("That group owns the identity already.")
     if req.status in (Status.REVOKED, Status.REJECTED, Status.CANCELLED):
         raise WorkflowError("Only a live identity can change owners.")
-    name = group_name.strip()[:256]
+    try:
+        found = graph.group_name(group)
+    except CloudError as e:  # Graph away: the name typed, or the ID, stands for now (named later: name_owner_groups)
+        log.warning("lifecycle: could not read group %s from Entra: %s", group, e.message)
+        found = ""
+    if found is None:
+        raise WorkflowError("Entra ID has no group with that object ID. Check it (Entra ID → Groups → Object ID).")
+    # The name Entra gives the group, so pages name the team as its members know it; else the one typed.
+    name = (found or group_name.strip())[:256]
     with transaction.atomic():
         before = (req.owner_group_id, req.owner_group_name)
         IdentityRequest.objects.filter(pk=req.pk).update(
@@ -321,10 +331,27 @@ def enqueue_requester_checks() -> list[int]:
     found = requesters_to_check()
     for user_id in found:
         queueing.enqueue_requester_check(user_id)
+    if IdentityRequest.objects.filter(status__in=LIVE, owner_group_name="").exclude(owner_group_id="").exists():
+        queueing.enqueue_name_owner_groups()
     return found
 
 
-LIVE = [Status.READY, Status.SUSPENDED, Status.PROVISIONING, Status.APPROVED, Status.FAILED]
+def name_owner_groups() -> int:
+    """Name the owning groups of live identities that have none yet (their namespace's group, kept by ID at
+    submission), as Entra has them: one Graph read per group, however many identities it owns. Returns how many
+    identities were named; a group Graph cannot read now is tried next round, one that no longer exists keeps
+    its ID (pages show the ID)."""
+    blank = IdentityRequest.objects.filter(status__in=LIVE, owner_group_name="").exclude(owner_group_id="")
+    named = 0
+    for group_id in sorted(set(blank.values_list("owner_group_id", flat=True))):
+        try:
+            name = graph.group_name(group_id)
+        except CloudError as e:
+            log.warning("lifecycle: could not read group %s from Entra: %s", group_id, e.message)
+            continue
+        if name:
+            named += blank.filter(owner_group_id=group_id).update(owner_group_name=name[:256])
+    return named
 
 
 def check_requesters(now: datetime | None = None) -> list[uuid.UUID]:

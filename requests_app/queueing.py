@@ -49,6 +49,7 @@ SUSPEND = "requests_app.jobs.suspend"
 RESUME = "requests_app.jobs.resume"
 LIFECYCLE_CHECK = "requests_app.jobs.lifecycle_check"
 CHECK_REQUESTER = "requests_app.jobs.check_requester"
+NAME_OWNER_GROUPS = "requests_app.jobs.name_owner_groups"
 
 
 def _enqueue(
@@ -117,6 +118,10 @@ def enqueue_requester_check(user_id: int) -> None:  # issue 11 lifecycle
     _enqueue_once(
         CHECK_REQUESTER, f"{settings.PORTAL_REDIS_PREFIX}requester-{user_id}", user_id, queue_name=DEFAULT_QUEUE
     )
+
+
+def enqueue_name_owner_groups() -> None:  # issue 11 lifecycle
+    _enqueue_once(NAME_OWNER_GROUPS, f"{settings.PORTAL_REDIS_PREFIX}name-owner-groups", queue_name=DEFAULT_QUEUE)
 
 
 def enqueue_reconcile(request_id: uuid.UUID) -> None:

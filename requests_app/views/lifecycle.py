@@ -114,7 +114,7 @@ def transfer(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         except WorkflowError as e:
             error = str(e)  # shown on the form, with what was typed
         else:
-            messages.success(request, f"The identity now belongs to {group_name or group_id}.")
+            messages.success(request, f"The identity now belongs to {req.owner_group_name or req.owner_group_id}.")
             return redirect(_url(req) + "#lifecycle")
     context = {"req": req, "group_id": group_id, "group_name": group_name, "error": error}
     return render(request, "requests/confirm_transfer.html", context)

@@ -82,6 +82,7 @@ def test_an_owner_reconfirms_from_the_reminders_link_and_resumes_after_a_suspens
     # ---- a week before the expiry: the scheduler queues the reminder, a worker mails it ----
     portal_clock.advance((ready.expires_at - timedelta(days=6, hours=23) - portal_clock.now()).total_seconds())
     assert lifecycle.enqueue_due() == [ready.pk]
+    lifecycle.enqueue_requester_checks()  # the Entra round: names the owning team, kept by ID at submission
     work()
     [reminder] = [m for m in mailoutbox if RILEY in m.to]
     assert "Re-confirm" in reminder.subject
@@ -97,6 +98,7 @@ def test_an_owner_reconfirms_from_the_reminders_link_and_resumes_after_a_suspens
     panel = riley.locator("#lifecycle")
     old_expiry = ready.expires_at.strftime("%Y-%m-%d")
     expect(panel.locator(".lifecycle-expiry")).to_contain_text(old_expiry)
+    expect(panel).to_contain_text("team-payments")  # the owning team by the name Entra gives it
     check_page(riley, "lifecycle-ready-with-expiry")
 
     # The expiring page lists it (the navigation links it for an owner).

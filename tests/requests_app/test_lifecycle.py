@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from requests_app import access, lifecycle, provisioning, sweeping, workflow
 from requests_app.admin import ClusterAdminForm
-from requests_app.cloud import identities, rbac, verification
+from requests_app.cloud import graph, identities, rbac, verification
 from requests_app.cloud.errors import CloudError
 from requests_app.drift.reconcile import reconcile_request
 from requests_app.models import AuditEvent, Cluster, DriftFinding, ExpiryReminder, IdentityRequest, Status, Step
@@ -285,9 +285,10 @@ def test_ownership_is_transferred_by_an_owner_after_confirming_and_audited(ready
     r = c.post(url, {"group_id": TEAM_SEARCH, "group_name": "Search team", "confirm": "yes"})
     assert r.status_code == 302
     req = fresh(ready)
-    assert (req.owner_group_id, req.owner_group_name) == (TEAM_SEARCH, "Search team")
+    # Named as Entra names the group (read through Graph), not as typed.
+    assert (req.owner_group_id, req.owner_group_name) == (TEAM_SEARCH, "team-search")
     [event] = AuditEvent.objects.filter(request=req, action="identity.owner_transferred")
-    assert event.details["to"] == "Search team" and event.actor_name == str(devops)
+    assert event.details["to"] == "team-search" and event.actor_name == str(devops)
     assert not access.is_owner(devops, req)  # Dana is in team-payments, not team-search
     with pytest.raises(workflow.WorkflowError):
         lifecycle.transfer_owner(req, actor=outsider, group_id=TEAM_PAYMENTS)
@@ -389,10 +390,12 @@ def test_the_scheduler_only_queues_a_job_per_identity_and_a_burst_worker_does_th
     # One job per identity due (`reminded`'s first reminder is 40 days ahead: not yet), one per requester.
     assert queued == [ours[1:] + (requester.pk,), (ours[0], str(ready.pk))]
     assert not queues.provisioning.jobs
+    assert "requests_app.jobs.name_owner_groups" in [j.func_name for j in queues.default.jobs]  # kept by ID only
     queues.work()
     assert fresh(ready).status == Status.SUSPENDED
     assert Step.objects.get(request=ready, name=Step.Name.SUSPEND_FIC).state == Step.State.SUCCEEDED  # the job ran
     assert fresh(ready).requester_left_at is not None
+    assert fresh(ready).owner_group_name == "team-payments"
 
 
 def _ready_copy(req: IdentityRequest, sa: str, **fields) -> IdentityRequest:
@@ -468,3 +471,37 @@ def test_the_navigation_links_the_expiring_page_for_those_who_have_something_the
             assert link in client_for(requester).get(home).content
         counts.append(len(queries))
     assert counts[0] == counts[1]
+
+
+# ---- the owning group's name, from Entra ------------------------------------------------------------------------
+
+UNKNOWN_GROUP = "0f1e2d3c-00ff-4000-8000-0000000000ff"
+
+
+def test_graph_names_a_group_and_says_when_there_is_none(cloud) -> None:
+    assert graph.group_name(TEAM_SEARCH) == "team-search"
+    assert graph.group_name(UNKNOWN_GROUP) is None
+
+
+def test_a_transfer_to_a_group_entra_does_not_have_is_refused_on_the_form(ready, devops) -> None:
+    url = reverse("request_transfer", args=[ready.pk])
+    r = client_for(devops).post(url, {"group_id": UNKNOWN_GROUP, "group_name": "Typo team", "confirm": "yes"})
+    assert r.status_code == 200 and b"Entra ID has no group with that object ID" in r.content
+    assert b'value="Typo team"' in r.content and UNKNOWN_GROUP.encode() in r.content  # nothing typed is lost
+    assert fresh(ready).owner_group_id == TEAM_PAYMENTS
+
+
+def test_while_graph_cannot_answer_a_transfer_keeps_the_typed_name(ready, devops, control) -> None:
+    control.add_fault(r"/graph/v1.0/groups/", status=503, code="ServiceUnavailable")
+    lifecycle.transfer_owner(ready, actor=devops, group_id=TEAM_SEARCH, group_name="Search team")
+    assert fresh(ready).owner_group_name == "Search team"
+
+
+def test_owning_groups_kept_by_id_are_named_from_entra_and_the_page_names_the_team(ready, requester) -> None:
+    assert fresh(ready).owner_group_name == ""
+    _ready_copy(ready, "gone-team", owner_group_id=UNKNOWN_GROUP)
+    assert lifecycle.name_owner_groups() == 1  # one Graph read per group; a group Entra lacks keeps its ID
+    assert fresh(ready).owner_group_name == "team-payments"
+    assert lifecycle.name_owner_groups() == 0
+    page = client_for(requester).get(reverse("request_detail", args=[ready.pk])).content.decode()
+    assert "team-payments <code>" in page
