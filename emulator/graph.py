@@ -9,6 +9,9 @@
   principal with its `appRoles` (each configured role gets a stable GUID);
 - `GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo`: who holds which of its app roles (users and groups),
   paged by `graph_page_size` with `@odata.nextLink`;
+- `GET /v1.0/groups/{id}` (with `$select`, e.g. `displayName`): a group's properties; 404
+  `Request_ResourceNotFound` for a group the tenant does not have, 400 `Request_BadRequest` for an id that is
+  not a GUID;
 - `GET /v1.0/groups/{id}/transitiveMembers` and its cast `…/transitiveMembers/microsoft.graph.user` (with
   `$select`, `$top`, paged with `@odata.nextLink`): everyone in a group, nested groups flattened (a group is
   nested through its `groups` in the config, or the control API).
@@ -16,7 +19,7 @@
 Every call needs an Entra access token for Graph (aud `00000003-0000-0000-c000-000000000000`,
 `https://graph.microsoft.com`, or this emulator's own Graph URL) from the tenant that owns the object;
 otherwise 401 in Graph's error shape. Delegated and app-only tokens are both accepted (`/me` needs a
-delegated one). Permissions are checked for the transitive members only, as Graph does: an app-only token must
+delegated one). Permissions are checked for a group and its transitive members, as Graph does: an app-only token must
 carry one of GROUP_READERS in `roles` (an app's `graph_permissions`; a delegated token in `scp`), else 403
 `Authorization_RequestDenied`; and without a permission that reads users (USER_READERS) the members come back
 with their `id` and nothing else, Graph's "limited information for inaccessible member objects". The other
@@ -336,7 +339,29 @@ class Graph:
             body["@odata.nextLink"] = f"{base}?$skiptoken={skip}{keep}"
         return web.json_response(body)
 
-    # --- groups: who is in them, nested groups flattened ---------------------------------------------------
+    # --- groups: a group's properties; who is in them, nested groups flattened --------------------------------
+    async def get_group(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        claims, tenant = known
+        gid = request.match_info["group_id"]
+        try:
+            uuid.UUID(gid)
+        except ValueError:
+            return graph_error(request, 400, "Request_BadRequest", f"Invalid object identifier '{gid}'.")
+        group = next((g for g in tenant.groups if g.id.lower() == gid.lower()), None)
+        if group is None:
+            return graph_error(request, 404, "Request_ResourceNotFound", NOT_FOUND.format(gid))
+        if not granted(claims) & GROUP_READERS:  # GroupMember.Read.All is the least that reads a group
+            return graph_error(request, 403, "Authorization_RequestDenied", DENIED)
+        props = self.selected(request, group_properties(group), "group")
+        if isinstance(props, web.Response):
+            return props
+        select = request.query.get("$select")
+        shape = f"groups({','.join(props)})/$entity" if select else "groups/$entity"
+        return web.json_response({"@odata.context": f"{self.emu.url}/graph/v1.0/$metadata#{shape}", **props})
+
     async def transitive_members(self, request: web.Request) -> web.Response:
         known = self.caller(request)
         if isinstance(known, web.Response):
@@ -387,6 +412,20 @@ class Graph:
         return {**item, **{n: props[n] if n in readable else None for n in names}}
 
 
+def group_properties(group: Any) -> dict[str, Any]:
+    """A security group as Graph returns it (the properties a `$select` may name; the default set)."""
+    return {
+        "id": group.id,
+        "displayName": group.name,
+        "description": None,
+        "mailEnabled": False,
+        "mailNickname": group.name,
+        "securityEnabled": True,
+        "groupTypes": [],
+        "visibility": None,
+    }
+
+
 def setup(app: web.Application, emu: Any) -> None:
     graph = Graph(emu)
     r = app.router
@@ -399,6 +438,7 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_get(f"{v1}/servicePrincipals(appId='{{app_id}}')", graph.get_service_principal)
     r.add_get(f"{v1}/servicePrincipals/{{sp_id}}", graph.get_service_principal)
     r.add_get(f"{v1}/servicePrincipals/{{sp_id}}/appRoleAssignedTo", graph.app_role_assigned_to)
+    r.add_get(f"{v1}/groups/{{group_id}}", graph.get_group)
     r.add_get(f"{v1}/groups/{{group_id}}/transitiveMembers", graph.transitive_members)
     r.add_get(f"{v1}/groups/{{group_id}}/transitiveMembers/{{cast:microsoft\\.graph\\.user}}", graph.transitive_members)
     r.add_get(f"{PREFIX}/oidc/userinfo", graph.userinfo)

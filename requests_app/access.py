@@ -163,6 +163,14 @@ def owned_identities(user: User) -> QuerySet[IdentityRequest]:
     return qs.filter(mine)
 
 
+def can_see_expiring(user: User) -> bool:
+    """Whether the navigation links the expiring page (issue 11 lifecycle): admins, DevOps members of a cluster,
+    and owners of a ready or suspended identity. A fixed few queries, whatever the number of clusters."""
+    if not user.is_authenticated:
+        return False
+    return user.is_portal_admin or bool(devops_cluster_ids(user)) or owned_identities(user).exists()
+
+
 def can_request_change(user: User, req: IdentityRequest) -> bool:
     """Asking to add or remove roles (or change the purpose) of a ready identity: its owners."""
     return req.status == Status.READY and is_owner(user, req)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from datetime import datetime
 
 import rq
 
@@ -79,6 +80,27 @@ def resume(request_id: str) -> str:
 
     outcome = engine.run(uuid.UUID(request_id), lifecycle.RESUMPTION)
     return _again(queueing.RESUME, "resume", request_id, outcome).state
+
+
+def lifecycle_check(request_id: str, now: str | None = None) -> None:
+    """One identity's reminder, suspension or revocation after grace, due at `now` (ISO; the scheduler's round)."""
+    from . import lifecycle
+
+    lifecycle.check_one(uuid.UUID(request_id), datetime.fromisoformat(now) if now else None)
+
+
+def check_requester(user_id: int) -> None:
+    """Whether one requester is still active in Entra (a Graph read); Graph away: the next round asks again."""
+    from . import lifecycle
+
+    lifecycle.check_requester(int(user_id))
+
+
+def name_owner_groups() -> int:
+    """Name, from Entra (Graph), the owning groups of identities kept by ID only."""
+    from . import lifecycle
+
+    return lifecycle.name_owner_groups()
 
 
 def reconcile(request_id: str) -> None:

@@ -13,9 +13,12 @@
   it in one click (RESUMPTION: the credential is written again as approved, then a token exchange proves it)
   until the cluster's `suspension_grace_days` have passed; then the portal revokes it (workflow.revoke_request).
 
-`run_checks` (reminders, suspensions, revocations) and `check_requesters` are run by `manage.py run_scheduler`
-every PORTAL_LIFECYCLE_SECONDS and PORTAL_OWNER_CHECK_SECONDS. Both are idempotent: run twice, they do nothing
-twice. Every time is passed as `now` (tests move it instead of waiting).
+`manage.py run_scheduler` only finds what is due and queues jobs by id: every PORTAL_LIFECYCLE_SECONDS one
+`lifecycle_check` job per identity with a reminder, suspension or revocation due (`enqueue_due`, the job runs
+`check_one`), every PORTAL_OWNER_CHECK_SECONDS one `check_requester` job per requester (the Graph read). Each is
+idempotent: run twice, it does nothing twice. A suspension or resumption whose job was lost is queued again by
+the sweep (sweeping.lost_lifecycle_jobs). Times are the portal's clock (requests_app.auth.clock) or passed as
+`now`: tests move them instead of waiting. `run_checks` and `check_requesters` do a whole round in-process.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import access, audit, engine, provisioning, queueing, workflow
+from .auth import clock
 from .cloud import graph
 from .cloud.errors import CloudError
 from .models import Cluster, ExpiryReminder, IdentityRequest, Status, Step, User
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 REASON_MAX_LENGTH = 2000
 NOT_RECONFIRMED = "not re-confirmed"  # the revocation's reason when the grace period ran out
 N = Step.Name
+# An identity that exists or is on its way: its requester and owning group still matter.
+LIVE = [Status.READY, Status.SUSPENDED, Status.PROVISIONING, Status.APPROVED, Status.FAILED]
 
 
 def lifetime(cluster: Cluster) -> timedelta | None:
@@ -80,7 +86,7 @@ def recertify(
     if not access.is_owner(actor, req):
         raise WorkflowError("Only the identity's owners (its team, the requester) or an admin can re-confirm it.")
     reason = _clean_reason(reason, "the identity is still needed")
-    now = now or timezone.now()
+    now = now or clock.now()
     expires = expiry_from(req.cluster, now)
     with transaction.atomic():
         updated = IdentityRequest.objects.filter(pk=req.pk, status=Status.READY).update(
@@ -122,7 +128,15 @@ def transfer_owner(
         raise WorkflowError("That group owns the identity already.")
     if req.status in (Status.REVOKED, Status.REJECTED, Status.CANCELLED):
         raise WorkflowError("Only a live identity can change owners.")
-    name = group_name.strip()[:256]
+    try:
+        found = graph.group_name(group)
+    except CloudError as e:  # Graph away: the name typed, or the ID, stands for now (named later: name_owner_groups)
+        log.warning("lifecycle: could not read group %s from Entra: %s", group, e.message)
+        found = ""
+    if found is None:
+        raise WorkflowError("Entra ID has no group with that object ID. Check it (Entra ID → Groups → Object ID).")
+    # The name Entra gives the group, so pages name the team as its members know it; else the one typed.
+    name = (found or group_name.strip())[:256]
     with transaction.atomic():
         before = (req.owner_group_id, req.owner_group_name)
         IdentityRequest.objects.filter(pk=req.pk).update(
@@ -172,7 +186,7 @@ def _fresh_steps(req: IdentityRequest, names: list[str], *, start: int) -> None:
 
 def suspend(req: IdentityRequest, *, now: datetime | None = None) -> bool:
     """Suspend an expired ready identity (the portal is the actor); False if it is no longer ready."""
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         if not workflow._swap(req, Status.READY, Status.SUSPENDED, suspended_at=now):
             return False
@@ -204,16 +218,67 @@ class Checked:
     revoked: list[uuid.UUID] = field(default_factory=list)
 
 
-def run_checks(now: datetime | None = None) -> Checked:
-    """Send the reminders that are due, suspend what expired, revoke what stayed suspended past its grace."""
-    now = now or timezone.now()
-    done = Checked()
-    _remind(now, done)
-    for req in IdentityRequest.objects.select_related("cluster").filter(status=Status.READY, expires_at__lte=now):
+def due(now: datetime | None = None) -> list[uuid.UUID]:
+    """The identities with lifecycle work due at `now`: a reminder not sent yet, an expiry passed (suspend), a
+    grace period run out (revoke). Reads only the database, in a fixed number of queries: the scheduler calls it
+    every round and queues one job per identity (`enqueue_due`); the jobs do the work (`check_one`)."""
+    now = now or clock.now()
+    found: list[uuid.UUID] = []
+    days = sorted(settings.PORTAL_EXPIRY_REMINDER_DAYS)
+    horizon = now + timedelta(days=max(days)) if days else now
+    ready = list(
+        IdentityRequest.objects.filter(status=Status.READY, expires_at__lte=horizon)
+        .only("pk", "expires_at")
+        .order_by("expires_at")
+    )
+    sent = set(
+        ExpiryReminder.objects.filter(request__in=[r.pk for r in ready]).values_list("request_id", "expires_at", "days")
+    )
+    for req in ready:
+        threshold = _threshold(req, now, days)
+        if req.expires_at <= now or (threshold is not None and (req.pk, req.expires_at, threshold) not in sent):
+            found.append(req.pk)
+    for req in IdentityRequest.objects.select_related("cluster").filter(status=Status.SUSPENDED):
+        ends = suspension_ends(req)
+        if ends is not None and ends <= now:
+            found.append(req.pk)
+    return found
+
+
+def enqueue_due(now: datetime | None = None) -> list[uuid.UUID]:
+    """The scheduler's lifecycle round: one `lifecycle_check` job per identity with work due (none twice while
+    one waits). No cloud or Graph call here: the jobs make them. Returns the identities queued."""
+    now = now or clock.now()
+    found = due(now)
+    for request_id in found:
+        queueing.enqueue_lifecycle_check(request_id, now)
+    return found
+
+
+def _threshold(req: IdentityRequest, now: datetime, days: list[int]) -> int | None:
+    """The nearest reminder threshold reached (one reminder a round, never an earlier one caught up late)."""
+    if req.expires_at is None or req.expires_at <= now:
+        return None
+    left = req.expires_at - now
+    return next((d for d in days if left <= timedelta(days=d)), None)
+
+
+def check_one(request_id: uuid.UUID, now: datetime | None = None, done: Checked | None = None) -> Checked:
+    """Do what is due of one identity's lifecycle at `now`: its reminder, its suspension or its revocation after
+    grace. Idempotent: run twice (two schedulers, a job run again), it does nothing twice."""
+    now = now or clock.now()
+    done = done if done is not None else Checked()
+    req = IdentityRequest.objects.select_related("cluster").filter(pk=request_id).first()
+    if req is None or (req.status == Status.READY and req.expires_at is None):
+        return done
+    if req.status == Status.READY and req.expires_at <= now:
         if suspend(req, now=now):
             done.suspended.append(req.pk)
-    suspended = IdentityRequest.objects.select_related("cluster").filter(status=Status.SUSPENDED)
-    for req in suspended:
+    elif req.status == Status.READY:
+        threshold = _threshold(req, now, sorted(settings.PORTAL_EXPIRY_REMINDER_DAYS))
+        if threshold is not None and _remind(req, threshold, now):
+            done.reminded.append((req.pk, threshold))
+    elif req.status == Status.SUSPENDED:
         ends = suspension_ends(req)
         if ends is not None and ends <= now:
             try:
@@ -222,90 +287,116 @@ def run_checks(now: datetime | None = None) -> Checked:
                 log.info("lifecycle: %s not revoked: %s", req.pk, e)
             else:
                 done.revoked.append(req.pk)
-    _resume_stalled_suspensions(suspended)
     return done
 
 
-def _remind(now: datetime, done: Checked) -> None:
-    days = sorted(settings.PORTAL_EXPIRY_REMINDER_DAYS)
-    if not days:
-        return
-    horizon = now + timedelta(days=max(days))
-    due = list(
-        IdentityRequest.objects.filter(status=Status.READY, expires_at__gt=now, expires_at__lte=horizon)
-        .only("pk", "expires_at")
-        .order_by("expires_at")
+def run_checks(now: datetime | None = None) -> Checked:
+    """A whole round here, in this process (tests, commands): `check_one` for every identity `due` at `now`."""
+    now = now or clock.now()
+    done = Checked()
+    for request_id in due(now):
+        check_one(request_id, now, done)
+    return done
+
+
+def _remind(req: IdentityRequest, threshold: int, now: datetime) -> bool:
+    """Send the reminder `threshold` days ahead of the identity's current expiry, once (an ExpiryReminder row)."""
+    if ExpiryReminder.objects.filter(request=req, expires_at=req.expires_at, days=threshold).exists():
+        return False
+    try:
+        with transaction.atomic():
+            ExpiryReminder.objects.create(request=req, expires_at=req.expires_at, days=threshold, sent_at=now)
+            audit.record(
+                "identity.expiry_reminder_sent",
+                actor=None,
+                request=req,
+                details={"days": threshold, "expires": req.expires_at.isoformat()},
+            )
+            notify("identity_expiring", req)
+    except IntegrityError:  # another job sent it a moment ago
+        return False
+    return True
+
+
+def requesters_to_check() -> list[int]:
+    """The users (pks) who asked for a live identity not yet marked as left: one Entra check each."""
+    live = IdentityRequest.objects.filter(status__in=LIVE, requester_left_at__isnull=True)
+    return list(
+        User.objects.filter(pk__in=live.values("requester_id")).exclude(object_id="").values_list("pk", flat=True)
     )
-    sent = set(
-        ExpiryReminder.objects.filter(request__in=[r.pk for r in due]).values_list("request_id", "expires_at", "days")
-    )
-    for req in due:
-        left = req.expires_at - now
-        # The nearest threshold reached: one reminder a round, never an earlier one caught up late.
-        threshold = next(d for d in days if left <= timedelta(days=d))
-        if (req.pk, req.expires_at, threshold) in sent:
-            continue
+
+
+def enqueue_requester_checks() -> list[int]:
+    """The scheduler's Entra round: one `check_requester` job per requester (the Graph read is the job's)."""
+    found = requesters_to_check()
+    for user_id in found:
+        queueing.enqueue_requester_check(user_id)
+    if IdentityRequest.objects.filter(status__in=LIVE, owner_group_name="").exclude(owner_group_id="").exists():
+        queueing.enqueue_name_owner_groups()
+    return found
+
+
+def name_owner_groups() -> int:
+    """Name the owning groups of live identities that have none yet (their namespace's group, kept by ID at
+    submission), as Entra has them: one Graph read per group, however many identities it owns. Returns how many
+    identities were named; a group Graph cannot read now is tried next round, one that no longer exists keeps
+    its ID (pages show the ID)."""
+    blank = IdentityRequest.objects.filter(status__in=LIVE, owner_group_name="").exclude(owner_group_id="")
+    named = 0
+    for group_id in sorted(set(blank.values_list("owner_group_id", flat=True))):
         try:
-            with transaction.atomic():
-                ExpiryReminder.objects.create(request=req, expires_at=req.expires_at, days=threshold, sent_at=now)
-                audit.record(
-                    "identity.expiry_reminder_sent",
-                    actor=None,
-                    request=req,
-                    details={"days": threshold, "expires": req.expires_at.isoformat()},
-                )
-                notify("identity_expiring", req)
-        except IntegrityError:  # another scheduler sent it a moment ago
+            name = graph.group_name(group_id)
+        except CloudError as e:
+            log.warning("lifecycle: could not read group %s from Entra: %s", group_id, e.message)
             continue
-        done.reminded.append((req.pk, threshold))
-
-
-def _resume_stalled_suspensions(suspended: Any) -> None:
-    """A suspension whose job was lost (Redis flushed) is queued again; the lease keeps two from running."""
-    stalled = Step.objects.filter(
-        request__in=suspended, name=N.SUSPEND_FIC, state__in=[Step.State.PENDING, Step.State.FAILED]
-    ).values_list("request_id", flat=True)
-    for request_id in stalled:
-        queueing.enqueue_or_keep("suspend", request_id)
+        if name:
+            named += blank.filter(owner_group_id=group_id).update(owner_group_name=name[:256])
+    return named
 
 
 def check_requesters(now: datetime | None = None) -> list[uuid.UUID]:
-    """Ask Entra (Graph) whether each live identity's requester is still active; record those who left.
+    """Every requester's check here, in this process (tests, commands); returns the requests marked."""
+    marked: list[uuid.UUID] = []
+    for user_id in requesters_to_check():
+        marked += check_requester(user_id, now)
+    return marked
+
+
+def check_requester(user_id: int, now: datetime | None = None) -> list[uuid.UUID]:
+    """Ask Entra (Graph) whether one requester is still active; if not, record it on their live identities.
 
     One Graph read per requester, however many identities they asked for. The identity stays with its owning
     team; each one is audited (`identity.requester_left`) and the admins are told. Returns the requests marked.
     """
-    now = now or timezone.now()
-    live = IdentityRequest.objects.filter(
-        status__in=[Status.READY, Status.SUSPENDED, Status.PROVISIONING, Status.APPROVED, Status.FAILED],
-        requester_left_at__isnull=True,
-    )
+    now = now or clock.now()
+    user = User.objects.filter(pk=user_id).exclude(object_id="").first()
+    if user is None:
+        return []
+    try:
+        found = graph.user_access(user.object_id)
+    except CloudError as e:  # Graph away: asked again next round
+        log.warning("lifecycle: could not read %s from Entra: %s", user.object_id, e.message)
+        return []
+    if found.active:
+        return []
+    state = "deleted" if not found.exists else "disabled"
     marked: list[uuid.UUID] = []
-    requesters = User.objects.filter(pk__in=live.values("requester_id")).exclude(object_id="")
-    for user in requesters:
-        try:
-            found = graph.user_access(user.object_id)
-        except CloudError as e:  # Graph away: asked again next round
-            log.warning("lifecycle: could not read %s from Entra: %s", user.object_id, e.message)
-            continue
-        if found.active:
-            continue
-        state = "deleted" if not found.exists else "disabled"
-        for req in live.filter(requester=user).select_related("cluster", "requester"):
-            with transaction.atomic():
-                if not IdentityRequest.objects.filter(pk=req.pk, requester_left_at__isnull=True).update(
-                    requester_left_at=now
-                ):
-                    continue
-                req.requester_left_at = now
-                audit.record(
-                    "identity.requester_left",
-                    actor=None,
-                    request=req,
-                    details={"requester": str(user), "account": state, "owner": req.owner_group_id or "none"},
-                )
-                notify("requester_left", req)
-            marked.append(req.pk)
+    live = IdentityRequest.objects.filter(status__in=LIVE, requester_left_at__isnull=True, requester=user)
+    for req in live.select_related("cluster", "requester"):
+        with transaction.atomic():
+            if not IdentityRequest.objects.filter(pk=req.pk, requester_left_at__isnull=True).update(
+                requester_left_at=now
+            ):
+                continue
+            req.requester_left_at = now
+            audit.record(
+                "identity.requester_left",
+                actor=None,
+                request=req,
+                details={"requester": str(user), "account": state, "owner": req.owner_group_id or "none"},
+            )
+            notify("requester_left", req)
+        marked.append(req.pk)
     return marked
 
 
@@ -336,7 +427,7 @@ def _start_resumption(req: IdentityRequest) -> bool:
 
 def finish_resumption(req: IdentityRequest) -> None:
     """The credential is back and verified: ready again, with a full lifetime from now."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         if workflow._swap(
             req, Status.SUSPENDED, Status.READY, suspended_at=None, expires_at=expiry_from(req.cluster, now)

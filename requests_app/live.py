@@ -20,7 +20,9 @@ from .models import IdentityRequest, Status
 BUSY = {Status.APPROVED, Status.PROVISIONING, Status.REVOKING}
 # Waiting on people (a decision, a retry): news is rare, poll slowly.
 WAITING = {Status.SUBMITTED, Status.FAILED}
-# Rejected, cancelled, revoked, and ready without a check running: nothing more happens by itself.
+# Ready or suspended with steps under way (a verification, a repair or change, a suspension or resumption):
+# polled like busy work. Otherwise (and rejected, cancelled, revoked) nothing more happens by itself.
+WORKING_WHILE = {Status.READY, Status.SUSPENDED}
 
 # CSRF tokens are masked afresh at every render: left out of the ETag, or no two answers would ever match.
 _CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
@@ -28,7 +30,7 @@ _CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
 
 def poll_seconds(req: IdentityRequest, *, checking: bool) -> float | None:
     """Seconds between polls of `req`'s page; None when it is in a final state (the page stops polling)."""
-    if req.status in BUSY or (req.status == Status.READY and checking):
+    if req.status in BUSY or (req.status in WORKING_WHILE and checking):
         return settings.PORTAL_LIVE_POLL_SECONDS
     if req.status in WAITING:
         return settings.PORTAL_LIVE_IDLE_POLL_SECONDS
@@ -38,6 +40,8 @@ def poll_seconds(req: IdentityRequest, *, checking: bool) -> float | None:
 def announcement(req: IdentityRequest, *, checking: bool) -> str:
     """What the page's polite live region says; it changes (and is read out) only when the status does."""
     words = f"Status: {req.get_status_display()}"
+    if checking and req.status == Status.SUSPENDED:
+        return f"{words}, work under way"  # the credential being removed, or written back and checked
     return f"{words}, checking that it works" if checking else words
 
 

@@ -47,6 +47,9 @@ SWEEP = "requests_app.jobs.sweep"
 # issue 11 lifecycle
 SUSPEND = "requests_app.jobs.suspend"
 RESUME = "requests_app.jobs.resume"
+LIFECYCLE_CHECK = "requests_app.jobs.lifecycle_check"
+CHECK_REQUESTER = "requests_app.jobs.check_requester"
+NAME_OWNER_GROUPS = "requests_app.jobs.name_owner_groups"
 
 
 def _enqueue(
@@ -58,13 +61,16 @@ def _enqueue(
     `resume`: the sweep found the request without a live lease, so a job still marked "started" is dead (a
     SIGKILLed worker leaves that status behind until RQ's own cleanup, much later): queue a new one.
     """
+    _enqueue_once(func, f"{kind}-{request_id}", str(request_id), *args, queue_name=queue_name, resume=resume)
+
+
+def _enqueue_once(func: str, job_id: str, *args: object, queue_name: str = QUEUE, resume: bool = False) -> None:
     queue = django_rq.get_queue(queue_name)
-    job_id = f"{kind}-{request_id}"
     existing = queue.fetch_job(job_id)
     alive = tuple(s for s in _ALIVE if not (resume and s == "started"))
     if existing is not None and existing.get_status(refresh=True) in alive:
         return
-    queue.enqueue(func, str(request_id), *args, job_id=job_id)
+    queue.enqueue(func, *args, job_id=job_id)
 
 
 def enqueue_provision(request_id: uuid.UUID, *, resume: bool = False) -> None:
@@ -98,6 +104,24 @@ def enqueue_suspend(request_id: uuid.UUID) -> None:  # issue 11 lifecycle
 
 def enqueue_resume(request_id: uuid.UUID) -> None:  # issue 11 lifecycle
     _enqueue(RESUME, request_id, "resume")
+
+
+def enqueue_lifecycle_check(request_id: uuid.UUID, now: datetime) -> None:  # issue 11 lifecycle
+    """One identity's reminder, suspension or revocation, due at the scheduler's `now` (passed on: the job
+    decides at the time the scheduler found it due)."""
+    _enqueue(LIFECYCLE_CHECK, request_id, "lifecycle", now.isoformat(), queue_name=DEFAULT_QUEUE)
+
+
+def enqueue_requester_check(user_id: int) -> None:  # issue 11 lifecycle
+    """One requester's Entra check (a Graph read); none twice while one waits."""
+    # A user's pk is not unique across portals sharing this Redis database, as request ids are: the prefix is.
+    _enqueue_once(
+        CHECK_REQUESTER, f"{settings.PORTAL_REDIS_PREFIX}requester-{user_id}", user_id, queue_name=DEFAULT_QUEUE
+    )
+
+
+def enqueue_name_owner_groups() -> None:  # issue 11 lifecycle
+    _enqueue_once(NAME_OWNER_GROUPS, f"{settings.PORTAL_REDIS_PREFIX}name-owner-groups", queue_name=DEFAULT_QUEUE)
 
 
 def enqueue_reconcile(request_id: uuid.UUID) -> None:

@@ -14,6 +14,7 @@ again (`queueing.enqueue_change(resume=True)`), and the engine resumes it where 
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -54,6 +55,24 @@ def changes_due(now: datetime | None = None) -> list[ChangeRequest]:
         .exclude(Exists(waiting))
         .select_related("request")
     )
+
+
+def lost_lifecycle_jobs(now: datetime | None = None) -> list[tuple[str, uuid.UUID]]:
+    """Suspended identities whose suspension or resumption should be running but has no job (issue 11 lifecycle):
+    ("suspend" | "resume", request id) for each. Its steps are pending, running or due again, and nobody holds
+    the request's lease. A failed suspension is tried again too (the portal is its only actor); a failed
+    resumption is not: its owner sees the error on the page and resumes again."""
+    now = now or timezone.now()
+    unleased = Q(request__lease_expires_at__isnull=True) | Q(request__lease_expires_at__lt=now)
+    unfinished = Q(state__in=[Step.State.PENDING, Step.State.RUNNING]) | Q(
+        state=Step.State.WAITING, next_attempt_at__lte=now
+    )
+    steps = Step.objects.filter(unleased, request__status=Status.SUSPENDED)
+    suspend = steps.filter(unfinished | Q(state=Step.State.FAILED), name=Step.Name.SUSPEND_FIC)
+    resume = steps.filter(unfinished, name__in=[Step.Name.RESUME_FIC, Step.Name.RESUME_VERIFY])
+    lost = {("suspend", pk) for pk in suspend.values_list("request_id", flat=True)}
+    lost |= {("resume", pk) for pk in resume.values_list("request_id", flat=True)}
+    return sorted(lost, key=str)
 
 
 def flush_outbox() -> int:
@@ -97,8 +116,8 @@ def sweep(now: datetime | None = None) -> int:
     if found:
         log.info("sweep: re-enqueued %d request(s)", len(found))
     # issue 11 changes: an approved change whose job was lost.
-    lost = changes_due(now)
-    for change in lost:
+    lost_changes = changes_due(now)
+    for change in lost_changes:
         req = change.request
         if req.lease_owner:
             audit.record(
@@ -108,6 +127,11 @@ def sweep(now: datetime | None = None) -> int:
                 details={"previous_worker": req.lease_owner, "status": req.status, "change": change.pk},
             )
         queueing.enqueue_change(req.pk, resume=True)
+    if lost_changes:
+        log.info("sweep: re-enqueued %d change(s)", len(lost_changes))
+    lost = lost_lifecycle_jobs(now)  # issue 11 lifecycle
+    for name, request_id in lost:
+        queueing.enqueue_or_keep(name, request_id)
     if lost:
-        log.info("sweep: re-enqueued %d change(s)", len(lost))
-    return flushed + len(found) + len(lost)
+        log.info("sweep: re-enqueued %d suspension(s) or resumption(s)", len(lost))
+    return flushed + len(found) + len(lost_changes) + len(lost)

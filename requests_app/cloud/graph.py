@@ -17,6 +17,10 @@ And, for notices (requests_app/notifications.py), who is in a role now, whether 
 - the two service-principal reads above, for the holders of an app role; a group holding it is expanded the same
   way, a user holding it is read with `GET /v1.0/users/{id}?$select=…`.
 
+And, for an identity's owning team (requests_app/lifecycle.py), its name:
+
+- `GET /v1.0/groups/{id}?$select=displayName` (GroupMember.Read.All is the least permission that reads it).
+
 Every failure comes out as CloudError; a deleted or disabled account is an answer, not an error.
 """
 
@@ -73,6 +77,17 @@ def user_access(object_id: str) -> UserAccess:
         groups = graph.collect("POST", f"/v1.0/users/{object_id}/getMemberObjects", json={"securityEnabledOnly": True})
         roles = _app_roles(graph, {object_id, *groups})
     return UserAccess(exists=True, enabled=True, groups=tuple(str(g) for g in groups), roles=roles)
+
+
+def group_name(group_id: str) -> str | None:
+    """A group's display name as Entra has it now; None when Entra has no group with that object ID (404)."""
+    if not (settings.ENTRA_TENANT_ID and settings.ENTRA_CLIENT_ID):
+        raise CloudError("Entra ID is not configured (ENTRA_TENANT_ID, ENTRA_CLIENT_ID).", permanent=True)
+    with _Graph() as graph:
+        found = graph.get(
+            f"/v1.0/groups/{quote(group_id, safe='')}", params={"$select": "displayName"}, missing_ok=True
+        )
+    return None if found is None else str(found.get("displayName") or "")
 
 
 def _app_roles(graph: _Graph, holders: set[str]) -> tuple[str, ...]:

@@ -15,11 +15,11 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 
 from portal.methods import serves
 
 from .. import access, audit, lifecycle
+from ..auth import clock
 from ..auth.middleware import fresh_roles
 from ..models import Cluster, IdentityRequest, Status, Step
 from ..workflow import WorkflowError
@@ -114,7 +114,7 @@ def transfer(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         except WorkflowError as e:
             error = str(e)  # shown on the form, with what was typed
         else:
-            messages.success(request, f"The identity now belongs to {group_name or group_id}.")
+            messages.success(request, f"The identity now belongs to {req.owner_group_name or req.owner_group_id}.")
             return redirect(_url(req) + "#lifecycle")
     context = {"req": req, "group_id": group_id, "group_name": group_name, "error": error}
     return render(request, "requests/confirm_transfer.html", context)
@@ -131,7 +131,7 @@ def expiring(request: HttpRequest) -> HttpResponse:
     except ValueError:
         days = 30
     days = days if days in EXPIRING_DAYS else 30
-    now = timezone.now()
+    now = clock.now()  # the portal's clock, as lifecycle.py's
     qs = (
         access.owned_identities(user)
         .filter(expires_at__lte=now + timedelta(days=days))

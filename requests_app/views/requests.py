@@ -277,7 +277,8 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
     changing = {s.value for s in CHANGE_STEPS}  # issue 11 changes
     refederating = {s.value for s in refederation.STEPS}  # issue 11 re-federation
     # A re-run verification on a ready request is followed live too (the status itself does not change).
-    checking = req.status == Status.READY and any(s.state in UNFINISHED_STEP_STATES for s in steps)
+    # issue 11 lifecycle: so is a suspended identity's suspension or resumption while it runs.
+    checking = req.status in live.WORKING_WHILE and any(s.state in UNFINISHED_STEP_STATES for s in steps)
     return {
         "req": req,
         "steps": steps,

@@ -13,12 +13,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from requests_app import access, lifecycle, provisioning, workflow
+from requests_app import access, lifecycle, provisioning, sweeping, workflow
 from requests_app.admin import ClusterAdminForm
-from requests_app.cloud import identities, rbac, verification
+from requests_app.cloud import graph, identities, rbac, verification
 from requests_app.cloud.errors import CloudError
 from requests_app.drift.reconcile import reconcile_request
-from requests_app.models import AuditEvent, DriftFinding, ExpiryReminder, IdentityRequest, Status, Step
+from requests_app.models import AuditEvent, Cluster, DriftFinding, ExpiryReminder, IdentityRequest, Status, Step
 
 from ..portal_fixtures import TENANT
 from .conftest import KEY_VAULT_SECRETS_USER, TEAM_PAYMENTS, TEAM_SEARCH, VAULT_SCOPE
@@ -285,9 +285,10 @@ def test_ownership_is_transferred_by_an_owner_after_confirming_and_audited(ready
     r = c.post(url, {"group_id": TEAM_SEARCH, "group_name": "Search team", "confirm": "yes"})
     assert r.status_code == 302
     req = fresh(ready)
-    assert (req.owner_group_id, req.owner_group_name) == (TEAM_SEARCH, "Search team")
+    # Named as Entra names the group (read through Graph), not as typed.
+    assert (req.owner_group_id, req.owner_group_name) == (TEAM_SEARCH, "team-search")
     [event] = AuditEvent.objects.filter(request=req, action="identity.owner_transferred")
-    assert event.details["to"] == "Search team" and event.actor_name == str(devops)
+    assert event.details["to"] == "team-search" and event.actor_name == str(devops)
     assert not access.is_owner(devops, req)  # Dana is in team-payments, not team-search
     with pytest.raises(workflow.WorkflowError):
         lifecycle.transfer_owner(req, actor=outsider, group_id=TEAM_PAYMENTS)
@@ -371,8 +372,136 @@ def test_the_recertification_report_is_for_admins_and_says_who_reconfirmed_when_
     assert TEAM_PAYMENTS in row and str(requester) in row and "'=HYPERLINK(evil)" in row
 
 
-def test_the_scheduler_runs_the_lifecycle_checks(offline_cluster, requester) -> None:
-    _ready_rows(offline_cluster, requester, 1)
-    IdentityRequest.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+def test_the_scheduler_only_queues_a_job_per_identity_and_a_burst_worker_does_the_work(
+    queues, ready, requester, control, mailoutbox
+) -> None:
+    """The scheduler finds what is due and queues jobs by id (no cloud or Graph call of its own); the workers do it."""
+    queues.default.empty()
+    queues.provisioning.empty()
+    _ready_copy(ready, "payments-batch", expires_at=timezone.now() + timedelta(days=40))
+    control.disable_user(TENANT, requester.object_id)
+    IdentityRequest.objects.filter(pk=ready.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     call_command("run_scheduler", "--once")
-    assert IdentityRequest.objects.get().status == Status.SUSPENDED
+    call_command("run_scheduler", "--once")  # the next round, before a worker ran: nothing queued twice
+    assert fresh(ready).status == Status.READY  # nothing done in the scheduler itself
+    assert fresh(ready).requester_left_at is None
+    ours = ("requests_app.jobs.lifecycle_check", "requests_app.jobs.check_requester")
+    queued = sorted((j.func_name, j.args[0]) for j in queues.default.jobs if j.func_name in ours)
+    # One job per identity due (`reminded`'s first reminder is 40 days ahead: not yet), one per requester.
+    assert queued == [ours[1:] + (requester.pk,), (ours[0], str(ready.pk))]
+    assert not queues.provisioning.jobs
+    assert "requests_app.jobs.name_owner_groups" in [j.func_name for j in queues.default.jobs]  # kept by ID only
+    queues.work()
+    assert fresh(ready).status == Status.SUSPENDED
+    assert Step.objects.get(request=ready, name=Step.Name.SUSPEND_FIC).state == Step.State.SUCCEEDED  # the job ran
+    assert fresh(ready).requester_left_at is not None
+    assert fresh(ready).owner_group_name == "team-payments"
+
+
+def _ready_copy(req: IdentityRequest, sa: str, **fields) -> IdentityRequest:
+    """Another ready identity row on the same cluster (no cloud resources: for what only reads the database)."""
+    now = timezone.now()
+    values = {
+        "cluster": req.cluster,
+        "namespace": NS,
+        "service_account": sa,
+        "purpose": "p",
+        "identity_name": f"id-{sa}",
+        "fic_name": f"fic-{sa}",
+        "requester": req.requester,
+        "status": Status.READY,
+        "ready_at": now,
+        "owner_group_id": TEAM_PAYMENTS,
+    }
+    values.update(fields)
+    return IdentityRequest.objects.create(**values)
+
+
+def test_a_suspension_and_a_resumption_whose_jobs_were_lost_are_queued_again_by_the_sweep(queues, ready, requester):
+    lifecycle.run_checks(now=ready.expires_at + timedelta(minutes=1))  # the suspension's job is queued…
+    queues.default.connection.flushdb()  # …and lost (Redis flushed)
+    assert sweeping.sweep() == 1
+    assert queues.provisioning.job_ids == [f"suspend-{ready.pk}"]
+    queues.work()
+    assert Step.objects.get(request=ready, name=Step.Name.SUSPEND_FIC).state == Step.State.SUCCEEDED
+    assert sweeping.lost_lifecycle_jobs() == []  # done: nothing more to queue
+
+    lifecycle.request_resume(fresh(ready), actor=requester)
+    queues.default.connection.flushdb()
+    assert fresh(ready).status == Status.SUSPENDED
+    sweeping.sweep()
+    assert queues.provisioning.job_ids == [f"resume-{ready.pk}"]
+    queues.work()
+    assert fresh(ready).status == Status.READY
+    assert exchange(ready).subject == f"system:serviceaccount:{NS}:{SA}"
+    assert sweeping.lost_lifecycle_jobs() == []
+
+
+def test_a_suspended_identitys_page_polls_while_its_suspension_or_resumption_runs_and_only_then(
+    ready, requester
+) -> None:
+    c = client_for(requester)
+    url = reverse("request_detail", args=[ready.pk])
+    lifecycle.run_checks(now=ready.expires_at + timedelta(minutes=1))  # suspended; the credential still to go
+    page = c.get(url).content
+    assert b"hx-trigger=" in page and b'class="status status-suspended"' in page
+    lifecycle.run_suspension(ready.pk, sleep=no_sleep)
+    assert b"hx-trigger=" not in c.get(url).content  # nothing runs: nothing to wait for
+    lifecycle.request_resume(fresh(ready), actor=requester)
+    assert b"hx-trigger=" in c.get(url).content
+    lifecycle.run_resumption(ready.pk, sleep=no_sleep)
+    assert b"hx-trigger=" not in c.get(url).content and fresh(ready).status == Status.READY
+
+
+def test_the_navigation_links_the_expiring_page_for_those_who_have_something_there_in_a_fixed_number_of_queries(
+    offline_cluster, requester, approver, admin, devops, outsider
+) -> None:
+    link = f'href="{reverse("identities_expiring")}"'.encode()
+    home = reverse("my_requests")
+    assert link not in client_for(requester).get(home).content  # nothing of hers is ready yet
+    _ready_rows(offline_cluster, requester, 1)
+    shown = {u.display_name: link in client_for(u).get(home).content for u in (requester, approver, admin, devops)}
+    assert shown == {"Riley Requester": True, "Avery Approver": False, "Alex Admin": True, "Dana DevOps": True}
+    assert link not in client_for(outsider).get(home).content
+    counts = []
+    for n in (1, 20):
+        for i in range(Cluster.objects.count(), n):
+            Cluster.objects.create(name=f"aks-{i}", subscription_id=offline_cluster.subscription_id, devops_group_id="")
+        with CaptureQueriesContext(connection) as queries:
+            assert link in client_for(requester).get(home).content
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
+
+
+# ---- the owning group's name, from Entra ------------------------------------------------------------------------
+
+UNKNOWN_GROUP = "0f1e2d3c-00ff-4000-8000-0000000000ff"
+
+
+def test_graph_names_a_group_and_says_when_there_is_none(cloud) -> None:
+    assert graph.group_name(TEAM_SEARCH) == "team-search"
+    assert graph.group_name(UNKNOWN_GROUP) is None
+
+
+def test_a_transfer_to_a_group_entra_does_not_have_is_refused_on_the_form(ready, devops) -> None:
+    url = reverse("request_transfer", args=[ready.pk])
+    r = client_for(devops).post(url, {"group_id": UNKNOWN_GROUP, "group_name": "Typo team", "confirm": "yes"})
+    assert r.status_code == 200 and b"Entra ID has no group with that object ID" in r.content
+    assert b'value="Typo team"' in r.content and UNKNOWN_GROUP.encode() in r.content  # nothing typed is lost
+    assert fresh(ready).owner_group_id == TEAM_PAYMENTS
+
+
+def test_while_graph_cannot_answer_a_transfer_keeps_the_typed_name(ready, devops, control) -> None:
+    control.add_fault(r"/graph/v1.0/groups/", status=503, code="ServiceUnavailable")
+    lifecycle.transfer_owner(ready, actor=devops, group_id=TEAM_SEARCH, group_name="Search team")
+    assert fresh(ready).owner_group_name == "Search team"
+
+
+def test_owning_groups_kept_by_id_are_named_from_entra_and_the_page_names_the_team(ready, requester) -> None:
+    assert fresh(ready).owner_group_name == ""
+    _ready_copy(ready, "gone-team", owner_group_id=UNKNOWN_GROUP)
+    assert lifecycle.name_owner_groups() == 1  # one Graph read per group; a group Entra lacks keeps its ID
+    assert fresh(ready).owner_group_name == "team-payments"
+    assert lifecycle.name_owner_groups() == 0
+    page = client_for(requester).get(reverse("request_detail", args=[ready.pk])).content.decode()
+    assert "team-payments <code>" in page

@@ -13,9 +13,9 @@ log = logging.getLogger(__name__)
 class Command(BaseCommand):
     help = (
         "The periodic work: sweep every PORTAL_SWEEP_SECONDS, reconcile every PORTAL_RECONCILE_SECONDS, sign an "
-        "audit checkpoint every PORTAL_AUDIT_CHECKPOINT_SECONDS when the chain head moved; expiry reminders, "
-        "suspensions and revocations after grace every PORTAL_LIFECYCLE_SECONDS; requesters who left Entra every "
-        "PORTAL_OWNER_CHECK_SECONDS."
+        "audit checkpoint every PORTAL_AUDIT_CHECKPOINT_SECONDS when the chain head moved; queue a job per identity "
+        "with an expiry reminder, suspension or revocation after grace due every PORTAL_LIFECYCLE_SECONDS, and a "
+        "job per requester to see whether they left Entra every PORTAL_OWNER_CHECK_SECONDS."
     )
 
     def add_arguments(self, parser):
@@ -45,10 +45,10 @@ class Command(BaseCommand):
                 self._safely(drift.enqueue_reconcile_all)
                 next_reconcile = now + settings.PORTAL_RECONCILE_SECONDS
             if now >= next_lifecycle:  # issue 11 lifecycle
-                self._safely(lifecycle.run_checks)
+                self._safely(lifecycle.enqueue_due)  # jobs do the work: no cloud call in the scheduler
                 next_lifecycle = now + settings.PORTAL_LIFECYCLE_SECONDS
             if now >= next_owner_check:
-                self._safely(lifecycle.check_requesters)
+                self._safely(lifecycle.enqueue_requester_checks)
                 next_owner_check = now + settings.PORTAL_OWNER_CHECK_SECONDS
             if signer is not None and now >= next_checkpoint:
                 self._safely(lambda: checkpoints.checkpoint_if_moved(signer))
