@@ -110,7 +110,8 @@ def new_credential(req: IdentityRequest, first: bool = False) -> Detail:
         raise CloudError(
             f"The identity {req.identity_name} already has {len(found)} federated credentials, Azure's limit "
             f"({refederation.FIC_LIMIT}): the credential for {target.cluster.name} cannot be added beside the "
-            "current one. Remove a credential the portal did not make (the drift page lists them), then retry the move.",
+            "current one. Remove a credential the portal did not make (the drift page lists them), then retry the "
+            "move.",
             permanent=True,
             code="FederatedCredentialLimit",
         )
