@@ -302,7 +302,12 @@ def retry_move(
             raise WorkflowError("The identity is no longer ready; the move cannot be applied.")
         if not _swap(move, State.FAILED, State.APPROVED, failure_message="", grace_until=now() + refederation.grace()):
             raise WorkflowError("Only a failed move can be retried.")
-        Step.objects.filter(request=req, name__in=STEPS).exclude(state=Step.State.SUCCEEDED).update(
+        again = Step.objects.filter(request=req, name__in=STEPS).exclude(state=Step.State.SUCCEEDED)
+        if again.filter(name=N.MOVE_VERIFY).exists():
+            # Not verified: the target's credential and ServiceAccount are written again too (idempotent), so a
+            # target whose issuer changed meanwhile (re-read from Azure since) gets a credential it can use.
+            again = Step.objects.filter(request=req, name__in=STEPS)
+        again.update(
             state=Step.State.PENDING, attempts=0, error="", next_attempt_at=None, started_at=None, finished_at=None
         )
         audit.record("move.retried", actor=actor, request=req, source_ip=source_ip, details={"move": move.pk})

@@ -18,8 +18,10 @@ import yaml
 from requests_app import clusters, drift, moves, moving
 from requests_app.cloud import identities
 from requests_app.models import AuditEvent, Cluster, IdentityRequest, MoveRequest, RoleGrant, Status, Step
+from requests_app.workflow import WorkflowError
 from tests.portal_fixtures import DEMO_CLUSTERS, MovableClock
 
+from .factories import client_for
 from .test_drift import RG, fresh, provisioned
 
 GRACE = 3600.0
@@ -147,3 +149,157 @@ def test_a_move_approved_and_applied_keeps_the_client_id_and_roles_and_verifies_
     assert fic_deleted < sa_deleted
     actions = list(AuditEvent.objects.filter(request=req).values_list("action", flat=True))
     assert actions.index("move.approved") < actions.index("move.applying") < actions.index("move.applied")
+
+
+def test_the_owner_asks_from_the_identity_page_and_an_approver_decides_from_the_queue(
+    ready, west, requester, approver
+) -> None:
+    owner = client_for(requester)
+    page = owner.get(f"/requests/{ready.pk}/").content.decode()
+    assert "Move to another cluster" in page and f"/requests/{ready.pk}/move/" in page
+    form = {
+        "cluster": str(west.pk),
+        "namespace": "team-payments",
+        "service_account": "payments-west",
+        "reason": "aks-demo is retired",
+    }
+    review = owner.post(f"/requests/{ready.pk}/move/", {**form, "action": "review"}).content.decode()
+    assert "What the move does" in review and "system:serviceaccount:team-payments:payments-west" in review
+    assert "Unchanged: the client ID and every role assignment" in review
+    assert not MoveRequest.objects.exists()  # the review makes nothing
+    answer = owner.post(f"/requests/{ready.pk}/move/", {**form, "action": "submit"})
+    assert answer.status_code == 302
+    move = MoveRequest.objects.get()
+    assert (move.status, move.from_cluster, move.to_cluster) == ("submitted", ready.cluster, west)
+    assert AuditEvent.objects.filter(action="move.submitted", request=ready).exists()
+    page = owner.get(f"/requests/{ready.pk}/").content.decode()
+    assert "Waiting for approval" in page and "aks-west" in page.lower()
+
+    checker = client_for(approver)
+    queue = checker.get("/approvals/").content.decode()
+    assert f"/requests/{ready.pk}/moves/{move.pk}/decide/" in queue and "Moves waiting for approval" in queue
+    decide = f"/requests/{ready.pk}/moves/{move.pk}/decide/"
+    # A rejection is confirmed first: the first POST only asks, the comment kept.
+    confirm = checker.post(decide, {"decision": "reject", "comment": "Not yet"}).content.decode()
+    assert "Reject this move?" in confirm and "Not yet" in confirm
+    move.refresh_from_db()
+    assert move.status == "submitted"
+    assert checker.post(decide, {"decision": "approve", "comment": "ok"}).status_code == 302
+    move.refresh_from_db()
+    assert move.status == "approved" and move.decided_by == approver
+    assert steps(ready)  # the engine's steps are there for the page's "Last move" group
+    assert "Last move" in owner.get(f"/requests/{ready.pk}/").content.decode()
+
+
+def test_nobody_approves_their_own_move(ready, west, admin, approver) -> None:
+    move = ask(ready, admin, west)  # an admin owns every identity, and approves: not their own move
+    with pytest.raises(WorkflowError, match="your own move"):
+        moves.approve_move(move, actor=admin)
+    body = (
+        client_for(admin)
+        .post(f"/requests/{ready.pk}/moves/{move.pk}/decide/", {"decision": "approve"}, follow=True)
+        .content.decode()
+    )
+    assert "your own move" in body
+    move.refresh_from_db()
+    assert move.status == "submitted"
+    assert not AuditEvent.objects.filter(action="move.approved").exists()
+
+
+def test_refused_targets_say_why_and_keep_what_was_typed(
+    control, ready, west, demo_cluster, requester, approver, tmp_path
+) -> None:
+    elsewhere = register_west(tmp_path, name="aks-far", resource_group="rg-far-identities")
+    provisioned(west, requester, approver, sa="taken")
+    owner = client_for(requester)
+    reason = "aks-demo is retired, see CHG-7"
+    cases = [
+        ({"cluster": demo_cluster.pk}, "Select a valid choice"),  # the cluster it is on is not offered
+        ({"cluster": elsewhere.pk}, "keeps its identities in resource group rg-far-identities"),
+        ({"namespace": "team-search"}, "not a member of the Entra group that owns team-search"),
+        ({"namespace": "kube-system"}, "not open for identities on aks-west"),
+        ({"service_account": "Bad_Name"}, "The ServiceAccount name"),
+        ({"service_account": "taken"}, "already an active identity for this ServiceAccount"),
+    ]
+    for over, message in cases:
+        data = {
+            "cluster": west.pk,
+            "namespace": "team-payments",
+            "service_account": "payments-west",
+            "reason": reason,
+            "action": "submit",
+            **over,
+        }
+        answer = owner.post(f"/requests/{ready.pk}/move/", data)
+        body = answer.content.decode()
+        assert answer.status_code == 200, over
+        assert message in body, (over, message)
+        assert reason in body and 'id="error-summary"' in body  # nothing typed is lost
+    assert not MoveRequest.objects.exists()
+    # Another open move to the same target ServiceAccount: refused too.
+    other = provisioned(demo_cluster, requester, approver, sa="other-app")
+    ask(other, requester, west)
+    body = owner.post(
+        f"/requests/{ready.pk}/move/",
+        {"cluster": west.pk, "namespace": "team-payments", "service_account": "payments-west", "reason": reason},
+    ).content.decode()
+    assert moves.TARGET_TAKEN in body
+    with pytest.raises(WorkflowError, match="choose another cluster"):
+        ask(ready, requester, demo_cluster)
+
+
+def test_a_failed_verification_keeps_the_identity_working_where_it_was_and_the_move_retryable(
+    control, ready, west, requester, approver, admin, clock
+) -> None:
+    from requests_app.cloud import verification
+
+    old_name = ready.fic_name
+    move = ask(ready, requester, west)
+    moves.approve_move(move, actor=approver, now=clock.now)
+    # aks-west is rebuilt before the move runs: its tokens carry an issuer the new credential does not trust.
+    control.rebuild_cluster("aks-west")
+    seq = control.last_seq()
+    assert moving.run_once(ready.pk, now=clock.now).state == "failed"
+    got = steps(ready)
+    assert got["move_verify"].state == Step.State.FAILED
+    assert got["move_remove_old_fic"].state == Step.State.PENDING
+    move.refresh_from_db()
+    assert move.status == MoveRequest.State.FAILED and move.failure_message
+    req = fresh(ready)
+    assert req.status == Status.READY and req.cluster.name == "aks-demo" and req.fic_name == old_name
+    assert old_name in fics(req)
+    assert "aks-demo/team-payments/payments-api" in service_accounts(control)
+    assert not [c for c in control.calls(since=seq) if c["method"] == "DELETE"]
+    # The pod where it was still gets tokens.
+    verification.verify_federation(
+        req.cluster, req.namespace, req.service_account, tenant_id=req.tenant_id, client_id=req.client_id
+    )
+    assert AuditEvent.objects.filter(action="move.failed", request=req).exists()
+    page = client_for(requester).get(f"/requests/{req.pk}/").content.decode()
+    assert "still works on" in page and "Retry the move" in page
+
+    # The cluster re-read from Azure, the move retried: it completes, with a credential for the new issuer.
+    clusters.refresh_connection(west, actor=admin)
+    west.refresh_from_db()
+    moves.retry_move(move, actor=requester, now=clock.now)
+    clock.advance(GRACE + 1)
+    assert moving.apply(ready.pk, sleep=clock.advance, now=clock.now).state == "done"
+    req = fresh(ready)
+    assert req.cluster == west
+    assert fics(req) == {move.to_fic_name: (west.oidc_issuer_url, "system:serviceaccount:team-payments:payments-west")}
+    assert drift.reconcile_request(req) == []
+
+
+def test_an_identity_at_azures_limit_of_20_credentials_is_refused_clearly(
+    control, ready, west, requester, approver, clock
+) -> None:
+    from .test_drift import put_fic
+
+    for n in range(19):
+        put_fic(ready, f"other-{n}", issuer=f"https://issuer.example/{n}/", subject="system:serviceaccount:x:y")
+    move = ask(ready, requester, west)
+    moves.approve_move(move, actor=approver, now=clock.now)
+    assert moving.run_once(ready.pk, now=clock.now).state == "failed"
+    move.refresh_from_db()
+    assert "Azure's limit (20)" in move.failure_message and "retry the move" in move.failure_message
+    assert ready.fic_name in fics(ready) and len(fics(ready)) == 20
