@@ -246,6 +246,10 @@ def test_refused_targets_say_why_and_keep_what_was_typed(
     assert moves.TARGET_TAKEN in body
     with pytest.raises(WorkflowError, match="choose another cluster"):
         ask(ready, requester, demo_cluster)
+    # At most one open move per identity.
+    ask(ready, requester, west, sa="payments-west-2")
+    with pytest.raises(WorkflowError, match="already has a move that is not finished"):
+        ask(ready, requester, west, sa="payments-west-3")
 
 
 def test_a_failed_verification_keeps_the_identity_working_where_it_was_and_the_move_retryable(
@@ -303,3 +307,22 @@ def test_an_identity_at_azures_limit_of_20_credentials_is_refused_clearly(
     move.refresh_from_db()
     assert "Azure's limit (20)" in move.failure_message and "retry the move" in move.failure_message
     assert ready.fic_name in fics(ready) and len(fics(ready)) == 20
+
+
+def test_the_approvals_queue_and_the_identity_page_cost_the_same_queries_for_1_or_4_moves(
+    ready, west, demo_cluster, requester, approver
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def cost(n: int) -> tuple[int, int]:
+        for i in range(n - MoveRequest.objects.count()):
+            other = provisioned(demo_cluster, requester, approver, sa=f"app-{n}-{i}")
+            ask(other, requester, west, sa=f"moved-{n}-{i}")
+        with CaptureQueriesContext(connection) as queue:
+            assert "Moves waiting for approval" in client_for(approver).get("/approvals/").content.decode()
+        with CaptureQueriesContext(connection) as page:
+            client_for(requester).get(f"/requests/{ready.pk}/")
+        return len(queue), len(page)
+
+    assert cost(1) == cost(4)
