@@ -113,6 +113,20 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
     "request.refederation_failed": lambda e: (
         "Moving the identity to the new issuer stopped; the old credential is kept"
     ),
+    # issue 11 move: a workload moved to another cluster, by request and approval
+    "move.submitted": lambda e: (
+        f"{actor(e)} asked to move the identity from {_d(e).get('from', '?')} to {_d(e).get('to', '?')}"
+    ),
+    "move.approved": lambda e: f"{actor(e)} approved moving the identity to {_d(e).get('to', '?')}",
+    "move.rejected": lambda e: f"{actor(e)} rejected moving the identity to {_d(e).get('to', '?')}",
+    "move.cancelled": lambda e: f"{actor(e)} cancelled the move",
+    "move.retried": lambda e: f"{actor(e)} retried the move",
+    "move.applying": lambda e: "The portal started moving the identity",
+    "move.applied": lambda e: (
+        f"The identity moved to {_d(e).get('to', '?')}: the old credential and ServiceAccount are gone, the client "
+        "ID and roles unchanged"
+    ),
+    "move.failed": lambda e: "The move stopped; the identity still works where it was (the old credential is kept)",
     # People
     "user.signed_in": lambda e: f"{actor(e)} signed in" + (" for the first time" if _d(e).get("first_sign_in") else ""),
     "user.signed_out": lambda e: f"{actor(e)} signed out",
@@ -210,6 +224,8 @@ def step_subject(name: str) -> str:
         return f"Change step {label}"
     if name.startswith("refed_"):  # issue 11 re-federation
         return f"Re-federation step {label}"
+    if name.startswith("move_"):  # issue 11 move
+        return f"Move step {label}"
     if name.startswith(("suspend_", "resume_")):  # issue 11 lifecycle
         return f"{'Suspension' if name.startswith('suspend_') else 'Resumption'} step {label}"
     return f"Provisioning step {label}"

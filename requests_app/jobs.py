@@ -67,6 +67,13 @@ def refederate(request_id: str) -> str:
     return _again(queueing.REFEDERATE, "refederate", request_id, outcome).state
 
 
+def move(request_id: str) -> str:
+    from . import moving  # issue 11 move
+
+    outcome = moving.run_once(uuid.UUID(request_id))
+    return _again(queueing.MOVE, "move", request_id, outcome).state
+
+
 # issue 11 lifecycle: suspension and resumption of an identity not re-confirmed by its expiry.
 def suspend(request_id: str) -> str:
     from . import lifecycle

@@ -345,6 +345,12 @@ class Step(models.Model):
         SUSPEND_FIC = "suspend_fic", "Remove the federated credential (suspension)"
         RESUME_FIC = "resume_fic", "Put back the federated credential"
         RESUME_VERIFY = "resume_verify", "Verify the token exchange again"
+        # issue 11 move (requests_app/moving.py): a workload moved to another cluster, by request and approval.
+        MOVE_NEW_FIC = "move_new_fic", "Federated credential for the new cluster"
+        MOVE_SERVICE_ACCOUNT = "move_service_account", "ServiceAccount on the new cluster"
+        MOVE_VERIFY = "move_verify", "Token exchange from the new cluster"
+        MOVE_REMOVE_OLD_FIC = "move_remove_old_fic", "Remove the old cluster's credential"
+        MOVE_REMOVE_OLD_SA = "move_remove_old_sa", "Remove the old ServiceAccount"
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -646,3 +652,74 @@ class ExpiryReminder(models.Model):
 
     def __str__(self) -> str:
         return f"{self.days}-day reminder for {self.request_id}"
+
+
+# issue 11 move: moving a ready identity's workload to another cluster (requests_app/moves.py, moving.py).
+class MoveRequest(models.Model):
+    """An owner's request to move a ready identity to another cluster (and namespace/ServiceAccount there).
+
+    `status` moves only through `moves` (its own table of transitions); the engine applies an approved move
+    (`moving.MOVE`): a credential for the target's issuer and subject on the same managed identity, the
+    ServiceAccount on the target, a token exchange from it, then (after the grace period) the old credential and
+    ServiceAccount removed. The request's place (cluster, namespace, ServiceAccount, credential name) becomes the
+    target's in the transaction that records `move.applied`. `from_*` are where it was when asked.
+    """
+
+    class State(models.TextChoices):
+        SUBMITTED = "submitted", "Waiting for approval"
+        APPROVED = "approved", "Approved, waiting to be applied"
+        APPLYING = "applying", "Being applied"
+        APPLIED = "applied", "Moved"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+
+    OPEN = (State.SUBMITTED, State.APPROVED, State.APPLYING, State.FAILED)
+
+    request = models.ForeignKey(IdentityRequest, on_delete=models.PROTECT, related_name="moves")
+    requester = models.ForeignKey(User, on_delete=models.PROTECT, related_name="move_requests")
+    status = models.CharField(max_length=16, choices=State.choices, default=State.SUBMITTED, db_index=True)
+    reason = models.TextField()
+    from_cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="+")
+    from_namespace = models.CharField(max_length=63)
+    from_service_account = models.CharField(max_length=253)
+    from_fic_name = models.CharField(max_length=120)
+    to_cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="+")
+    to_namespace = models.CharField(max_length=63)
+    to_service_account = models.CharField(max_length=253)
+    to_fic_name = models.CharField(max_length=120)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+    # Not before this are the old credential and ServiceAccount removed (approval or retry + the grace period).
+    grace_until = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    failure_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One open move per identity, and one per target ServiceAccount: two would fight over one place.
+            models.UniqueConstraint(
+                fields=["request"],
+                condition=models.Q(status__in=["submitted", "approved", "applying", "failed"]),
+                name="one_open_move_per_identity",
+            ),
+            models.UniqueConstraint(
+                fields=["to_cluster", "to_namespace", "to_service_account"],
+                condition=models.Q(status__in=["submitted", "approved", "applying", "failed"]),
+                name="one_open_move_per_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"move {self.pk} of {self.request_id}"
+
+    @property
+    def to_subject(self) -> str:
+        return f"system:serviceaccount:{self.to_namespace}:{self.to_service_account}"
+
+    @property
+    def from_subject(self) -> str:
+        return f"system:serviceaccount:{self.from_namespace}:{self.from_service_account}"

@@ -39,6 +39,7 @@ VERIFY = "requests_app.jobs.verify_again"
 REPAIR = "requests_app.jobs.repair"
 APPLY_CHANGE = "requests_app.jobs.apply_change"  # issue 11 changes
 REFEDERATE = "requests_app.jobs.refederate"  # issue 11 re-federation
+MOVE = "requests_app.jobs.move"  # issue 11 move
 RECONCILE = "requests_app.jobs.reconcile"
 RECONCILE_CLUSTERS = "requests_app.jobs.reconcile_clusters"
 SEND_MAIL = "requests_app.jobs.send_mail"
@@ -96,6 +97,10 @@ def enqueue_change(request_id: uuid.UUID, *, resume: bool = False) -> None:
 
 def enqueue_refederate(request_id: uuid.UUID) -> None:
     _enqueue(REFEDERATE, request_id, "refederate")
+
+
+def enqueue_move(request_id: uuid.UUID) -> None:  # issue 11 move
+    _enqueue(MOVE, request_id, "move")
 
 
 def enqueue_suspend(request_id: uuid.UUID) -> None:  # issue 11 lifecycle
@@ -177,6 +182,7 @@ ENQUEUERS: dict[str, Callable[..., object]] = {
     "repair": enqueue_repair,
     "change": enqueue_change,
     "refederate": enqueue_refederate,
+    "move": enqueue_move,  # issue 11 move
     "reconcile_all": _enqueue_reconcile_all,
     "mail": enqueue_notices,  # the name outbox rows keep
     "suspend": enqueue_suspend,  # issue 11 lifecycle

@@ -14,6 +14,7 @@ from .views import (
     drift,
     identities,
     lifecycle,
+    moves,
     podidentity,
     refederation,
     requests,
@@ -79,6 +80,23 @@ urlpatterns = [
         "clusters/<slug:name>/refederate/start/",
         ratelimits.cloud_action(refederation.start, group="refederate"),
         name="cluster_refederation_start",
+    ),
+    # issue 11 move: moving a workload to another cluster
+    path("requests/<uuid:pk>/move/", ratelimits.submission(moves.new_move), name="move_new"),
+    path(
+        "requests/<uuid:pk>/moves/<int:move_pk>/decide/",
+        ratelimits.action(moves.decide_move, group="decide"),
+        name="move_decide",
+    ),
+    path(
+        "requests/<uuid:pk>/moves/<int:move_pk>/cancel/",
+        ratelimits.action(moves.cancel_move, group="cancel"),
+        name="move_cancel",
+    ),
+    path(
+        "requests/<uuid:pk>/moves/<int:move_pk>/retry/",
+        ratelimits.action(moves.retry_move, group="retry"),
+        name="move_retry",
     ),
     path("audit/", admin_audit.audit_log, name="audit"),
     path("audit.csv", admin_audit.audit_csv, name="audit_csv"),

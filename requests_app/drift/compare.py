@@ -141,7 +141,22 @@ def _refederating(
     return [f for f in credentials if not (f.name == req.refed_old_fic_name and f.issuer == req.refed_old_issuer)]
 
 
+def _moving(
+    req: IdentityRequest, credentials: list[identities.FederatedCredential]
+) -> list[identities.FederatedCredential]:
+    """issue 11 move: while an approved move is open, the credential it makes for the target cluster is expected
+    beside the current one; the credentials left to judge. Once applied, the request's place is the target."""
+    from ..moves import open_move
+
+    move = open_move(req)
+    if move is None or move.status == move.State.SUBMITTED:
+        return credentials
+    issuer, subject = move.to_cluster.oidc_issuer_url, move.to_subject
+    return [f for f in credentials if not (f.issuer == issuer and f.subject == subject)]
+
+
 def _credential_findings(req: IdentityRequest, credentials: list[identities.FederatedCredential]) -> list[Finding]:
+    credentials = _moving(req, credentials)  # issue 11 move
     judged = _refederating(req, credentials)
     old_there = len(judged) < len(credentials)
     credentials = judged

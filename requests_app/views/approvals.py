@@ -16,7 +16,7 @@ from portal.methods import serves
 from .. import access, audit, policy, workflow
 from ..auth.middleware import fresh_roles
 from ..forms import DecisionForm, Plan
-from ..models import ChangeRequest, IdentityRequest, Status, User
+from ..models import ChangeRequest, IdentityRequest, MoveRequest, Status, User
 from .requests import confirmed
 
 
@@ -52,7 +52,14 @@ def queue(request: HttpRequest) -> HttpResponse:
         .prefetch_related("grants")
         .order_by("created_at")
     )
-    return render(request, "approvals/queue.html", {"items": items, "changes": waiting_changes})
+    # issue 11 move: moves of ready identities waiting for a decision.
+    waiting_moves = (
+        MoveRequest.objects.filter(status=MoveRequest.State.SUBMITTED)
+        .select_related("request", "requester", "from_cluster", "to_cluster")
+        .order_by("created_at")
+    )
+    context = {"items": items, "changes": waiting_changes, "moves": waiting_moves}
+    return render(request, "approvals/queue.html", context)
 
 
 @serves("GET", "HEAD", "POST")

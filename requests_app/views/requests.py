@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from portal import sessions
 from portal.methods import serves
 
-from .. import access, audit, events, handoff, live, reader, refederation, scope_picker, workflow
+from .. import access, audit, events, handoff, live, moves, reader, refederation, scope_picker, workflow
 from ..auth.middleware import fresh_roles
 from ..changes import CHANGE_STEPS
 from ..forms import COPYABLE_STATUSES, PURPOSE_MAX_LENGTH, Plan, RequestSubmission
@@ -263,6 +263,10 @@ def _page_context(request: HttpRequest, req: IdentityRequest) -> dict[str, Any]:
     from .lifecycle import panel_context
 
     context.update(panel_context(user, req))
+    # issue 11 move: the move panel (requests/_move.html)
+    from .moves import panel_context as move_panel
+
+    context.update(move_panel(user, req))
     return context
 
 
@@ -276,6 +280,7 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
     repairing = {s.value for s in workflow.REPAIR_STEPS}
     changing = {s.value for s in CHANGE_STEPS}  # issue 11 changes
     refederating = {s.value for s in refederation.STEPS}  # issue 11 re-federation
+    refederating_or_moving = refederating | {s.value for s in moves.STEPS}  # issue 11 move
     # A re-run verification on a ready request is followed live too (the status itself does not change).
     # issue 11 lifecycle: so is a suspended identity's suspension or resumption while it runs.
     checking = req.status in live.WORKING_WHILE and any(s.state in UNFINISHED_STEP_STATES for s in steps)
@@ -286,10 +291,14 @@ def _live_context(req: IdentityRequest, show_ids: bool) -> dict[str, Any]:
         "step_groups": [
             (title, group)
             for title, group in (
-                ("Provisioning", [s for s in steps if s.name not in revoking | repairing | changing | refederating]),
+                (
+                    "Provisioning",
+                    [s for s in steps if s.name not in revoking | repairing | changing | refederating_or_moving],
+                ),
                 ("Last repair", [s for s in steps if s.name in repairing]),
                 ("Last change", [s for s in steps if s.name in changing]),
                 ("Last re-federation", [s for s in steps if s.name in refederating]),
+                ("Last move", [s for s in steps if s.name in refederating_or_moving - refederating]),  # issue 11 move
                 ("Revocation", [s for s in steps if s.name in revoking]),
             )
             if group

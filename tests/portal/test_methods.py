@@ -50,6 +50,11 @@ OWN = {
     "requests/<uuid:pk>/changes/<int:change_pk>/decide/": FORM,
     "requests/<uuid:pk>/changes/<int:change_pk>/cancel/": FORM,  # GET: the confirmation page
     "requests/<uuid:pk>/changes/<int:change_pk>/retry/": ACTION,
+    # issue 11 move
+    "requests/<uuid:pk>/move/": FORM,
+    "requests/<uuid:pk>/moves/<int:move_pk>/decide/": FORM,
+    "requests/<uuid:pk>/moves/<int:move_pk>/cancel/": FORM,  # GET: the confirmation page
+    "requests/<uuid:pk>/moves/<int:move_pk>/retry/": ACTION,
     # issue 11 lifecycle
     "requests/<uuid:pk>/recertify/": ACTION,
     "requests/<uuid:pk>/resume/": FORM,  # GET: the confirmation page

@@ -358,11 +358,11 @@ def matrix_route(route: str) -> str | None:
 
 
 def test_every_url_has_a_matrix_entry():
-    tables = {route for route, _ in PAGES} | {route for route, _ in OBJECT} | {route for route, _ in CHANGES}
+    tables = {route for route, _ in (*PAGES, *OBJECT, *CHANGES, *MOVES)}
     missing = [r for r in all_routes() if (key := matrix_route(r)) is not None and key not in tables]
     assert missing == [], f"URLs without a row in the authorization matrix: {missing}"
     for route in tables:
-        methods = {m for r, m in (*PAGES, *OBJECT, *CHANGES) if r == route}
+        methods = {m for r, m in (*PAGES, *OBJECT, *CHANGES, *MOVES) if r == route}
         assert "GET" in methods, f"{route}: no GET row"
 
 
@@ -559,6 +559,121 @@ def test_change_urls(route, method, people, offline_cluster):
 
             url = "/" + route.replace("<uuid:pk>", str(req.pk)).replace("<int:change_pk>", str(change.pk))
             data = new_change_form(req) if route.endswith("/changes/new/") else CHANGE_POST.get(route, {})
+            problems += check_cell(
+                f"{state:10} {role:8} {method} {url}",
+                client_as(people[role]),
+                method,
+                url,
+                data,
+                cells[(state, role)],
+                role,
+                changed,
+            )
+    assert problems == [], "\n".join(problems)
+
+
+# ---- issue 11: moving a ready identity to another cluster ------------------------------------------------------
+
+# Rows: the move's state; the identity is ready, its requester (`owner`) asked for the move. Columns as above.
+MOVES = {
+    ("requests/<uuid:pk>/move/", "GET"): "*  302 200 404 302 302 404 200",
+    ("requests/<uuid:pk>/move/", "POST"): "*  302 302* 404 302 302 404 302*",
+    # Deciding: approvers and admins (never the asker).
+    ("requests/<uuid:pk>/moves/<int:move_pk>/decide/", "GET"): DECIDE_GET,
+    ("requests/<uuid:pk>/moves/<int:move_pk>/decide/", "POST"): """
+        submitted   302 403 403 302* 403 403 302*
+        *           302 403 403 302  403 403 302
+    """,
+    ("requests/<uuid:pk>/moves/<int:move_pk>/cancel/", "GET"): """
+        submitted   302 200 404 302 302 404 200
+        failed      302 200 404 302 302 404 200
+        *           302 302 404 302 302 404 302
+    """,
+    ("requests/<uuid:pk>/moves/<int:move_pk>/cancel/", "POST"): """
+        submitted   302 302* 404 302 302 404 302*
+        failed      302 302* 404 302 302 404 302*
+        *           302 302  404 302 302 404 302
+    """,
+    ("requests/<uuid:pk>/moves/<int:move_pk>/retry/", "GET"): NOT_SERVED,
+    ("requests/<uuid:pk>/moves/<int:move_pk>/retry/", "POST"): """
+        failed      302 302* 404 302 302 404 302*
+        *           302 302  404 302 302 404 302
+    """,
+}
+MOVE_POST = {
+    "requests/<uuid:pk>/moves/<int:move_pk>/decide/": {"decision": "approve", "comment": "fine"},
+    "requests/<uuid:pk>/moves/<int:move_pk>/cancel/": {"confirm": "yes"},
+}
+
+
+def move_target(cluster: Cluster) -> Cluster:
+    """A cluster that keeps its identities where `cluster` does, with team-payments owned by the same team."""
+    return Cluster.objects.get_or_create(
+        name="aks-west",
+        defaults={
+            "subscription_id": cluster.subscription_id,
+            "resource_group": cluster.resource_group,
+            "location": "westeurope",
+            "oidc_issuer_url": "https://localhost:1/oidc/west/",
+            "api_server_url": "https://localhost:1/k8s/aks-west",
+            "devops_group_id": OTHER_DEVOPS,
+            "allowed_namespaces": ["team-payments"],
+            "namespace_owners": dict(cluster.namespace_owners),
+        },
+    )[0]
+
+
+def make_move(cluster: Cluster, owner: User, state: str):
+    from requests_app import moves
+    from requests_app.models import MoveRequest
+
+    req = make_request(cluster, owner, "ready")
+    move = moves.submit_move(
+        req,
+        actor=owner,
+        cluster=move_target(cluster),
+        namespace="team-payments",
+        service_account=f"moved-{uuid.uuid4().hex[:8]}",
+        reason="aks-demo is retired.",
+    )
+    MoveRequest.objects.filter(pk=move.pk).update(status=state)
+    return req, move
+
+
+@pytest.mark.parametrize(("route", "method"), list(MOVES), ids=[f"{m} /{r}" for r, m in MOVES])
+def test_move_urls(route, method, people, offline_cluster):
+    from requests_app.models import MoveRequest
+
+    cells = parse(MOVES[(route, method)], CHANGE_STATES)
+    problems: list[str] = []
+    for state in CHANGE_STATES:
+        for role in ROLES:
+            req, move = make_move(offline_cluster, people["owner"], state)
+            if route.endswith("/move/"):
+                MoveRequest.objects.filter(pk=move.pk).update(status="rejected")  # none open: one may be asked
+            before = (
+                list(MoveRequest.objects.filter(request=req).values_list("status", flat=True)),
+                req.events.count(),
+            )
+
+            def changed(req=req, before=before) -> bool:
+                now = (
+                    list(MoveRequest.objects.filter(request=req).values_list("status", flat=True)),
+                    req.events.count(),
+                )
+                return now != before
+
+            url = "/" + route.replace("<uuid:pk>", str(req.pk)).replace("<int:move_pk>", str(move.pk))
+            if route.endswith("/move/"):
+                data = {
+                    "cluster": str(move_target(offline_cluster).pk),
+                    "namespace": "team-payments",
+                    "service_account": f"moved-{uuid.uuid4().hex[:8]}",
+                    "reason": "aks-demo is retired.",
+                    "action": "submit",
+                }
+            else:
+                data = MOVE_POST.get(route, {})
             problems += check_cell(
                 f"{state:10} {role:8} {method} {url}",
                 client_as(people[role]),

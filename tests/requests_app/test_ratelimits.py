@@ -159,6 +159,8 @@ def test_every_state_changing_url_is_in_the_table():
         "clusters/<slug:name>/refederate/start/",  # tests/requests_app/test_refederation.py
         *CHANGE_ACTIONS,  # below
         "requests/<uuid:pk>/changes/new/",  # below: a change is a submission
+        *MOVE_ACTIONS,  # below (issue 11 move)
+        "requests/<uuid:pk>/move/",  # below: a move is a submission
         "requests/<uuid:pk>/resume/",  # below
         "clusters/<slug:name>/pod-identity/adopt/",  # below
     }
@@ -350,3 +352,83 @@ def test_adopting_a_pod_identity_is_limited_per_user(limits, offline_cluster, ad
     answers = [client_for(admin).post(url, {}) for _ in range(3)]
     assert all(a.status_code != 429 for a in answers[:2])
     assert_friendly_429(answers[2])
+
+
+# ---- issue 11 move: asking to move an identity, and the actions on a move ----------------------------------------
+
+MOVE_ACTIONS = {
+    "requests/<uuid:pk>/moves/<int:move_pk>/decide/": (
+        "approver",
+        "submitted",
+        {"decision": "approve"},
+        "move.approved",
+    ),
+    "requests/<uuid:pk>/moves/<int:move_pk>/cancel/": ("requester", "submitted", {"confirm": "yes"}, "move.cancelled"),
+    "requests/<uuid:pk>/moves/<int:move_pk>/retry/": ("requester", "failed", {}, "move.retried"),
+}
+
+
+def west_of(cluster):
+    from requests_app.models import Cluster
+
+    return Cluster.objects.get_or_create(
+        name="aks-west",
+        defaults={
+            "subscription_id": cluster.subscription_id,
+            "resource_group": cluster.resource_group,
+            "location": "westeurope",
+            "oidc_issuer_url": "https://localhost:1/oidc/west/",
+            "api_server_url": "https://localhost:1/k8s/aks-west",
+            "allowed_namespaces": ["team-payments"],
+            "namespace_owners": dict(cluster.namespace_owners),
+        },
+    )[0]
+
+
+def a_move(cluster, requester, state: str, n: int):
+    from requests_app import moves
+    from requests_app.models import MoveRequest
+
+    req = make_request(cluster, requester, "ready")
+    move = moves.submit_move(
+        req, actor=requester, cluster=west_of(cluster), namespace="team-payments", service_account=f"moved-{n}",
+        reason=REASON,
+    )  # fmt: skip
+    MoveRequest.objects.filter(pk=move.pk).update(status=state)
+    return move
+
+
+@pytest.mark.parametrize("route", list(MOVE_ACTIONS))
+def test_each_action_on_a_move_is_limited_per_user(route, limits, offline_cluster, requester, approver, cloud):
+    from requests_app.models import MoveRequest
+
+    who, state, data, event = MOVE_ACTIONS[route]
+    user = {"requester": requester, "approver": approver}[who]
+    answers = []
+    for n in range(3):
+        move = a_move(offline_cluster, requester, state, n)
+        url = "/" + route.replace("<uuid:pk>", str(move.request_id)).replace("<int:move_pk>", str(move.pk))
+        answers.append(client_for(user).post(url, data))
+    assert [a.status_code for a in answers[:2]] == [302, 302]
+    assert_friendly_429(answers[2])
+    assert AuditEvent.objects.filter(action=event).count() == 2  # the refused one did nothing
+    assert MoveRequest.objects.get(pk=move.pk).status == state
+
+
+def test_asking_to_move_is_limited_like_submitting_requests(limits, offline_cluster, requester):
+    from requests_app.models import MoveRequest
+
+    answers = []
+    for n in range(3):
+        req = make_request(offline_cluster, requester, "ready")
+        data = {
+            "cluster": str(west_of(offline_cluster).pk),
+            "namespace": "team-payments",
+            "service_account": f"moved-{n}",
+            "reason": REASON,
+            "action": "submit",
+        }
+        answers.append(client_for(requester).post(reverse("move_new", args=[req.pk]), data))
+    assert [a.status_code for a in answers[:2]] == [302, 302], [a.content[:300] for a in answers[:2]]
+    assert_friendly_429(answers[2])
+    assert MoveRequest.objects.count() == 2
