@@ -51,7 +51,7 @@ from requests_app.models import Approval, AuditEvent, IdentityRequest, Status
 from .conftest import TEAM_PAYMENTS
 from .factories import form_data, submitted
 from .signin import PORTAL_HOST, finish_sign_in, pick_account, start_sign_in
-from .test_authorization_matrix import OBJECT, PAGES, POST_DATA, make_request
+from .test_authorization_matrix import CHANGES, MOVES, OBJECT, PAGES, POST_DATA, make_change, make_move, make_request
 
 # Approvals, revocations, retries, repairs and admin pages read the actor's roles from Entra (the emulator) first.
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("cloud")]
@@ -278,7 +278,7 @@ def test_a_second_approval_by_the_same_person_does_not_count_twice_on_a_high_ris
 
 # ---- CSRF -------------------------------------------------------------------------------------------------------
 
-POST_ROUTES = sorted({r for r, m in PAGES if m == "POST"} | {r for r, m in OBJECT if m == "POST"})
+POST_ROUTES = sorted({r for r, m in (*PAGES, *OBJECT, *CHANGES, *MOVES) if m == "POST"})
 # The state each object action needs to go through (so a 403 is CSRF's doing, not a refused action).
 STATE_FOR = {
     "approvals/<uuid:pk>/": "submitted",
@@ -297,9 +297,16 @@ def test_a_post_without_the_csrf_token_is_refused(route, offline_cluster, reques
     data = POST_DATA.get(route, {})
     if route == "requests/new/":
         data = form_data(offline_cluster, service_account="csrf-victim", action="submit")
+    url = "/" + route.replace("<uuid:pk>", str(req.pk)).replace("<slug:name>", offline_cluster.name)
+    if "<int:change_pk>" in route:  # a change waiting for approval (issue 11)
+        req, change = make_change(offline_cluster, requester, "submitted")
+        url = "/" + route.replace("<uuid:pk>", str(req.pk)).replace("<int:change_pk>", str(change.pk))
+    if "<int:move_pk>" in route:  # a move waiting for approval (issue 11)
+        req, move = make_move(offline_cluster, requester, "submitted")
+        url = "/" + route.replace("<uuid:pk>", str(req.pk)).replace("<int:move_pk>", str(move.pk))
     before = (AuditEvent.objects.count(), IdentityRequest.objects.count(), req.status)
 
-    resp = c.post("/" + route.replace("<uuid:pk>", str(req.pk)), data)
+    resp = c.post(url, data)
 
     assert resp.status_code == 403, resp.content[:500]
     assert b"This form has expired" in resp.content  # the CSRF failure page (portal/errors.py)
