@@ -159,6 +159,7 @@ def main() -> int:
         puts_s = max(0.0, (n - args.burst) / args.rate) if args.rate else 0.0
         least_verified = puts_s + args.fic_propagation
         least_removed = max(args.grace, least_verified)
+        binds = "the grace" if args.grace >= least_verified else "the verification"
 
         print()
         print(
@@ -179,7 +180,7 @@ def main() -> int:
         if removed:
             print(
                 f"start → every old credential gone: {removed[-1]:.1f} s (first {removed[0]:.1f} s); least: "
-                f"{least_removed:.1f} s (the grace); removed {len(removed)} of {n}; still trusting the old issuer: "
+                f"{least_removed:.1f} s ({binds}); removed {len(removed)} of {n}; still trusting the old issuer: "
                 f"{still_old}"
             )
         busiest = max(per_second.values(), default=0)
