@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
 .PHONY: run test emulator-only bench bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages \
-	audit clean
+	bench-lifecycle bench-refederation audit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 ## make bench: every benchmark; figures go to stdout (and by hand into bench/README.md)
-bench: bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages
+bench: bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages \
+	bench-lifecycle bench-refederation
 
 bench-emulator: $(STAMP)
 	$(BIN)/python bench/emulator_throughput.py
@@ -50,6 +51,16 @@ bench-audit: $(STAMP)
 ## make bench-pages: the identities, request and home pages at 1,000 and 20,000 requests (needs PostgreSQL)
 bench-pages: $(STAMP)
 	$(BIN)/python bench/pages.py
+
+## make bench-lifecycle: lifecycle.run_checks (reminders, suspensions, revocations) at 2,000 and 20,000 identities
+## (needs PostgreSQL and Redis; under a minute)
+bench-lifecycle: $(STAMP)
+	$(BIN)/python bench/lifecycle.py
+
+## make bench-refederation: 200 identities provisioned for real, their cluster rebuilt, re-federated by 4 workers
+## under ARM's write limit and Entra's propagation (needs PostgreSQL and Redis; ~5 min)
+bench-refederation: $(STAMP)
+	$(BIN)/python bench/refederation.py
 
 ## make audit: known vulnerabilities in the pinned dependencies (needs PyPI's per-version JSON API or OSV)
 audit: $(STAMP)

@@ -233,10 +233,22 @@ def wait_for_workers(n: int, timeout: float = 60) -> None:
 
 
 def flush_redis() -> None:
+    """Empty the benchmark's Redis database, unless a test run holds it (tests/isolation.py leases 15, 14, …)."""
     import django_rq
+    import redis
     from django.conf import settings
 
-    django_rq.get_connection(settings.PORTAL_PROVISIONING_QUEUE).flushdb()
+    conn = django_rq.get_connection(settings.PORTAL_PROVISIONING_QUEUE)
+    db = conn.connection_pool.connection_kwargs.get("db", 0)
+    pool = conn.connection_pool
+    server = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **{**pool.connection_kwargs, "db": 0}
+        )
+    )
+    if conn.exists("portal-tests:leased-db") or server.exists(f"portal-tests:redis-db:{db}"):
+        raise SystemExit(f"Redis database {db} is leased by a test run; pick another with BENCH_REDIS_DB")
+    conn.flushdb()
 
 
 def percentile(values: list[float], p: float) -> float:
