@@ -102,6 +102,11 @@ class Moving:
             return f"Verified; both issuers trusted until {timezone.localtime(remove.next_attempt_at):%Y-%m-%d %H:%M}"
         return "Moving"
 
+    @property
+    def failed(self) -> bool:
+        """Stopped by a failed step while the old credential is still recorded: an admin may retry it."""
+        return bool(self.req.refed_old_fic_name) and any(s.state == Step.State.FAILED for s in self.steps)
+
 
 def overview(cluster: Cluster) -> list[Moving]:
     """Every ready identity on the cluster with its re-federation steps (two queries, whatever the number)."""
@@ -204,6 +209,16 @@ def _fresh_steps(req: IdentityRequest) -> None:
     )
 
 
+def can_retry(user: User, req: IdentityRequest, steps: list[Step] | None = None) -> bool:
+    """Whether `user` may retry the identity's re-federation now (an admin, and it stopped on a failed step).
+    `steps`: the request's steps when the caller has them (no query then)."""
+    if not (user.is_portal_admin and req.status == Status.READY and req.refed_old_fic_name):
+        return False
+    if steps is None:
+        return Step.objects.filter(request=req, name__in=STEPS, state=Step.State.FAILED).exists()
+    return any(s.name in STEPS and s.state == Step.State.FAILED for s in steps)
+
+
 def retry(req: IdentityRequest, *, actor: User, source_ip: str | None = None) -> None:
     """Start a stopped re-federation of one identity again (its finished steps are not repeated)."""
     if not actor.is_portal_admin:
@@ -211,9 +226,12 @@ def retry(req: IdentityRequest, *, actor: User, source_ip: str | None = None) ->
     if req.status != Status.READY or not req.refed_old_fic_name:
         raise WorkflowError("This identity has no re-federation to retry.")
     with transaction.atomic():
-        Step.objects.filter(request=req, name__in=STEPS, state=Step.State.FAILED).update(
+        # Only a stopped one: retrying one still moving would reset nothing and queue a second job for it.
+        again = Step.objects.select_for_update().filter(request=req, name__in=STEPS, state=Step.State.FAILED)
+        if not again.update(
             state=Step.State.PENDING, attempts=0, error="", next_attempt_at=None, started_at=None, finished_at=None
-        )
+        ):
+            raise WorkflowError("This identity's re-federation has not failed: it is still moving, or done.")
         audit.record("request.refederation_retried", actor=actor, request=req, source_ip=source_ip)
         request_id = req.pk
         transaction.on_commit(lambda: queueing.enqueue_or_keep("refederate", request_id))

@@ -81,6 +81,11 @@ urlpatterns = [
         ratelimits.cloud_action(refederation.start, group="refederate"),
         name="cluster_refederation_start",
     ),
+    path(
+        "requests/<uuid:pk>/refederate/retry/",
+        ratelimits.cloud_action(refederation.retry, group="refederate_retry"),
+        name="request_refederation_retry",
+    ),
     # issue 11 move: moving a workload to another cluster
     path("requests/<uuid:pk>/move/", ratelimits.submission(moves.new_move), name="move_new"),
     path(

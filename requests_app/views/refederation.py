@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from portal.methods import serves
 
-from .. import audit, refederation
+from .. import access, audit, refederation
 from ..auth.middleware import fresh_roles
-from ..models import Cluster
+from ..models import Cluster, IdentityRequest
 from ..workflow import WorkflowError
 
 
@@ -63,3 +65,28 @@ def start(request: HttpRequest, name: str) -> HttpResponse:
         messages.error(request, f"Azure reports no new OIDC issuer for {cluster.name}: nothing to re-federate.")
         return redirect("cluster_refederation", name=cluster.name)
     return render(request, "clusters/confirm_refederation.html", _context(cluster))
+
+
+@serves("POST")
+@fresh_roles
+@login_required
+def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    """Retry one identity's stopped re-federation (admins), from the cluster's page or the identity's."""
+    req = get_object_or_404(IdentityRequest.objects.select_related("cluster"), pk=pk)
+    if not access.can_view(request.user, req):
+        raise Http404("No such request.")
+    if not request.user.is_portal_admin:
+        raise PermissionDenied("Only admins can retry a re-federation.")
+    try:
+        refederation.retry(req, actor=request.user, source_ip=audit.client_ip(request))
+    except WorkflowError as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(
+            request,
+            f"Re-federation of {req.identity_name} retried: it carries on from the step that failed "
+            "(the old credential is kept until the new one is verified).",
+        )
+    if request.POST.get("back") == "cluster":
+        return redirect("cluster_refederation", name=req.cluster.name)
+    return redirect("request_detail", pk=req.pk)

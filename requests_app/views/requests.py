@@ -267,6 +267,8 @@ def _page_context(request: HttpRequest, req: IdentityRequest) -> dict[str, Any]:
     from .moves import panel_context as move_panel
 
     context.update(move_panel(user, req))
+    # issue 11 re-federation: the "Retry" of a stopped re-federation, in its step group (requests/_live.html)
+    context["can_retry_refederation"] = refederation.can_retry(user, req, context["steps"])
     return context
 
 

@@ -37,6 +37,7 @@ OWN = {
     "identities/": PAGE,
     "clusters/<slug:name>/refederate/": PAGE,  # issue 11 re-federation
     "clusters/<slug:name>/refederate/start/": FORM,  # GET: the confirmation page
+    "requests/<uuid:pk>/refederate/retry/": ACTION,
     "drift/": FORM,
     "approvals/": PAGE,
     "approvals/<uuid:pk>/": FORM,

@@ -181,6 +181,10 @@ OBJECT = {
         revoked     302 302  404 302 302 404 302
         *           302 302* 404 302 302 404 302*
     """,
+    # issue 11 re-federation: retrying a stopped one is for admins (none of these requests has one: refused with
+    # a message, nothing changes); who may not see the request gets a 404, as for any request.
+    ("requests/<uuid:pk>/refederate/retry/", "GET"): NOT_SERVED,
+    ("requests/<uuid:pk>/refederate/retry/", "POST"): "*  302 403 404 403 403 404 302",
     ("requests/<uuid:pk>/repair/", "GET"): NOT_SERVED,
     ("requests/<uuid:pk>/repair/", "POST"): """
         ready       302 403 404 403 302* 404 302*

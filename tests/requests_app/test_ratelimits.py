@@ -157,6 +157,7 @@ def test_every_state_changing_url_is_in_the_table():
         "login/",  # the sign-in tests above
         "requests/new/",  # the submission tests above
         "clusters/<slug:name>/refederate/start/",  # tests/requests_app/test_refederation.py
+        "requests/<uuid:pk>/refederate/retry/",  # below
         *CHANGE_ACTIONS,  # below
         "requests/<uuid:pk>/changes/new/",  # below: a change is a submission
         *MOVE_ACTIONS,  # below (issue 11 move)
@@ -432,3 +433,24 @@ def test_asking_to_move_is_limited_like_submitting_requests(limits, offline_clus
     assert [a.status_code for a in answers[:2]] == [302, 302], [a.content[:300] for a in answers[:2]]
     assert_friendly_429(answers[2])
     assert MoveRequest.objects.count() == 2
+
+
+# ---- issue 11 re-federation: retrying a stopped one ------------------------------------------------------------
+
+
+def test_retrying_a_re_federation_is_limited_per_user_like_starting_one(limits, offline_cluster, requester, admin):
+    """A cloud action (PORTAL_CLOUD_ACTION_RATE): the third retry in the window is refused before it does anything."""
+    from requests_app import refederation
+
+    answers = []
+    for n in range(3):
+        req = make_request(offline_cluster, requester, "ready")
+        IdentityRequest.objects.filter(pk=req.pk).update(refed_old_fic_name=f"old-{n}", refed_old_issuer="https://x/")
+        for i, name in enumerate(refederation.STEPS):
+            state = Step.State.FAILED if i == 0 else Step.State.PENDING
+            Step.objects.create(request=req, name=name, position=refederation.POSITION + i, state=state)
+        answers.append(client_for(admin).post(reverse("request_refederation_retry", args=[req.pk])))
+    assert [a.status_code for a in answers[:2]] == [302, 302]
+    assert_friendly_429(answers[2])
+    assert AuditEvent.objects.filter(action="request.refederation_retried").count() == 2
+    assert Step.objects.get(request=req, name=refederation.STEPS[0]).state == Step.State.FAILED

@@ -227,3 +227,58 @@ def test_starting_is_rate_limited_per_user(settings, offline_cluster, admin) -> 
     answers = [c.post("/clusters/aks-demo/refederate/start/", {"confirm": "yes"}) for _ in range(3)]
     assert [a.status_code for a in answers[:2]] == [302, 302]
     assert_friendly_429(answers[2])
+
+
+# ---- retrying a stopped re-federation (issue 11 loose ends) ------------------------------------------------------
+
+
+def test_a_failed_re_federation_is_retried_from_the_cluster_page_and_completes(
+    control, demo_cluster, ready, admin, devops, clock
+) -> None:
+    old_name, old_issuer = ready.fic_name, demo_cluster.oidc_issuer_url
+    new = rebuilt(control, demo_cluster)
+    refederation.start(demo_cluster, actor=admin, now=clock.now)
+    # Azure refuses the new credential once (for good: a permission): the move stops, the old credential stays.
+    control.add_fault(
+        r"/federatedIdentityCredentials/", method="PUT", status=403, code="AuthorizationFailed", times=1
+    )
+    assert refederation.refederate(ready.pk, sleep=lambda s: None, now=clock.now).state == "failed"
+    assert steps(ready)["refed_new_fic"].state == Step.State.FAILED
+    assert fics(ready) == {old_name: old_issuer}
+
+    # The cluster's page offers admins a Retry for that identity (DevOps members see the state only).
+    page = client_for(admin).get("/clusters/aks-demo/refederate/").content.decode()
+    assert "Stopped:" in page and f'action="/requests/{ready.pk}/refederate/retry/"' in page
+    assert "refederate/retry/" not in client_for(devops).get("/clusters/aks-demo/refederate/").content.decode()
+    # …and so does the identity's page, in its "Last re-federation" steps.
+    detail = client_for(admin).get(f"/requests/{ready.pk}/").content.decode()
+    assert "Retry the re-federation" in detail
+    assert "Retry the re-federation" not in client_for(devops).get(f"/requests/{ready.pk}/").content.decode()
+    assert client_for(devops).post(f"/requests/{ready.pk}/refederate/retry/").status_code == 403
+
+    answer = client_for(admin).post(f"/requests/{ready.pk}/refederate/retry/", {"back": "cluster"})
+    assert answer.status_code == 302 and answer["Location"] == "/clusters/aks-demo/refederate/"
+    retried = AuditEvent.objects.get(action="request.refederation_retried", request=ready)
+    assert retried.actor == admin
+    assert steps(ready)["refed_new_fic"].state == Step.State.PENDING
+    # A second press while it is moving again is refused, and not audited.
+    again = client_for(admin).post(f"/requests/{ready.pk}/refederate/retry/")
+    assert again.status_code == 302 and again["Location"] == f"/requests/{ready.pk}/"
+    assert AuditEvent.objects.filter(action="request.refederation_retried").count() == 1
+
+    clock.advance(GRACE + 1)
+    assert refederation.refederate(ready.pk, sleep=lambda s: None, now=clock.now).state == "done"
+    req = fresh(ready)
+    assert fics(req) == {req.fic_name: new} and req.refed_old_fic_name == ""
+    assert "Done: only the new issuer is trusted" in client_for(admin).get("/clusters/aks-demo/refederate/").content.decode()
+    assert "Retry the re-federation" not in client_for(admin).get(f"/requests/{req.pk}/").content.decode()
+
+
+def test_retrying_needs_a_stopped_re_federation(control, demo_cluster, ready, admin, clock) -> None:
+    with pytest.raises(WorkflowError, match="no re-federation to retry"):
+        refederation.retry(ready, actor=admin)
+    rebuilt(control, demo_cluster)
+    refederation.start(demo_cluster, actor=admin, now=clock.now)
+    with pytest.raises(WorkflowError, match="has not failed"):
+        refederation.retry(fresh(ready), actor=admin)
+    assert not AuditEvent.objects.filter(action="request.refederation_retried").exists()
