@@ -239,9 +239,7 @@ def test_a_failed_re_federation_is_retried_from_the_cluster_page_and_completes(
     new = rebuilt(control, demo_cluster)
     refederation.start(demo_cluster, actor=admin, now=clock.now)
     # Azure refuses the new credential once (for good: a permission): the move stops, the old credential stays.
-    control.add_fault(
-        r"/federatedIdentityCredentials/", method="PUT", status=403, code="AuthorizationFailed", times=1
-    )
+    control.add_fault(r"/federatedIdentityCredentials/", method="PUT", status=403, code="AuthorizationFailed", times=1)
     assert refederation.refederate(ready.pk, sleep=lambda s: None, now=clock.now).state == "failed"
     assert steps(ready)["refed_new_fic"].state == Step.State.FAILED
     assert fics(ready) == {old_name: old_issuer}
@@ -270,7 +268,8 @@ def test_a_failed_re_federation_is_retried_from_the_cluster_page_and_completes(
     assert refederation.refederate(ready.pk, sleep=lambda s: None, now=clock.now).state == "done"
     req = fresh(ready)
     assert fics(req) == {req.fic_name: new} and req.refed_old_fic_name == ""
-    assert "Done: only the new issuer is trusted" in client_for(admin).get("/clusters/aks-demo/refederate/").content.decode()
+    page = client_for(admin).get("/clusters/aks-demo/refederate/").content.decode()
+    assert "Done: only the new issuer is trusted" in page
     assert "Retry the re-federation" not in client_for(admin).get(f"/requests/{req.pk}/").content.decode()
 
 
