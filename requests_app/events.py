@@ -61,7 +61,10 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
     "request.rejected": lambda e: f"{actor(e)} rejected the request",
     "request.cancelled": lambda e: f"{actor(e)} cancelled the request",
     "request.retried": lambda e: f"{actor(e)} retried the {_d(e).get('operation', 'provisioning')}",
-    "request.resumed": lambda e: "The portal resumed the work after a worker stopped",
+    "request.resumed": lambda e: (
+        "The portal resumed the work after a worker stopped"
+        + {"move": " (the move)", "refederation": " (the re-federation)"}.get(_d(e).get("operation", ""), "")
+    ),
     "request.ready": lambda e: "The identity is ready: every step succeeded",
     "request.revoke_requested": lambda e: f"{actor(e)} revoked the identity",
     "request.revoked": lambda e: "Revocation finished: everything the portal created for this identity is gone",

@@ -95,12 +95,12 @@ def enqueue_change(request_id: uuid.UUID, *, resume: bool = False) -> None:
     _enqueue(APPLY_CHANGE, request_id, "change", resume=resume)
 
 
-def enqueue_refederate(request_id: uuid.UUID) -> None:
-    _enqueue(REFEDERATE, request_id, "refederate")
+def enqueue_refederate(request_id: uuid.UUID, *, resume: bool = False) -> None:
+    _enqueue(REFEDERATE, request_id, "refederate", resume=resume)
 
 
-def enqueue_move(request_id: uuid.UUID) -> None:  # issue 11 move
-    _enqueue(MOVE, request_id, "move")
+def enqueue_move(request_id: uuid.UUID, *, resume: bool = False) -> None:  # issue 11 move
+    _enqueue(MOVE, request_id, "move", resume=resume)
 
 
 def enqueue_suspend(request_id: uuid.UUID) -> None:  # issue 11 lifecycle

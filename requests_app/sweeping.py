@@ -8,7 +8,10 @@ two workers off one request, so enqueueing too often is harmless.
 
 Changes (issue 11) run on a ready request, so they are found by their own state: a change approved a while ago,
 or one being applied, whose request nobody leases and whose steps wait for nothing, lost its job; it is queued
-again (`queueing.enqueue_change(resume=True)`), and the engine resumes it where it stopped.
+again (`queueing.enqueue_change(resume=True)`), and the engine resumes it where it stopped. Moves and
+re-federations (issue 11) likewise: a move approved a while ago or being applied, and a re-federation whose steps
+are pending, running or due again, on a request nobody leases and whose steps wait for nothing. A re-federation
+stopped by a failed step is not: an admin retries it from its page (the old credential is kept meanwhile).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import audit, queueing
-from .models import ChangeRequest, IdentityRequest, OutboxJob, Status, Step
+from . import audit, moves, queueing, refederation
+from .models import ChangeRequest, IdentityRequest, MoveRequest, OutboxJob, Status, Step
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,40 @@ def lost_lifecycle_jobs(now: datetime | None = None) -> list[tuple[str, uuid.UUI
     lost = {("suspend", pk) for pk in suspend.values_list("request_id", flat=True)}
     lost |= {("resume", pk) for pk in resume.values_list("request_id", flat=True)}
     return sorted(lost, key=str)
+
+
+def moves_due(now: datetime | None = None) -> list[MoveRequest]:
+    """Moves that should be running but whose job is gone (issue 11 moves), as `changes_due` finds changes."""
+    now = now or timezone.now()
+    State = MoveRequest.State
+    unleased = Q(request__lease_expires_at__isnull=True) | Q(request__lease_expires_at__lt=now)
+    settled = Q(status=State.APPROVED, decided_at__lt=now - timedelta(seconds=settings.PORTAL_SWEEP_SECONDS))
+    # A step waiting for its next attempt, or for the grace to pass, has its job scheduled for then.
+    waiting = Step.objects.filter(request=OuterRef("request"), name__in=moves.STEPS, next_attempt_at__gt=now)
+    return list(
+        # Whatever the identity's status: on one no longer ready, the engine fails the move (moving._start).
+        MoveRequest.objects.filter(settled | Q(status=State.APPLYING), unleased)
+        .exclude(Exists(waiting))
+        .select_related("request")
+    )
+
+
+def refederations_due(now: datetime | None = None) -> list[IdentityRequest]:
+    """Ready identities whose re-federation should be running but has no job (issue 11 re-federation): its steps
+    are pending, running or due again, none failed, none waiting for later, and nobody holds the lease."""
+    now = now or timezone.now()
+    unleased = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+    steps = Step.objects.filter(request=OuterRef("pk"), name__in=refederation.STEPS)
+    unfinished = steps.filter(
+        Q(state__in=[Step.State.PENDING, Step.State.RUNNING]) | Q(state=Step.State.WAITING, next_attempt_at__lte=now)
+    )
+    return list(
+        IdentityRequest.objects.filter(unleased, status=Status.READY)
+        .exclude(refed_old_fic_name="")
+        .filter(Exists(unfinished))
+        .exclude(Exists(steps.filter(next_attempt_at__gt=now)))
+        .exclude(Exists(steps.filter(state=Step.State.FAILED)))  # stopped: an admin retries it
+    )
 
 
 def flush_outbox() -> int:
@@ -129,9 +166,26 @@ def sweep(now: datetime | None = None) -> int:
         queueing.enqueue_change(req.pk, resume=True)
     if lost_changes:
         log.info("sweep: re-enqueued %d change(s)", len(lost_changes))
+    # issue 11 moves and re-federation: their jobs lost (Redis flushed, a worker killed).
+    resumed = [(m.request, "move", {"operation": "move", "move": m.pk}) for m in moves_due(now)]
+    resumed += [(r, "refederation", {"operation": "refederation"}) for r in refederations_due(now)]
+    for req, what, details in resumed:
+        if req.lease_owner:
+            audit.record(
+                "request.resumed",
+                actor=None,
+                request=req,
+                details={"previous_worker": req.lease_owner, "status": req.status, **details},
+            )
+        if what == "move":
+            queueing.enqueue_move(req.pk, resume=True)
+        else:
+            queueing.enqueue_refederate(req.pk, resume=True)
+    if resumed:
+        log.info("sweep: re-enqueued %d move(s) or re-federation(s)", len(resumed))
     lost = lost_lifecycle_jobs(now)  # issue 11 lifecycle
     for name, request_id in lost:
         queueing.enqueue_or_keep(name, request_id)
     if lost:
         log.info("sweep: re-enqueued %d suspension(s) or resumption(s)", len(lost))
-    return flushed + len(found) + len(lost_changes) + len(lost)
+    return flushed + len(found) + len(lost_changes) + len(resumed) + len(lost)
