@@ -181,6 +181,14 @@ def reconcile_connection(cluster: Cluster) -> dict[str, dict[str, str]]:
                 cluster=locked,
                 details={"connection": drift or locked.connection_drift},
             )
+            # issue 11: a new issuer is told to the admins and the DevOps members once (not at every reconcile
+            # that finds it again): when the issuer Azure reports differs from the one found last time.
+            found = (drift.get("oidc_issuer_url") or {}).get("azure")
+            if found and found != (locked.connection_drift.get("oidc_issuer_url") or {}).get("azure"):
+                from . import queueing
+
+                cluster_id = locked.pk
+                transaction.on_commit(lambda: queueing.enqueue_or_keep("mail", "cluster_issuer_changed", cluster_id))
     return drift
 
 

@@ -129,7 +129,9 @@ def send_mail(kind: str, request_id: str, audience: str | None = None) -> rq.Ret
     """
     audience = audience or notifications.NOTICES[kind][0]
     try:
-        notifications.send(kind, uuid.UUID(str(request_id)), audience)
+        # A cluster's notice carries the cluster's id (notifications.CLUSTER_NOTICES), the others a request's.
+        about = request_id if kind in notifications.CLUSTER_NOTICES else uuid.UUID(str(request_id))
+        notifications.send(kind, about, audience)  # type: ignore[arg-type]
     except OSError as e:  # smtplib's errors, refused connections and timeouts are all OSErrors
         log.warning("%s mail (%s) for request %s not sent, to be tried again: %r", kind, audience, request_id, e)
         return _retry(None)

@@ -203,6 +203,7 @@ def submit_move(
                 source_ip=source_ip,
                 details={"move": move.pk, **_where(move), "reason": move.reason},
             )
+            workflow.notify("move_submitted", req)  # issue 11 loose ends: the approvers (and the chat)
     except IntegrityError:  # a second open move of this identity, or to this target, a moment ago
         open_here = MoveRequest.objects.filter(request=req, status__in=MoveRequest.OPEN).exists()
         raise WorkflowError(ONE_OPEN if open_here else TARGET_TAKEN) from None
@@ -255,6 +256,7 @@ def approve_move(
             source_ip=source_ip,
             details={"move": move.pk, **_where(move), "comment": comment, "grace_until": move.grace_until.isoformat()},
         )
+        workflow.notify("move_decided", req)
         _enqueue(req)
 
 
@@ -274,6 +276,7 @@ def reject_move(move: MoveRequest, *, actor: User, comment: str, source_ip: str 
             source_ip=source_ip,
             details={"move": move.pk, **_where(move), "comment": comment},
         )
+        workflow.notify("move_decided", move.request)
 
 
 def cancel_move(move: MoveRequest, *, actor: User, source_ip: str | None = None) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import adoption, audit, engine, limits, moves, provisioning, refederation
+from . import adoption, audit, engine, limits, moves, provisioning, refederation, workflow
 from .cloud import identities, verification
 from .cloud.errors import CloudError
 from .models import IdentityRequest, MoveRequest, Status, Step
@@ -193,6 +193,7 @@ def _finish(req: IdentityRequest) -> None:
         for k, v in place.items():
             setattr(req, k, v)
         audit.record("move.applied", actor=None, request=req, details={"move": move.pk, **moves._where(move)})
+        workflow.notify("move_applied", req)
 
 
 def _on_failure(req: IdentityRequest, step: Step) -> None:
@@ -209,6 +210,7 @@ def _fail(req: IdentityRequest, move: MoveRequest, message: str, *, step: str = 
                 request=req,
                 details={"move": move.pk, "step": step, "error": identities.scrub(message)},
             )
+            workflow.notify("move_failed", req)
 
 
 N = Step.Name

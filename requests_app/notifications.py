@@ -14,9 +14,18 @@
 | `identity_expiring` | the requester, and the owning group's members      | yes             |
 | `identity_suspended`| the requester, and the owning group's members      | yes             |
 | `requester_left`    | the admins                                         | no              |
+| `move_submitted`    | the approvers, except who asked for the move       | yes             |
+| `move_decided`      | the requester, and who asked for the move          | no              |
+| `move_applied`      | the requester, and who asked for the move          | no              |
+| `move_failed`       | the requester, and who asked for the move          | no              |
+| `refederation_failed` | the admins, and the cluster's DevOps members     | no              |
+| `cluster_issuer_changed` | the admins, and the cluster's DevOps members  | no              |
 
-(The last three: issue 11 lifecycle, lifecycle.py. A requester whose account Entra disabled or deleted is mailed
-nothing any more; the owning team still is.)
+`cluster_issuer_changed` is about a cluster, not one request (CLUSTER_NOTICES: its jobs carry the cluster's id):
+reconcile found Azure reporting a new OIDC issuer for it, once per new issuer (clusters.reconcile_connection).
+
+(`identity_expiring` to `requester_left`: issue 11 lifecycle, lifecycle.py. A requester whose account Entra
+disabled or deleted is mailed nothing any more; the owning team still is.)
 
 Approvers, admins and DevOps members are read from Entra through Graph when the notice is sent (cloud/graph.py
 `people`: members of the configured groups and holders of the configured app roles, nested groups included,
@@ -41,14 +50,15 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from .cloud import graph, webhooks
-from .models import ChangeRequest, IdentityRequest, Status
+from .cloud import graph, identities, webhooks
+from .models import ChangeRequest, Cluster, IdentityRequest, MoveRequest, Status, Step
 
 log = logging.getLogger(__name__)
 
 REQUESTER, APPROVERS, ADMINS, DEVOPS = "requester", "approvers", "admins", "devops"
 ASKER = "asker"  # issue 11 changes: who asked for the identity's latest change (when not its requester)
 OWNERS = "owners"  # issue 11 lifecycle: the members of the identity's owning group
+MOVER = "mover"  # issue 11 loose ends: who asked for the identity's latest move (when not its requester)
 
 # Who hears of each event, by e-mail.
 NOTICES: dict[str, tuple[str, ...]] = {
@@ -66,7 +76,25 @@ NOTICES: dict[str, tuple[str, ...]] = {
     "identity_expiring": (REQUESTER, OWNERS),
     "identity_suspended": (REQUESTER, OWNERS),
     "requester_left": (ADMINS,),
+    # issue 11 loose ends: a move's life (the identity's latest move), a re-federation that stopped, and a
+    # cluster whose issuer changed (about the cluster: CLUSTER_NOTICES).
+    "move_submitted": (APPROVERS,),
+    "move_decided": (REQUESTER, MOVER),
+    "move_applied": (REQUESTER, MOVER),
+    "move_failed": (REQUESTER, MOVER),
+    "refederation_failed": (ADMINS, DEVOPS),
+    "cluster_issuer_changed": (ADMINS, DEVOPS),
 }
+# Notices about a cluster rather than one request: their jobs carry the cluster's primary key.
+CLUSTER_NOTICES = ("cluster_issuer_changed",)
+# One text for every audience (no `<kind>_<audience>` variant).
+ONE_TEXT = (
+    "identity_expiring",
+    "identity_suspended",
+    "requester_left",
+    "refederation_failed",
+    "cluster_issuer_changed",
+)
 # The events a cluster's chat channel hears of: work waiting for someone (a new request to approve, an identity
 # to use, a failure to look at). Decisions and revocations concern the requester and are mailed only.
 WEBHOOK_EVENTS = (
@@ -76,6 +104,7 @@ WEBHOOK_EVENTS = (
     "change_submitted",  # issue 11 changes: a change waits for an approver like a new request
     "identity_expiring",
     "identity_suspended",
+    "move_submitted",  # issue 11 loose ends: a move waits for an approver like a new request
 )
 
 # Why each audience gets the e-mail (its last line).
@@ -86,6 +115,7 @@ REASONS = {
     DEVOPS: "You get this because you are in the DevOps group of the cluster {cluster}.",
     ASKER: "You get this because you asked for this change.",
     OWNERS: "You get this because you are in the team that owns this identity.",
+    MOVER: "You get this because you asked for this move.",
 }
 
 
@@ -93,6 +123,9 @@ def send(kind: str, request_id: uuid.UUID, audience: str) -> None:
     """E-mail `audience` about `kind` of the request (nothing when nobody in it has an address)."""
     if audience not in NOTICES[kind]:
         raise ValueError(f"{kind} is not sent to {audience}")
+    if kind in CLUSTER_NOTICES:
+        _send_about_cluster(kind, int(str(request_id)), audience)
+        return
     req = _load(request_id)
     to = _addresses(audience, req, kind)
     if not to:
@@ -101,16 +134,63 @@ def send(kind: str, request_id: uuid.UUID, audience: str) -> None:
     template = _template(kind, audience, req)
     ctx = {
         "req": req,
-        "url": request_url(req),
+        # issue 11: a reminder (or a suspension) links to the panel where an owner re-confirms (or resumes) it.
+        "url": request_url(req) + ("#lifecycle" if kind in ("identity_expiring", "identity_suspended") else ""),
         "reason": REASONS[audience].format(cluster=req.cluster),
         "facts": _facts(req),
     }
     if kind.startswith("change_"):
         ctx["change"] = _latest_change(req)
+    if kind.startswith("move_"):  # issue 11 loose ends
+        ctx["move"] = move = _latest_move(req)
+        ctx["move_error"] = identities.scrub(move.failure_message) if move else ""  # Azure's errors quote IDs
+    if kind == "refederation_failed":
+        ctx["failed"] = failed = Step.objects.filter(
+            request=req, name__startswith="refed_", state=Step.State.FAILED
+        ).first()
+        ctx["failed_error"] = identities.scrub(failed.error) if failed else ""
+        ctx["cluster_url"] = refederation_url(req.cluster)
+    _mail(template, ctx, to)
+
+
+def _mail(template: str, ctx: dict, to: list[str]) -> None:
     subject = " ".join(render_to_string(f"emails/{template}_subject.txt", ctx).split())
     msg = EmailMultiAlternatives(subject, render_to_string(f"emails/{template}.txt", ctx), to=to)
     msg.attach_alternative(render_to_string(f"emails/{template}.html", ctx), "text/html")
     msg.send()  # smtplib's errors are OSErrors: they reach the job, which has RQ retry it
+
+
+def refederation_url(cluster: Cluster) -> str:
+    return settings.PORTAL_URL.rstrip("/") + reverse("cluster_refederation", args=[cluster.name])
+
+
+def _send_about_cluster(kind: str, cluster_id: int, audience: str) -> None:
+    """A cluster's notice (CLUSTER_NOTICES) to the admins or its DevOps members: read now, as every notice is."""
+    from .refederation import affected, new_issuer  # the operation's module; nothing here is imported back
+
+    cluster = Cluster.objects.get(pk=cluster_id)
+    issuer = new_issuer(cluster)
+    if not issuer:  # settled since reconcile found it (re-federated, or Azure reports the stored issuer again)
+        log.info("%s of cluster %s: the issuer no longer differs; not mailed", kind, cluster.name)
+        return
+    if audience == ADMINS:
+        people = graph.people(groups=settings.PORTAL_ADMIN_GROUPS, roles=settings.PORTAL_ADMIN_ROLES)
+    else:
+        people = graph.people(groups=[cluster.devops_group_id])
+    to = list(dict.fromkeys(p.email for p in people if p.email))
+    if not to:
+        log.info("%s of cluster %s: no %s to mail", kind, cluster.name, audience)
+        return
+    ctx = {
+        "cluster": cluster,
+        "old_issuer": cluster.oidc_issuer_url,
+        "new_issuer": issuer,
+        "affected": len(affected(cluster)),
+        "url": refederation_url(cluster),
+        "reason": REASONS[audience].format(cluster=cluster),
+        "facts": [("Cluster", str(cluster)), ("Stored issuer", cluster.oidc_issuer_url), ("Azure reports", issuer)],
+    }
+    _mail(kind, ctx, to)
 
 
 def post_webhook(kind: str, request_id: uuid.UUID) -> None:
@@ -149,6 +229,11 @@ def chat_notice(kind: str, req: IdentityRequest) -> webhooks.ChatNotice:
             "Change to a workload identity",
             f"{_asker(req)} asks to change what the identity for {what} may do. It waits for an approver.",
         ),
+        # issue 11 loose ends
+        "move_submitted": (
+            "Move of a workload identity",
+            f"{_mover(req)} asks to move the identity for {what} to another cluster. It waits for an approver.",
+        ),
         # issue 11 lifecycle
         "identity_expiring": (
             "Workload identity expires soon",
@@ -159,12 +244,18 @@ def chat_notice(kind: str, req: IdentityRequest) -> webhooks.ChatNotice:
             f"The identity for {what} was not re-confirmed: it is suspended (no new tokens). An owner can resume it.",
         ),
     }[kind]
-    return webhooks.ChatNotice(title=title, text=text, facts=tuple(_facts(req)), url=request_url(req))
+    url = request_url(req) + ("#lifecycle" if kind in ("identity_expiring", "identity_suspended") else "")
+    return webhooks.ChatNotice(title=title, text=text, facts=tuple(_facts(req)), url=url)
 
 
 def _asker(req: IdentityRequest) -> str:
     change = _latest_change(req)
     return str(change.requester if change else req.requester)
+
+
+def _mover(req: IdentityRequest) -> str:
+    move = _latest_move(req)
+    return str(move.requester if move else req.requester)
 
 
 def _load(request_id: uuid.UUID) -> IdentityRequest:
@@ -174,9 +265,9 @@ def _load(request_id: uuid.UUID) -> IdentityRequest:
 def _template(kind: str, audience: str, req: IdentityRequest) -> str:
     if kind == "request_decided":
         return "request_rejected" if req.status == Status.REJECTED else "request_approved"
-    if kind in ("identity_expiring", "identity_suspended", "requester_left"):  # issue 11: one text for everyone
+    if kind in ONE_TEXT:  # issue 11: one text for everyone
         return kind
-    return kind if audience in (REQUESTER, APPROVERS, ASKER) else f"{kind}_{audience}"
+    return kind if audience in (REQUESTER, APPROVERS, ASKER, MOVER) else f"{kind}_{audience}"
 
 
 def _facts(req: IdentityRequest) -> list[tuple[str, str]]:
@@ -204,6 +295,10 @@ def _addresses(audience: str, req: IdentityRequest, kind: str = "") -> list[str]
         change = _latest_change(req)
         asker = change.requester if change else None
         return [asker.email] if asker and asker.pk != req.requester_id and asker.email else []
+    if audience == MOVER:  # issue 11 loose ends
+        move = _latest_move(req)
+        mover = move.requester if move else None
+        return [mover.email] if mover and mover.pk != req.requester_id and mover.email else []
     if audience == APPROVERS:
         people = graph.people(groups=settings.PORTAL_APPROVER_GROUPS, roles=settings.PORTAL_APPROVER_ROLES)
     elif audience == ADMINS:
@@ -215,6 +310,7 @@ def _addresses(audience: str, req: IdentityRequest, kind: str = "") -> list[str]
     # Left out: the requester, who has their own notice; of a change waiting for approval, who asked for it
     # (nobody decides their own change, whoever asked for the identity: issue 11 changes).
     change = _latest_change(req) if kind == "change_submitted" else None
+    change = _latest_move(req) if kind == "move_submitted" else change  # issue 11: nor their own move
     asking = change.requester if change else req.requester
     requester = {asking.object_id.lower(), asking.email.lower()} - {""}
     others = [p for p in people if p.object_id.lower() not in requester and p.email.lower() not in requester]
@@ -226,3 +322,11 @@ def _addresses(audience: str, req: IdentityRequest, kind: str = "") -> list[str]
 
 def _latest_change(req: IdentityRequest) -> ChangeRequest | None:
     return ChangeRequest.objects.select_related("requester", "decided_by").filter(request=req).first()
+
+
+def _latest_move(req: IdentityRequest) -> MoveRequest | None:
+    return (
+        MoveRequest.objects.select_related("requester", "decided_by", "from_cluster", "to_cluster")
+        .filter(request=req)
+        .first()
+    )

@@ -329,6 +329,7 @@ def _on_failure(req: IdentityRequest, step: Step) -> None:
             request=req,
             details={"step": step.name, "error": identities.scrub(step.error)},
         )
+        workflow.notify("refederation_failed", req)  # the admins and the cluster's DevOps members
 
 
 N = Step.Name

@@ -96,9 +96,12 @@ def test_ready_and_failed_mails_carry_no_ids(offline_cluster, requester, mailout
     IdentityRequest.objects.filter(pk=req.pk).update(
         status=Status.READY, client_id=client_id, principal_id=principal_id
     )
+    # issue 11: the cluster's notice is sent only while Azure reports a new issuer for it.
+    offline_cluster.connection_drift = {"oidc_issuer_url": {"stored": "x", "azure": "https://new.example/"}}
+    offline_cluster.save()
     for kind, audiences in notifications.NOTICES.items():
         for audience in audiences:
-            notifications.send(kind, req.pk, audience)
+            notifications.send(kind, offline_cluster.pk if kind in notifications.CLUSTER_NOTICES else req.pk, audience)
         if kind == "request_ready":
             IdentityRequest.objects.filter(pk=req.pk).update(
                 status=Status.FAILED, failed_step="roles", failure_message="Azure refused the role assignment."
@@ -124,6 +127,16 @@ def test_ready_and_failed_mails_carry_no_ids(offline_cluster, requester, mailout
         "Suspended",
         "Suspended",
         "Requester gone from Entra",
+        # issue 11 loose ends (no move asked: the mover audience is empty): moves, a stopped re-federation (the
+        # admins, the DevOps members), a cluster's new issuer (the same)
+        "Move asked for the workload identity aks-demo/team-payments/payments-api",
+        "Move approved",
+        "Move applied",
+        "Move failed",
+        "Re-federation failed on aks-demo",
+        "Re-federation failed on aks-demo",
+        "New OIDC issuer on aks-demo",
+        "New OIDC issuer on aks-demo",
     ]
     failed = mailoutbox[4]
     assert 'step "roles"' in failed.body and "&quot;" not in failed.body
