@@ -75,6 +75,20 @@ class ArmFailure(Exception):
         return arm_error(self.status, self.code, self.message, headers=self.headers)
 
 
+def request_id_headers(request: web.Request) -> dict[str, str]:
+    """The ids ARM puts on every answer, errors and throttling included (recalled: not in the wire notes): its own
+    `x-ms-request-id`, and `x-ms-correlation-request-id`, the caller's when it sent one, else a new one. ARM echoes
+    `x-ms-client-request-id` only when asked (`x-ms-return-client-request-id: true`)."""
+    headers = {
+        "x-ms-request-id": str(uuid.uuid4()),
+        "x-ms-correlation-request-id": request.headers.get("x-ms-correlation-request-id") or str(uuid.uuid4()),
+    }
+    client_request_id = request.headers.get("x-ms-client-request-id")
+    if client_request_id and request.headers.get("x-ms-return-client-request-id", "").lower() == "true":
+        headers["x-ms-client-request-id"] = client_request_id
+    return headers
+
+
 def not_found(kind_path: str, rg: str) -> ArmFailure:
     return ArmFailure(
         404,

@@ -23,8 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from . import arm, tls
 from . import config as config_mod
-from . import tls
 from .errors import arm_error, shaped_error
 from .faults import CallLog, Faults, Throttle, retry_after_header
 from .store import Store
@@ -429,9 +429,14 @@ class Emulator:
         except Exception:  # a bug in the emulator: say so loudly, in the surface's shape
             log.error("emulator error on %s %s\n%s", method, path, traceback.format_exc())
             response = shaped_error(surface, 500, "InternalServerError", "Emulator error; see its log.")
+        if surface == "arm" and not response.prepared:
+            for name, value in arm.request_id_headers(request).items():
+                response.headers.setdefault(name, value)
         if entry is not None:
             entry["status"] = response.status
             entry["end"] = time.time()
+            if surface == "arm":  # what a support case would quote, findable in the call log
+                entry["arm_request_id"] = response.headers.get("x-ms-request-id")
             claims = request.get(CLAIMS) or {}
             entry["caller"] = request.get(CALLER) or claims.get("oid") or claims.get("sub")
         if self.state_file and method in WRITE_METHODS and surface in ("arm", "k8s") and response.status < 400:

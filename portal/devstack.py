@@ -82,6 +82,7 @@ def portal_env(emu: dict[str, str], redis_url: str, port: int) -> dict[str, str]
         **os.environ,
         # Never Django's debug pages, even here (see the module's docstring); plain http on localhost.
         "PORTAL_DEBUG": "0",
+        "PORTAL_LOG_FORMAT": "text",  # issue 12 logs: human-readable here; production logs JSON lines
         "PORTAL_SECURE_COOKIES": "0",
         "PORTAL_HSTS_SECONDS": "0",
         "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{RUN / 'portal.sqlite3'}"),

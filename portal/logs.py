@@ -21,6 +21,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from gunicorn.glogging import Logger
+from pythonjsonlogger import json as jsonlogger
+
+from portal import request_ids
 
 CALLBACK_PATH = "/auth/callback"  # requests_app/urls.py's auth_callback (tests/portal/test_logs.py checks)
 REDACTED = "[redacted]"
@@ -87,3 +90,84 @@ class GunicornLogger(Logger):
         if query and is_callback(environ.get("PATH_INFO") or ""):
             atoms = {k: v.replace(query, REDACTED) if isinstance(v, str) else v for k, v in atoms.items()}
         return atoms
+
+
+# ---- issue 12 logs: context on every line, JSON lines, secrets and IDs kept out ----------------------------------
+
+
+class LogContext(logging.Filter):
+    """Puts the request id, the user, the identity request and the job (portal/request_ids.py) on every record
+    the handler writes; empty strings outside a request or job, so a text format may name them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = request_ids.current()
+        for name in request_ids.FIELDS:
+            if not getattr(record, name, None):
+                setattr(record, name, context.get(name, ""))
+        return True
+
+
+# The SDKs' loggers: at DEBUG they log request URLs, headers and token-cache events, which name the portal's client
+# ID and the identities' object, client and principal IDs. Their lines have every GUID taken out.
+SDK_LOGGERS = ("azure", "msal", "urllib3", "kubernetes", "requests")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# A token or secret named in a form, a query string, JSON or a header: the name stays, the value goes.
+_NAMED_SECRET = re.compile(
+    r"(?i)(?P<name>\b(?:access_token|refresh_token|id_token|client_secret|client_assertion|assertion|password"
+    r"|authorization)\b[\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?[^\s\"'&,}]+"
+)
+_GUID = re.compile(r"\b[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\b")
+
+
+def redact_secrets(text: str, *, ids: bool = False) -> str:
+    """`text` without tokens (any JWT, any value named as a token or secret), the portal's client secret, and,
+    with `ids`, without GUIDs (object, client, principal and tenant IDs)."""
+    from django.conf import settings
+
+    secret = getattr(settings, "ENTRA_CLIENT_SECRET", "")
+    if secret:
+        text = text.replace(secret, REDACTED)
+    text = _NAMED_SECRET.sub(lambda m: f"{m['name']}{REDACTED}", _JWT.sub(REDACTED, text))
+    return _GUID.sub("[id]", text) if ids else text
+
+
+def is_sdk(name: str) -> bool:
+    return name.split(".", 1)[0] in SDK_LOGGERS
+
+
+class _Redacting(logging.Formatter):
+    """A formatter whose lines never carry a secret (and, for the SDKs' lines, no ID): the message and the
+    traceback are redacted on a copy of the record, so other handlers see it as it was."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ids = is_sdk(record.name)
+        record = logging.makeLogRecord(record.__dict__)
+        record.msg, record.args = redact_secrets(record.getMessage(), ids=ids), None
+        if record.exc_info:
+            record.exc_text = redact_secrets(self.formatException(record.exc_info), ids=ids)
+            record.exc_info = None
+        request = record.__dict__.pop("request", None)  # Django's: its repr has the query string
+        if request is not None and not getattr(record, "path", None):
+            record.method = getattr(request, "method", "")
+            record.path = getattr(request, "path", "")
+        return super().format(record)
+
+
+class TextFormatter(_Redacting):
+    """Human-readable lines (`make run`); `%(context)s` is the request id in brackets when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", "")
+        record = logging.makeLogRecord({**record.__dict__, "context": f"[{request_id}] " if request_id else ""})
+        return super().format(record)
+
+
+class JsonFormatter(_Redacting, jsonlogger.JsonFormatter):
+    """One JSON object a line (PORTAL_LOG_FORMAT=json): time, level, logger, message, the context fields, and
+    whatever a record carries besides (`extra=`); empty context fields are left out."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        for name in request_ids.FIELDS:
+            if not log_data.get(name):
+                log_data.pop(name, None)
+        return log_data

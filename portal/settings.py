@@ -38,6 +38,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.request_ids.RequestIdMiddleware",  # issue 12 logs: first, so every response and log line has the id
     "django.middleware.security.SecurityMiddleware",
     "portal.csp.PortalCSPMiddleware",  # django-csp's, + the Entra authority in form-action
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files: GET and HEAD, 405 to anything else
@@ -316,6 +317,13 @@ PORTAL_AUDIT_SIGNING_KEY = env_str("PORTAL_AUDIT_SIGNING_KEY")
 PORTAL_AUDIT_CHECKPOINT_FILE = env_str("PORTAL_AUDIT_CHECKPOINT_FILE")
 PORTAL_AUDIT_CHECKPOINT_SECONDS = env_float("PORTAL_AUDIT_CHECKPOINT_SECONDS", 60.0)
 
+# ---- issue 12 logs (README: "Logs") -------------------------------------------------------------------------
+# "json": one JSON object a line, for a log collector (production's default; the Kubernetes manifests set it);
+# "text": human-readable (`make run` sets it, portal/devstack.py).
+PORTAL_LOG_FORMAT = env_str("PORTAL_LOG_FORMAT", "json")
+if PORTAL_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"PORTAL_LOG_FORMAT must be json or text, not {PORTAL_LOG_FORMAT!r}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -325,9 +333,19 @@ LOGGING = {
     "filters": {
         "redact_callback": {"()": "portal.logs.RedactCallbackQuery"},
         "client_errors_one_line": {"()": "portal.logs.OneLineClientErrors"},
+        "context": {"()": "portal.logs.LogContext"},  # issue 12 logs: request id, user, identity request, job
     },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # Both keep tokens and the client secret out of every line, and IDs out of the SDKs' (portal/logs.py).
+        "plain": {
+            "()": "portal.logs.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(context)s%(message)s",
+        },
+        "json": {
+            "()": "portal.logs.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
         "json_line": {"format": "%(message)s"},  # the message is already one JSON object
         "django.server": {
             "()": "django.utils.log.ServerFormatter",
@@ -338,8 +356,8 @@ LOGGING = {
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["redact_callback", "client_errors_one_line"],
+            "formatter": "json" if PORTAL_LOG_FORMAT == "json" else "plain",
+            "filters": ["redact_callback", "client_errors_one_line", "context"],
         },
         "checkpoints": {"class": "logging.StreamHandler", "formatter": "json_line", "stream": "ext://sys.stdout"},
         "django.server": {"class": "logging.StreamHandler", "formatter": "django.server"},

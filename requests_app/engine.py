@@ -20,6 +20,7 @@ not declared `concurrent` (the identity, revocation and repair steps) run in thi
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ from django.utils import timezone
 
 from . import leases, retry, workflow
 from .cloud.errors import CloudError
+from .cloud.identities import noting_arm_calls
 from .models import IdentityRequest, Status, Step
 
 log = logging.getLogger(__name__)
@@ -158,7 +160,9 @@ def _rounds(req: IdentityRequest, op: Operation, now: Clock) -> Outcome:
                         row = rows[spec.name]
                         first = row.attempts == 0  # read before the start is recorded (which counts it)
                         if pool is not None and spec.concurrent:
-                            running[pool.submit(_call_in_thread, spec, req, row, first)] = (spec, row)
+                            # In a copy of this context: the step's log lines carry the job's request id too.
+                            call = contextvars.copy_context().run
+                            running[pool.submit(call, _call_in_thread, spec, req, row, first)] = (spec, row)
                         else:
                             inline.append(spec)
                         starting.append(row)
@@ -205,11 +209,12 @@ class _Run:
         log.warning("%s: lost the lease on request %s; stopping", self.op.name, self.req.pk)
         return False
 
-    def ended(self, spec: StepSpec, row: Step, called: tuple[Detail | None, Exception | None]) -> None:
+    def ended(self, spec: StepSpec, row: Step, called: Called) -> None:
         if spec.save:
             self.saves.append(spec.save)  # stored with the step's record, in its transaction
-        detail, error = called
+        detail, error, arm_calls = called
         result = _result(row, detail, error, self.now)
+        result.arm_calls = [{**c, "attempt": row.attempts} for c in arm_calls]
         self.results.append(result)
         if result.waiting:
             self.deferred.add(row.name)
@@ -261,9 +266,7 @@ def _done(req: IdentityRequest, row: Step, spec: StepSpec) -> bool:
     return row.state == Step.State.SUCCEEDED and (spec.still_done is None or spec.still_done(req, row))
 
 
-def _call_in_thread(
-    spec: StepSpec, req: IdentityRequest, row: Step, first: bool
-) -> tuple[Detail | None, Exception | None]:
+def _call_in_thread(spec: StepSpec, req: IdentityRequest, row: Step, first: bool) -> Called:
     try:
         return _call(spec, req, row, first)
     finally:
@@ -271,13 +274,19 @@ def _call_in_thread(
         connections.close_all()
 
 
-def _call(spec: StepSpec, req: IdentityRequest, row: Step, first: bool) -> tuple[Detail | None, Exception | None]:
-    try:
-        return spec.run(req, first), None
-    except Exception as e:  # recorded by _result: a CloudError is retried or fails the step; anything else fails it
-        if not isinstance(e, CloudError):
-            log.exception("step %s of request %s crashed", row.name, req.pk)
-        return None, e
+Called = tuple[Detail | None, Exception | None, list[dict[str, Any]]]
+
+
+def _call(spec: StepSpec, req: IdentityRequest, row: Step, first: bool) -> Called:
+    """Run the step; what it returned or raised, and the ARM calls it made (issue 12 logs: their request ids go
+    into the step's detail, for Azure support)."""
+    with noting_arm_calls() as arm_calls:
+        try:
+            return spec.run(req, first), None, arm_calls
+        except Exception as e:  # recorded by _result: a CloudError is retried or fails the step; anything else fails it
+            if not isinstance(e, CloudError):
+                log.exception("step %s of request %s crashed", row.name, req.pk)
+            return None, e, arm_calls
 
 
 def _result(row: Step, detail: Detail | None, error: Exception | None, now: Clock) -> workflow.StepResult:

@@ -537,6 +537,8 @@ class OutboxJob(models.Model):
     args = models.JSONField(default=list)
     created_at = models.DateTimeField(default=timezone.now)
     error = models.CharField(max_length=500, blank=True)  # why the queue refused it, for whoever looks
+    # issue 12 logs: the id of the web request (or job) that asked for the work; the job gets it when flushed.
+    request_id = models.CharField(max_length=128, blank=True)
 
     class Meta:
         ordering = ["id"]

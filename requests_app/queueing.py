@@ -20,6 +20,8 @@ import django_rq
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from portal import request_ids
+
 from .models import OutboxJob
 from .notifications import NOTICES, WEBHOOK_EVENTS  # tables only: notifications imports nothing of the workflow
 
@@ -53,6 +55,13 @@ CHECK_REQUESTER = "requests_app.jobs.check_requester"
 NAME_OWNER_GROUPS = "requests_app.jobs.name_owner_groups"
 
 
+def _meta() -> dict[str, str]:
+    """What every job carries from the web request or job that enqueues it (issue 12 logs): its request id, which
+    the worker binds to the job's log lines (requests_app/worker.py)."""
+    request_id = request_ids.current_request_id()
+    return {request_ids.META_KEY: request_id} if request_id else {}
+
+
 def _enqueue(
     func: str, request_id: uuid.UUID, kind: str, *args: object, queue_name: str = QUEUE, resume: bool = False
 ) -> None:
@@ -71,7 +80,7 @@ def _enqueue_once(func: str, job_id: str, *args: object, queue_name: str = QUEUE
     alive = tuple(s for s in _ALIVE if not (resume and s == "started"))
     if existing is not None and existing.get_status(refresh=True) in alive:
         return
-    queue.enqueue(func, *args, job_id=job_id)
+    queue.enqueue(func, *args, job_id=job_id, meta=_meta())
 
 
 def enqueue_provision(request_id: uuid.UUID, *, resume: bool = False) -> None:
@@ -136,7 +145,7 @@ def enqueue_reconcile(request_id: uuid.UUID) -> None:
 def enqueue_reconcile_clusters() -> None:
     # A fixed job id is one key for every portal on this Redis database: the prefix keeps it ours.
     job_id = f"{settings.PORTAL_REDIS_PREFIX}reconcile-clusters"
-    django_rq.get_queue(DEFAULT_QUEUE).enqueue(RECONCILE_CLUSTERS, job_id=job_id)
+    django_rq.get_queue(DEFAULT_QUEUE).enqueue(RECONCILE_CLUSTERS, job_id=job_id, meta=_meta())
 
 
 def enqueue_notices(kind: str, request_id: uuid.UUID | str) -> None:
@@ -146,13 +155,13 @@ def enqueue_notices(kind: str, request_id: uuid.UUID | str) -> None:
         raise ValueError(f"no notice called {kind}")
     queue = django_rq.get_queue(MAIL_QUEUE)
     for audience in NOTICES[kind]:
-        queue.enqueue(SEND_MAIL, kind, str(request_id), audience)
+        queue.enqueue(SEND_MAIL, kind, str(request_id), audience, meta=_meta())
     if kind in WEBHOOK_EVENTS:
-        queue.enqueue(POST_WEBHOOK, kind, str(request_id))
+        queue.enqueue(POST_WEBHOOK, kind, str(request_id), meta=_meta())
 
 
 def enqueue_sweep() -> None:
-    django_rq.get_queue(DEFAULT_QUEUE).enqueue(SWEEP)
+    django_rq.get_queue(DEFAULT_QUEUE).enqueue(SWEEP, meta=_meta())
 
 
 def enqueue_again_at(func: str, kind: str, request_id: uuid.UUID, when: datetime, *args: object) -> None:
@@ -165,7 +174,7 @@ def enqueue_again_at(func: str, kind: str, request_id: uuid.UUID, when: datetime
     # RQ's scheduler keeps whole seconds: round up, so the job never starts before its step is due.
     when = datetime.fromtimestamp(math.ceil(when.timestamp()), tz=UTC)
     job_id = f"{kind}-{request_id}-at-{int(when.timestamp())}"
-    django_rq.get_queue(QUEUE).enqueue_at(when, func, str(request_id), *args, job_id=job_id)
+    django_rq.get_queue(QUEUE).enqueue_at(when, func, str(request_id), *args, job_id=job_id, meta=_meta())
 
 
 def _enqueue_reconcile_all() -> None:
@@ -202,6 +211,8 @@ def enqueue_or_keep(name: str, *args: object) -> bool:
         ENQUEUERS[name](*args)
     except RedisError as e:
         log.warning("the job queue is unavailable (%s): %s%s is kept for the sweep", e, name, args)
-        OutboxJob.objects.create(job=name, args=list(args), error=str(e)[:500])
+        OutboxJob.objects.create(
+            job=name, args=list(args), error=str(e)[:500], request_id=request_ids.current_request_id()
+        )
         return False
     return True

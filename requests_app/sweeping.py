@@ -25,6 +25,8 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from portal import request_ids
+
 from . import audit, moves, queueing, refederation
 from .models import ChangeRequest, IdentityRequest, MoveRequest, OutboxJob, Status, Step
 
@@ -121,7 +123,9 @@ def flush_outbox() -> int:
         if OutboxJob.objects.filter(pk=row.pk).delete()[0] == 0:
             continue
         try:
-            queueing.ENQUEUERS[row.job](*row.args)  # outside a transaction: django-rq enqueues at once, or raises
+            # The job carries the id of the web request that asked for it (issue 12 logs), not the sweep's.
+            with request_ids.bound(request_id=row.request_id or None):
+                queueing.ENQUEUERS[row.job](*row.args)  # outside a transaction: django-rq enqueues at once, or raises
         except RedisError:
             row.save()  # back, under the same id, for the next sweep
             raise

@@ -24,6 +24,7 @@ import os
 import resource
 import signal
 import sys
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +33,8 @@ from rq import SimpleWorker
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import UnixSignalDeathPenalty
+
+from portal import request_ids
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,8 @@ class Worker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         close_old_connections()  # as Django does around a request: expired or broken connections go
         try:
-            super().execute_job(job, queue)
+            with request_ids.bound(**job_log_context(job)):
+                super().execute_job(job, queue)
         finally:
             close_old_connections()
         self.jobs_done += 1
@@ -104,6 +108,19 @@ class Worker(SimpleWorker):
         if self.scheduler and self.scheduler._process and self.scheduler._process.pid:
             os.kill(self.scheduler._process.pid, signal.SIGTERM)
         restart()
+
+
+def job_log_context(job: Job) -> dict[str, str | None]:
+    """What every log line of `job` carries (issue 12 logs): the request id of the web request (or job) that
+    enqueued it, from its meta (queueing._meta), else a new one; the job's id; and the identity request, the
+    first argument of the jobs that work on one."""
+    first = job.args[0] if job.args else None
+    try:
+        identity_request = str(uuid.UUID(str(first))) if first is not None else None
+    except ValueError:
+        identity_request = None
+    request_id = request_ids.sane((job.meta or {}).get(request_ids.META_KEY)) or request_ids.new_id()
+    return {"request_id": request_id, "job": job.id, "identity_request": identity_request}
 
 
 def peak_memory_mb() -> float:

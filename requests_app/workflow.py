@@ -397,6 +397,8 @@ class StepResult:
     delay: float = 0.0
     failed: str = ""
     facts: dict | None = None
+    # issue 12 logs: the ARM calls of this attempt (method, path, status, request ids), kept in the step's detail.
+    arm_calls: list[dict] | None = None
 
 
 def steps_recorded(
@@ -422,6 +424,8 @@ def steps_recorded(
             save(req)
         for r in results:
             step = r.step
+            if r.arm_calls:  # every attempt's, succeeded or not (a failed one is what support is asked about)
+                step.detail = {**step.detail, "arm_calls": [*step.detail.get("arm_calls", []), *r.arm_calls][-20:]}
             if r.failed:
                 step.state, step.finished_at, step.error, step.next_attempt_at = Step.State.FAILED, now, r.failed, None
                 failed = failed or step

@@ -6,12 +6,15 @@ lives here too: one place decides what "transient" means for ARM.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import (
     AzureError,
@@ -122,12 +125,55 @@ def arm_client(client_class: type[C], subscription_id: str) -> C:
         if key not in _CLIENTS:
             if len(_CLIENTS) >= 64:
                 _CLIENTS.clear()
-            _CLIENTS[key] = client_class(credential, subscription_id, **options)
+            # issue 12 logs: every response's request ids are noted for the step that made the call.
+            _CLIENTS[key] = client_class(credential, subscription_id, raw_response_hook=_note_arm_call, **options)
         return _CLIENTS[key]
 
 
 _CLIENTS: dict[tuple[Any, ...], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
+
+# ---- issue 12 logs: the request ids of ARM calls, for the step's detail (and Azure support) -------------------
+# azure-core sends `x-ms-client-request-id` (a UUID per call, kept across its own retries); ARM answers with
+# `x-ms-request-id` and `x-ms-correlation-request-id`. What Azure support asks for is these.
+ARM_CALL_HEADERS = {
+    "client_request_id": "x-ms-client-request-id",
+    "request_id": "x-ms-request-id",
+    "correlation_request_id": "x-ms-correlation-request-id",
+}
+MAX_NOTED_CALLS = 20  # a step lists its last calls: a long list paged through is not what support asks about
+_ARM_CALLS: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("arm_calls", default=None)
+
+
+@contextmanager
+def noting_arm_calls() -> Iterator[list[dict[str, Any]]]:
+    """Collect, in the list yielded, every ARM call this thread (or context) makes inside the block: method, path
+    (no query), status and the request ids. The engine wraps each step in it (engine._call)."""
+    calls: list[dict[str, Any]] = []
+    token = _ARM_CALLS.set(calls)
+    try:
+        yield calls
+    finally:
+        _ARM_CALLS.reset(token)
+
+
+def _note_arm_call(pipeline_response: Any) -> None:
+    """azure-core's raw_response_hook: called once for every response (each of its own retries too)."""
+    calls = _ARM_CALLS.get()
+    if calls is None:
+        return
+    request, response = pipeline_response.http_request, pipeline_response.http_response
+    call: dict[str, Any] = {
+        "method": request.method,
+        "path": urlsplit(request.url).path,
+        "status": response.status_code,
+    }
+    for name, header in ARM_CALL_HEADERS.items():
+        value = response.headers.get(header) or (request.headers.get(header) if name == "client_request_id" else None)
+        if value:
+            call[name] = value
+    calls.append(call)
+    del calls[:-MAX_NOTED_CALLS]
 
 
 def scrub(text: str) -> str:

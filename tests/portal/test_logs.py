@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import logging
+import logging.config
 import os
 import re
 import subprocess
@@ -167,21 +169,45 @@ def test_redact_takes_out_the_query_of_the_callback_only(line, want):
 # ---- a refused request is one line; a failure keeps its traceback ------------------------------------------
 
 
-@pytest.fixture
-def console(settings) -> Iterator[io.StringIO]:
-    """What settings.LOGGING's console handler (every logger that reaches the root) writes, with the error
-    pages' test URLs (tests/portal/error_urls.py)."""
+class Console(io.StringIO):
+    """What the console handler wrote, as text lines whichever format it writes (issue 12 logs: JSON lines are
+    read back as `time level logger message` and their traceback; the request id in brackets is left out)."""
+
+    def lines(self) -> list[str]:
+        out = []
+        for raw in self.getvalue().splitlines():
+            if raw.startswith("{"):
+                line = json.loads(raw)
+                out.append(f"{line['time']} {line['level']} {line['logger']} {line['message']}")
+                out += line.get("exc_info", "").splitlines()
+            else:
+                out.append(re.sub(r" \[[^\]\s]+\] ", " ", raw, count=1))
+        return out
+
+    def text(self) -> str:
+        return "\n".join(self.lines())
+
+
+@pytest.fixture(params=["text", "json"])
+def console(settings, request) -> Iterator[Console]:
+    """What settings.LOGGING's console handler (every logger that reaches the root) writes, in either format
+    (PORTAL_LOG_FORMAT), with the error pages' test URLs (tests/portal/error_urls.py)."""
     settings.ROOT_URLCONF = "tests.portal.error_urls"
     [handler] = [h for h in logging.getLogger().handlers if h.name == "console"]
-    out = io.StringIO()
-    old = handler.setStream(out)
+    formatter = logging.config.DictConfigurator({"version": 1}).configure_formatter(
+        dict(settings.LOGGING["formatters"]["json" if request.param == "json" else "plain"])
+    )
+    out = Console()
+    old, old_formatter = handler.setStream(out), handler.formatter
+    handler.setFormatter(formatter)
     yield out
     handler.setStream(old)
+    handler.setFormatter(old_formatter)
 
 
 def test_a_permission_denied_is_logged_as_one_line(console, approver):
     client_for(approver).get("/boom/403/")
-    [line] = console.getvalue().splitlines()  # no traceback
+    [line] = console.lines()  # no traceback
     assert line.endswith(" WARNING django.request GET /boom/403/ 403 You are not an approver")
 
 
@@ -189,7 +215,7 @@ def test_a_csrf_failure_is_logged_as_one_line(console, approver):
     c = client_for(approver)
     c.handler.enforce_csrf_checks = True
     c.post("/boom/form/")
-    [line] = console.getvalue().splitlines()
+    [line] = console.lines()
     assert line.endswith("WARNING django.security.csrf POST /boom/form/ 403 Forbidden (CSRF cookie not set.)")
 
 
@@ -197,6 +223,6 @@ def test_a_server_error_keeps_its_traceback(console, approver):
     c = client_for(approver)
     c.raise_request_exception = False
     c.get("/boom/500/")
-    out = console.getvalue()
+    out = console.text()
     assert "ERROR django.request Internal Server Error: /boom/500/" in out
     assert "Traceback (most recent call last)" in out and "RuntimeError" in out
