@@ -38,6 +38,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # issue 12 health: first, so probes and the scrape skip the host check, HTTPS redirect, sessions and roles,
+    # and every other request is counted by view whatever answered it (requests_app/observability/middleware.py).
+    "requests_app.observability.middleware.ProbesAndMetrics",
     "django.middleware.security.SecurityMiddleware",
     "portal.csp.PortalCSPMiddleware",  # django-csp's, + the Entra authority in form-action
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files: GET and HEAD, 405 to anything else
@@ -315,6 +318,12 @@ PORTAL_AUDIT_SIGNING_KEY = env_str("PORTAL_AUDIT_SIGNING_KEY")
 # to this file; `verify_audit` reads it back.
 PORTAL_AUDIT_CHECKPOINT_FILE = env_str("PORTAL_AUDIT_CHECKPOINT_FILE")
 PORTAL_AUDIT_CHECKPOINT_SECONDS = env_float("PORTAL_AUDIT_CHECKPOINT_SECONDS", 60.0)
+
+# ---- issue 12 health: /healthz, /readyz, /metrics (README: "Health and metrics") ---------------------------------
+# The bearer token Prometheus sends to /metrics (Authorization: Bearer ...). Empty: /metrics answers 404.
+PORTAL_METRICS_TOKEN = env_str("PORTAL_METRICS_TOKEN")
+# How long /readyz trusts its last look at the migrations (loading the migration graph is not a per-probe cost).
+PORTAL_READY_MIGRATIONS_CACHE_SECONDS = env_float("PORTAL_READY_MIGRATIONS_CACHE_SECONDS", 30.0)
 
 LOGGING = {
     "version": 1,

@@ -36,11 +36,13 @@ from django.utils import timezone
 from . import leases, retry, workflow
 from .cloud.errors import CloudError
 from .models import IdentityRequest, Status, Step
+from .observability import metrics
 
 log = logging.getLogger(__name__)
 
 Detail = dict[str, Any]
 Clock = Callable[[], datetime]
+Called = tuple[Detail | None, Exception | None, float]  # what a step returned or raised, and its seconds
 # A scheduled job may be started a moment before its time by a scheduler whose clock runs a little ahead: a step
 # due within this margin runs now rather than being put back for a few milliseconds.
 DUE_MARGIN = timedelta(seconds=0.5)
@@ -205,11 +207,16 @@ class _Run:
         log.warning("%s: lost the lease on request %s; stopping", self.op.name, self.req.pk)
         return False
 
-    def ended(self, spec: StepSpec, row: Step, called: tuple[Detail | None, Exception | None]) -> None:
+    def ended(self, spec: StepSpec, row: Step, called: Called) -> None:
         if spec.save:
             self.saves.append(spec.save)  # stored with the step's record, in its transaction
-        detail, error = called
+        detail, error, seconds = called
         result = _result(row, detail, error, self.now)
+        # The one place every attempt of every step ends, in whichever process ran it (README: "Health and metrics").
+        code = (result.facts or {}).get("code") or ""
+        metrics.step_finished(
+            self.op.name, row.name, seconds, waiting=bool(result.waiting), failed=bool(result.failed), code=str(code)
+        )
         self.results.append(result)
         if result.waiting:
             self.deferred.add(row.name)
@@ -261,9 +268,7 @@ def _done(req: IdentityRequest, row: Step, spec: StepSpec) -> bool:
     return row.state == Step.State.SUCCEEDED and (spec.still_done is None or spec.still_done(req, row))
 
 
-def _call_in_thread(
-    spec: StepSpec, req: IdentityRequest, row: Step, first: bool
-) -> tuple[Detail | None, Exception | None]:
+def _call_in_thread(spec: StepSpec, req: IdentityRequest, row: Step, first: bool) -> Called:
     try:
         return _call(spec, req, row, first)
     finally:
@@ -271,13 +276,15 @@ def _call_in_thread(
         connections.close_all()
 
 
-def _call(spec: StepSpec, req: IdentityRequest, row: Step, first: bool) -> tuple[Detail | None, Exception | None]:
+def _call(spec: StepSpec, req: IdentityRequest, row: Step, first: bool) -> Called:
+    """The step's work, what it returned or raised, and how long it took (for the step metrics)."""
+    started = time.monotonic()
     try:
-        return spec.run(req, first), None
+        return spec.run(req, first), None, time.monotonic() - started
     except Exception as e:  # recorded by _result: a CloudError is retried or fails the step; anything else fails it
         if not isinstance(e, CloudError):
             log.exception("step %s of request %s crashed", row.name, req.pk)
-        return None, e
+        return None, e, time.monotonic() - started
 
 
 def _result(row: Step, detail: Detail | None, error: Exception | None, now: Clock) -> workflow.StepResult:
