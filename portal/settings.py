@@ -38,7 +38,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "portal.request_ids.RequestIdMiddleware",  # issue 12 logs: first, so every response and log line has the id
+    # issue 12 health: first, so probes and the scrape skip the host check, HTTPS redirect, sessions and roles,
+    # and every other request is counted by view whatever answered it (requests_app/observability/middleware.py).
+    "requests_app.observability.middleware.ProbesAndMetrics",
+    "portal.request_ids.RequestIdMiddleware",  # issue 12 logs: next, so every other response and log line has the id
     "django.middleware.security.SecurityMiddleware",
     "portal.csp.PortalCSPMiddleware",  # django-csp's, + the Entra authority in form-action
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files: GET and HEAD, 405 to anything else
@@ -323,6 +326,12 @@ PORTAL_AUDIT_CHECKPOINT_SECONDS = env_float("PORTAL_AUDIT_CHECKPOINT_SECONDS", 6
 PORTAL_LOG_FORMAT = env_str("PORTAL_LOG_FORMAT", "json")
 if PORTAL_LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured(f"PORTAL_LOG_FORMAT must be json or text, not {PORTAL_LOG_FORMAT!r}")
+
+# ---- issue 12 health: /healthz, /readyz, /metrics (README: "Health and metrics") ---------------------------------
+# The bearer token Prometheus sends to /metrics (Authorization: Bearer ...). Empty: /metrics answers 404.
+PORTAL_METRICS_TOKEN = env_str("PORTAL_METRICS_TOKEN")
+# How long /readyz trusts its last look at the migrations (loading the migration graph is not a per-probe cost).
+PORTAL_READY_MIGRATIONS_CACHE_SECONDS = env_float("PORTAL_READY_MIGRATIONS_CACHE_SECONDS", 30.0)
 
 LOGGING = {
     "version": 1,

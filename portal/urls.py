@@ -28,5 +28,6 @@ urlpatterns = [
         "django-rq/",
         include((wrap_views(rq_pages.urlpatterns(), ratelimits.every_post("django-rq")), django_rq_urls.app_name)),
     ),
+    path("", include("requests_app.observability.urls")),  # issue 12 health: /healthz, /readyz, /metrics
     path("", include("requests_app.urls")),
 ]

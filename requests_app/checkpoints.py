@@ -51,6 +51,7 @@ from django.utils import timezone
 from . import audit
 from .audit_keys import ALG, Signer, SigningError, verify_es256
 from .models import AuditChainHead, AuditCheckpoint, AuditEvent
+from .observability import metrics
 
 VERSION = 2
 V1_GLOBAL = "global"  # version 1's name for the one chain there was, `legacy` now
@@ -258,8 +259,10 @@ def checkpoint_if_moved(signer: Signer) -> dict[str, Any] | None:
         return write_checkpoint(signer, only_if_moved=True)
     except CheckpointRefused as e:
         problems_log.error("audit checkpoint refused, the audit log was tampered with: %s", e)
+        metrics.AUDIT_CHECKPOINT_FAILURES.labels("refused").inc()  # the alert rule "AuditChainVerificationFailed"
     except SigningError as e:
         problems_log.error("audit checkpoint not written: %s", e)
+        metrics.AUDIT_CHECKPOINT_FAILURES.labels("signing").inc()
     return None
 
 

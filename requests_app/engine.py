@@ -38,6 +38,7 @@ from . import leases, retry, workflow
 from .cloud.errors import CloudError
 from .cloud.identities import noting_arm_calls
 from .models import IdentityRequest, Status, Step
+from .observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,14 @@ class _Run:
     def ended(self, spec: StepSpec, row: Step, called: Called) -> None:
         if spec.save:
             self.saves.append(spec.save)  # stored with the step's record, in its transaction
-        detail, error, arm_calls = called
+        detail, error, arm_calls, seconds = called
         result = _result(row, detail, error, self.now)
         result.arm_calls = [{**c, "attempt": row.attempts} for c in arm_calls]
+        # The one place every attempt of every step ends, in whichever process ran it (README: "Health and metrics").
+        code = (result.facts or {}).get("code") or ""
+        metrics.step_finished(
+            self.op.name, row.name, seconds, waiting=bool(result.waiting), failed=bool(result.failed), code=str(code)
+        )
         self.results.append(result)
         if result.waiting:
             self.deferred.add(row.name)
@@ -274,19 +280,20 @@ def _call_in_thread(spec: StepSpec, req: IdentityRequest, row: Step, first: bool
         connections.close_all()
 
 
-Called = tuple[Detail | None, Exception | None, list[dict[str, Any]]]
+Called = tuple[Detail | None, Exception | None, list[dict[str, Any]], float]
 
 
 def _call(spec: StepSpec, req: IdentityRequest, row: Step, first: bool) -> Called:
-    """Run the step; what it returned or raised, and the ARM calls it made (issue 12 logs: their request ids go
-    into the step's detail, for Azure support)."""
+    """Run the step; what it returned or raised, the ARM calls it made (issue 12 logs: their request ids go into
+    the step's detail, for Azure support) and how long it took (for the step metrics)."""
+    started = time.monotonic()
     with noting_arm_calls() as arm_calls:
         try:
-            return spec.run(req, first), None, arm_calls
+            return spec.run(req, first), None, arm_calls, time.monotonic() - started
         except Exception as e:  # recorded by _result: a CloudError is retried or fails the step; anything else fails it
             if not isinstance(e, CloudError):
                 log.exception("step %s of request %s crashed", row.name, req.pk)
-            return None, e, arm_calls
+            return None, e, arm_calls, time.monotonic() - started
 
 
 def _result(row: Step, detail: Detail | None, error: Exception | None, now: Clock) -> workflow.StepResult:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 import django_rq
 from django.conf import settings
 
+from .observability import metrics
+
 # A token bucket: `burst` writes at once, refilling `rate` per second. Returns 0 when a token was taken,
 # else the milliseconds until one is free. Atomic in Redis, so all workers share one budget. Its clock is
 # Redis's own (one clock for every worker), or ARGV[3] in milliseconds when a test passes one.
@@ -61,6 +63,8 @@ def spend_arm_write(subscription_id: str, *, sleep=time.sleep, now: Callable[[],
         clock = [int(now() * 1000)] if now else []
         wait_ms = int(script(keys=[arm_budget_key(subscription_id)], args=[rate, burst, *clock]))
         if wait_ms <= 0:
+            if waited:
+                metrics.ARM_BUDGET_WAIT.inc(waited)  # README: "Health and metrics"
             return waited
         sleep(wait_ms / 1000)
         waited += wait_ms / 1000

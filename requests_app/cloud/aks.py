@@ -33,6 +33,7 @@ from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy, ARMHttpLo
 from cryptography import x509
 from django.conf import settings
 
+from ..observability import outbound
 from .credentials import connection_verify, portal_credential
 from .errors import CloudError
 from .identities import arm_error, arm_options
@@ -180,7 +181,7 @@ def check_issuer(issuer: str) -> None:
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
     try:
         # A bare session: no environment proxy or netrc credentials, no Authorization of any kind.
-        with requests.Session() as session:
+        with outbound.measure_session(requests.Session(), "oidc") as session:
             session.trust_env = False
             response = session.get(
                 url, timeout=timeouts(), verify=connection_verify(), allow_redirects=False, stream=True

@@ -14,6 +14,7 @@ from azure.core.credentials import TokenCredential
 from azure.identity import ClientSecretCredential, DefaultAzureCredential, WorkloadIdentityCredential
 from django.conf import settings
 
+from ..observability import outbound
 from .timeouts import azure_timeouts, timeouts
 
 MICROSOFT_AUTHORITY_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
@@ -40,6 +41,8 @@ def _authority_kwargs() -> dict[str, Any]:
         kw["disable_instance_discovery"] = True
     if settings.PORTAL_CA_BUNDLE:
         kw["connection_verify"] = settings.PORTAL_CA_BUNDLE
+    # The credential's token requests to Entra ID, timed and counted like every outbound call.
+    kw["transport"] = outbound.transport("entra", connection_verify=connection_verify(), **azure_timeouts())
     return kw
 
 

@@ -40,6 +40,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from ..observability import outbound
 from .credentials import connection_verify, portal_credential
 from .errors import CloudError
 from .timeouts import ENTRA, is_timeout, timeout_error, timeouts
@@ -204,7 +205,7 @@ def _session(verify: str | bool) -> requests.Session:
     with _SESSIONS_LOCK:
         session = _SESSIONS.get(key)
         if session is None:
-            session = _SESSIONS[key] = requests.Session()
+            session = _SESSIONS[key] = outbound.measure_session(requests.Session(), "graph")
             session.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment do not apply
             session.verify = verify
         return session

@@ -29,6 +29,7 @@ from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
 from django.conf import settings
 
 from .. import limits
+from ..observability import outbound
 from .credentials import connection_verify, portal_credential, sdk_retries
 from .errors import CloudError
 from .timeouts import azure_timeouts, is_timeout, sdk_timeout_error
@@ -105,11 +106,13 @@ class FederatedCredential:
 
 def arm_options() -> dict[str, Any]:
     """Client options every ARM client gets: endpoint, TLS trust, timeouts and retries (read at call time)."""
+    connection = {"connection_verify": connection_verify(), **azure_timeouts()}
     return {
         "base_url": settings.ARM_BASE_URL,
-        "connection_verify": connection_verify(),
-        **azure_timeouts(),
+        **connection,
         **sdk_retries(),
+        # Every try timed and counted (README: "Health and metrics"); one transport per process and settings.
+        "transport": outbound.transport("arm", **connection),
     }
 
 

@@ -17,6 +17,7 @@ from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..observability import outbound
 from .credentials import connection_verify, portal_credential, sdk_retries
 from .errors import CloudError
 from .identities import call_arm
@@ -91,11 +92,12 @@ def sign_es256(kid: str, digest: bytes) -> bytes:
 
 def _options(vault_url: str) -> dict[str, Any]:
     host = urlsplit(vault_url).hostname or ""
+    connection = {"connection_verify": connection_verify(), **azure_timeouts()}
     return {
-        "connection_verify": connection_verify(),
+        **connection,
         "verify_challenge_resource": host.endswith(VAULT_SUFFIXES),
-        **azure_timeouts(),
         **sdk_retries(),
+        "transport": outbound.transport("keyvault", **connection),  # every try timed and counted
     }
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from ..models import Cluster
+from ..observability import outbound
 from .credentials import connection_verify, portal_credential
 from .errors import CloudError
 from .identities import scrub
@@ -122,8 +124,19 @@ class _ApiClient(client.ApiClient):
     """Every call the generated API classes make goes through `call_api`: each gets the portal's (connect, read)
     timeouts there, since the client has none of its own and would wait on a hung API server for ever."""
 
-    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        return super().call_api(*args, _request_timeout=_request_timeout or timeouts(), **kwargs)
+    def call_api(self, method: str, url: str, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        # Also where every call to a cluster's API is timed and counted (README: "Health and metrics"): the
+        # answer's status is known here, before the generated code turns a 4xx or 5xx into an ApiException.
+        op = outbound.operation("kubernetes", method, urlsplit(url).path)
+        started = time.monotonic()
+        try:
+            response = super().call_api(method, url, *args, _request_timeout=_request_timeout or timeouts(), **kwargs)
+        except Exception as e:
+            outbound.record("kubernetes", op, outbound.failure(e), time.monotonic() - started)
+            raise
+        headers = response.getheaders() or {}
+        outbound.record("kubernetes", op, response.status, time.monotonic() - started, headers.get("Retry-After"))
+        return response
 
 
 def _connection_key(cluster: Cluster) -> tuple[Any, ...]:

@@ -20,6 +20,7 @@ from azure.identity import ClientAssertionCredential
 from django.conf import settings
 
 from ..models import Cluster
+from ..observability import outbound
 from . import kubernetes
 from .credentials import MICROSOFT_AUTHORITY_HOSTS, connection_verify, sdk_retries
 from .errors import CloudError
@@ -60,7 +61,8 @@ def _exchange_transport(connection_timeout: float, read_timeout: float) -> Reque
     """One HTTP session per process for every token exchange: each exchange has a credential of its own (so no
     token is ever reused, and each one proves the federation), but they share the TLS connections to Entra.
     (Two threads asking at once for the first time may each make one; either serves.)"""
-    return RequestsTransport(
+    return outbound.MeasuredTransport(
+        "entra",
         session=requests.Session(),
         session_owner=False,
         connection_timeout=connection_timeout,

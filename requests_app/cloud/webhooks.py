@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ..observability import outbound
 from .credentials import connection_verify
 from .errors import CloudError
 from .timeouts import is_timeout, timeout_error, timeouts
@@ -113,7 +114,7 @@ def _session(verify: str | bool) -> requests.Session:
     with _SESSIONS_LOCK:
         session = _SESSIONS.get(key)
         if session is None:
-            session = _SESSIONS[key] = requests.Session()
+            session = _SESSIONS[key] = outbound.measure_session(requests.Session(), "webhook")
             session.trust_env = False
             session.verify = verify
         return session

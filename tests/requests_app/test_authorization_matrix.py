@@ -90,6 +90,14 @@ PAGES = {
     ("identities/expiring/", "POST"): NOT_SERVED,
     ("identities/recertification.csv", "GET"): "*  302 403 403 403 403 403 200",
     ("identities/recertification.csv", "POST"): NOT_SERVED,
+    # issue 12 health: probes are for everyone (they say nothing about anyone); /metrics is for the bearer of
+    # PORTAL_METRICS_TOKEN only (unset here: 404), never for a session, an admin's included.
+    ("healthz", "GET"): "*  200 200 200 200 200 200 200",
+    ("healthz", "POST"): NOT_SERVED,
+    ("readyz", "GET"): "*  200 200 200 200 200 200 200",
+    ("readyz", "POST"): NOT_SERVED,
+    ("metrics", "GET"): "*  404 404 404 404 404 404 404",
+    ("metrics", "POST"): NOT_SERVED,
     ("drift/", "GET"): "*  302 403 403 403 403 403 200",
     ("drift/", "POST"): "*  302 403 403 403 403 403 302*",  # "run reconcile now"
     # issue 11 re-federation (on aks-demo, which reports no new issuer: the start sends admins back to the page).

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from requests_app import audit, audit_keys, checkpoints
 from requests_app.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from requests_app.observability import metrics
 
 
 class Command(BaseCommand):
@@ -45,6 +46,8 @@ class Command(BaseCommand):
         for n in notes:
             self.stdout.write(n)
         if problems:
+            # Counted where this process's metrics reach Prometheus (PROMETHEUS_MULTIPROC_DIR shared with the web).
+            metrics.AUDIT_CHECKPOINT_FAILURES.labels("verify").inc()
             for p in problems:
                 self.stderr.write(p)
             raise CommandError(f"the audit log has been tampered with: {len(problems)} problem(s)")
