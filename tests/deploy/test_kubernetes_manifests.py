@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess  # nosec B404  # kubectl, with fixed arguments
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -454,3 +455,39 @@ def test_the_customer_cluster_rbac_is_exactly_what_the_readme_documents():
         assert b["roleRef"] == {"apiGroup": RBAC, "kind": "Role", "name": "workload-identity-portal"}
         assert GUID.match(b["subjects"][0]["name"]), "bind the portal's service principal by object ID"
     assert not objects("customer-cluster", "ClusterRole") and not objects("customer-cluster", "ClusterRoleBinding")
+
+
+# ---- the settings production gives the portal -------------------------------------------------------------
+
+
+def test_the_production_web_pods_environment_passes_every_deploy_check():
+    """The web container's environment as the kubelet builds it: the ConfigMap, the Secret's keys (placeholder
+    values here) and what the workload identity webhook injects. No ENTRA_CLIENT_SECRET: the federated token
+    file is the portal's credential, for Azure and for sign-in."""
+    web = one("production", "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]
+    env = dict(one("production", "ConfigMap", "portal-settings")["data"])
+    placeholders = {
+        "DATABASE_URL": "postgres://portal_app@db.example.com:5432/portal",
+        "REDIS_URL": "rediss://:x@redis.example.com:6380/0",
+        "DJANGO_SECRET_KEY": "k" * 64 + "-placeholder-for-the-check-only",
+    }
+    for e in web["env"]:
+        env[e["name"]] = placeholders[e["valueFrom"]["secretKeyRef"]["key"]]
+    env.update(  # the azure-workload-identity webhook's variables
+        AZURE_CLIENT_ID=env["ENTRA_CLIENT_ID"],
+        AZURE_TENANT_ID=env["ENTRA_TENANT_ID"],
+        AZURE_FEDERATED_TOKEN_FILE="/var/run/secrets/azure/tokens/azure-identity-token",
+        AZURE_AUTHORITY_HOST="https://login.microsoftonline.com/",
+    )
+    assert "ENTRA_CLIENT_SECRET" not in env
+    base = {k: os.environ[k] for k in ("PATH",) if k in os.environ}
+    result = subprocess.run(  # nosec B603  # our own interpreter and manage.py, fixed arguments
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
