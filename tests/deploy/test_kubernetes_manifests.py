@@ -279,7 +279,9 @@ def test_exactly_one_scheduler_and_never_two_at_once(name):
 
 @pytest.mark.parametrize("name", PORTAL_RENDERS)
 def test_migrations_run_as_the_owner_role_then_grant_the_runtime_role(name):
-    job = one(name, "Job", "migrate")["spec"]["template"]["spec"]["containers"][0]
+    spec = one(name, "Job", "migrate")["spec"]
+    assert spec["ttlSecondsAfterFinished"] == 600, "the Job goes away, so the next apply (a new image) runs it again"
+    job = spec["template"]["spec"]["containers"][0]
     script = job["command"][-1]
     assert script.index("manage.py migrate") < script.index("manage.py grant_app_role"), script
     assert env_of(job)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "DATABASE_OWNER_URL"
@@ -346,7 +348,8 @@ def test_production_egress_goes_only_to_dns_https_postgresql_and_redis():
                 if "ipBlock" in peer and peer["ipBlock"]["cidr"] == "0.0.0.0/0":
                     assert ports == {443}, "the public internet only on HTTPS"
                     assert "169.254.0.0/16" in peer["ipBlock"]["except"], "not the instance metadata service"
-                    assert "10.0.0.0/8" in peer["ipBlock"]["except"], "not every private address"
+                    private = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
+                    assert private <= set(peer["ipBlock"]["except"]), "no private address"
 
 
 def test_the_cilium_component_names_the_azure_hosts_instead_of_the_public_internet():
@@ -421,6 +424,24 @@ def test_the_demo_points_the_portal_at_the_emulator():
         peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "emulator"
         for rule in egress[0]["spec"]["egress"] for peer in rule["to"]
     ), "the portal's pods may not reach the emulator"  # fmt: skip
+
+
+def test_the_demo_reaches_only_the_emulator_postgresql_and_redis_and_trusts_only_the_emulators_ca():
+    peers = set()
+    for policy in objects("demo", "NetworkPolicy"):
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule["to"]:
+                if policy["metadata"]["name"] == "allow-dns":
+                    continue
+                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: egress beyond the namespace"
+                peers.add(peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"])
+    assert peers == {"emulator", "postgres", "redis"}
+    pod = one("demo", "Deployment", "emulator")["spec"]["template"]["spec"]
+    ca = next(c for c in pod["containers"] if c["name"] == "ca")
+    assert "--directory /public" in ca["command"][-1], "the sidecar serves its own directory, not the data dir"
+    assert {m["mountPath"]: m.get("readOnly") for m in ca["volumeMounts"]}["/emulator"] is True
+    script = one("demo", "Job", "migrate")["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert script.endswith("manage.py load_clusters deploy/demo-clusters.yaml"), script
 
 
 def test_the_demo_database_has_the_same_two_roles_as_docker_compose():
