@@ -330,6 +330,9 @@ if PORTAL_LOG_FORMAT not in ("json", "text"):
 # ---- issue 12 health: /healthz, /readyz, /metrics (README: "Health and metrics") ---------------------------------
 # The bearer token Prometheus sends to /metrics (Authorization: Bearer ...). Empty: /metrics answers 404.
 PORTAL_METRICS_TOKEN = env_str("PORTAL_METRICS_TOKEN")
+# A worker serves what it counted on this port (its pod's own /metrics; 0: not served). On AKS web and workers run
+# in separate pods, so a worker's counts cannot reach the web's /metrics through a shared directory.
+PORTAL_WORKER_METRICS_PORT = env_int("PORTAL_WORKER_METRICS_PORT", 0)
 # How long /readyz trusts its last look at the migrations (loading the migration graph is not a per-probe cost).
 PORTAL_READY_MIGRATIONS_CACHE_SECONDS = env_float("PORTAL_READY_MIGRATIONS_CACHE_SECONDS", 30.0)
 

@@ -36,6 +36,8 @@ from rq.timeouts import UnixSignalDeathPenalty
 
 from portal import request_ids
 
+from .observability import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +70,9 @@ class Worker(SimpleWorker):
 
         self.jobs_done = 0
         self.restart_requested = False
+        if settings.PORTAL_WORKER_METRICS_PORT:
+            # issue 12: a worker pod's steps and outbound calls, for Prometheus (README: "Health and metrics").
+            metrics.serve_counted(settings.PORTAL_WORKER_METRICS_PORT)
         self.death_penalty_class = type(
             "StopOrRestart",
             (_StopOrRestart,),

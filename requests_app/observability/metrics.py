@@ -181,16 +181,31 @@ def multiprocess_dir() -> str:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 
+def counted_registry() -> CollectorRegistry:
+    """What this process and its pod's other processes counted (multiprocess mode), or this process's alone."""
+    if not multiprocess_dir():
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    counted = CollectorRegistry()
+    multiprocess.MultiProcessCollector(counted)
+    return counted
+
+
+def serve_counted(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104  # nosec B104  # NetworkPolicy guards it
+    """A worker pod's own metrics endpoint (`PORTAL_WORKER_METRICS_PORT`): web and workers run in separate pods on
+    AKS, so what a worker counts (its steps, its outbound calls) cannot reach the web's /metrics through a shared
+    directory. Only what was counted is served here; the scrape-time gauges (queues, requests by status, drift)
+    are the web's, so they are not counted twice."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=addr, registry=counted_registry())
+
+
 def exposition() -> bytes:
     """The text /metrics answers: every process's counters (multiprocess mode) or this one's, and the gauges
     read now."""
-    if multiprocess_dir():
-        from prometheus_client import multiprocess
-
-        counted = CollectorRegistry()
-        multiprocess.MultiProcessCollector(counted)
-    else:
-        counted = REGISTRY
+    counted = counted_registry()
     scraped = CollectorRegistry()
     scraped.register(ScrapeCollector())
     return generate_latest(counted) + generate_latest(scraped)

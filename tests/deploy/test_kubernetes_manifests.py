@@ -244,7 +244,9 @@ def test_the_portal_writes_only_to_its_volumes(name):
 
 @pytest.mark.parametrize("name", PORTAL_RENDERS)
 def test_every_container_that_serves_has_startup_liveness_and_readiness_probes(name):
-    bad = [f"{w} ({p})" for w, spec, c in containers(name) if c.get("ports") and c not in spec.get("initContainers", [])
+    # A worker's metrics port says nothing about its work: only ports that serve people or the emulator count.
+    serving = lambda c: [p for p in c.get("ports", []) if p.get("name") != "metrics"]  # noqa: E731
+    bad = [f"{w} ({p})" for w, spec, c in containers(name) if serving(c) and c not in spec.get("initContainers", [])
            for p in ("startupProbe", "livenessProbe", "readinessProbe") if p not in c]  # fmt: skip
     assert not bad, f"{name}: probes missing: {bad}"
 
@@ -496,7 +498,7 @@ def test_the_customer_cluster_rbac_is_exactly_what_the_readme_documents():
 # ---- the settings production gives the portal -------------------------------------------------------------
 
 
-def test_the_production_web_pods_environment_passes_every_deploy_check():
+def test_the_production_web_pods_environment_passes_every_deploy_check(tmp_path):
     """The web container's environment as the kubelet builds it: the ConfigMap, the Secret's keys (placeholder
     values here) and what the workload identity webhook injects. No ENTRA_CLIENT_SECRET: the federated token
     file is the portal's credential, for Azure and for sign-in."""
@@ -506,9 +508,10 @@ def test_the_production_web_pods_environment_passes_every_deploy_check():
         "DATABASE_URL": "postgres://portal_app@db.example.com:5432/portal",
         "REDIS_URL": "rediss://:x@redis.example.com:6380/0",
         "DJANGO_SECRET_KEY": "k" * 64 + "-placeholder-for-the-check-only",
+        "PORTAL_METRICS_TOKEN": "m" * 32,
     }
     for e in web["env"]:
-        env[e["name"]] = placeholders[e["valueFrom"]["secretKeyRef"]["key"]]
+        env[e["name"]] = e["value"] if "value" in e else placeholders[e["valueFrom"]["secretKeyRef"]["key"]]
     env.update(  # the azure-workload-identity webhook's variables
         AZURE_CLIENT_ID=env["ENTRA_CLIENT_ID"],
         AZURE_TENANT_ID=env["ENTRA_TENANT_ID"],
@@ -516,6 +519,7 @@ def test_the_production_web_pods_environment_passes_every_deploy_check():
         AZURE_AUTHORITY_HOST="https://login.microsoftonline.com/",
     )
     assert "ENTRA_CLIENT_SECRET" not in env
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)  # the pod's emptyDir, here
     base = {k: os.environ[k] for k in ("PATH",) if k in os.environ}
     result = subprocess.run(  # nosec B603  # our own interpreter and manage.py, fixed arguments
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

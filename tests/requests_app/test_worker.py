@@ -181,3 +181,21 @@ def test_a_kept_kubernetes_client_reads_the_portals_token_from_the_credential_be
     start = control.last_seq()
     kubernetes.get_service_account(demo_cluster, "team-payments", "nobody")
     assert [c["status"] for c in control.calls(since=start, surface="k8s")] == [404]  # heard, not refused (401)
+
+
+def test_a_worker_serves_what_it_counted_on_its_own_metrics_port(settings, queues) -> None:
+    """On AKS web and workers are separate pods: a worker's steps reach Prometheus through its own port."""
+    import socket
+    import urllib.request
+
+    from requests_app.observability import metrics
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.PORTAL_WORKER_METRICS_PORT = port
+    metrics.step_finished("provisioning", "identity", 0.2, waiting=False, failed=False, code="")
+    django_rq.get_worker(jobs.QUEUE, worker_class=Worker)  # starts serving
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()  # noqa: S310
+    assert 'portal_step_attempts_total{operation="provisioning",outcome="succeeded",step="identity"}' in body
+    assert "portal_queue_jobs" not in body  # the scrape-time gauges are the web's alone
