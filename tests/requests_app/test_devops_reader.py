@@ -172,7 +172,7 @@ def test_revocation_removes_the_reader(reader_cluster, requester, approver, admi
     req = revoke(req, admin)
     assert group_readers(control) == []
     assert req.devops_reader_assignment_id == ""
-    assert Step.objects.get(request=req, name=Step.Name.REVOKE_DEVOPS_READER).detail == {"devops_reader": "removed"}
+    assert Step.objects.get(request=req, name=Step.Name.REVOKE_DEVOPS_READER).detail["devops_reader"] == "removed"
 
 
 def test_revocation_finds_a_reader_whose_id_was_never_stored(
