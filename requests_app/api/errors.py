@@ -6,9 +6,10 @@ all come out through `problem_handler`, the REST_FRAMEWORK exception handler.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -49,6 +50,12 @@ def problem_body(status_code: int, slug: str, detail: str, errors: list[dict[str
     if errors is not None:
         body["errors"] = errors
     return body
+
+
+def not_found_response(path: str) -> HttpResponse:
+    """For a path under /api/ that matches no view (portal/errors.py's handler404)."""
+    body = problem_body(404, "not-found", f"Nothing is at {path}.")
+    return HttpResponse(json.dumps(body), status=404, content_type=CONTENT_TYPE)
 
 
 def flatten(detail: Any, path: str = "") -> list[dict[str, str]]:

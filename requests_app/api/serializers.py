@@ -151,3 +151,17 @@ class ProblemOut(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     errors = FieldErrorOut(many=True, required=False)
+
+
+class _Page(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class RequestPage(_Page):
+    results = RequestOut(many=True)
+
+
+class AuditPage(_Page):
+    results = AuditEventOut(many=True)

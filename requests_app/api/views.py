@@ -146,7 +146,7 @@ class RequestList(Api):
     rate_limit = ("submit", "PORTAL_SUBMIT_RATE")
 
     @extend_schema(
-        parameters=[s.RequestFilterIn], responses={200: s.RequestOut(many=True), **ERRORS}, operation_id="requests_list"
+        parameters=[s.RequestFilterIn], responses={200: s.RequestPage, **ERRORS}, operation_id="requests_list"
     )
     def get(self, request: Request) -> Response:
         """The requests the caller may see (their own; their DevOps clusters'; all for approvers and admins)."""
@@ -396,7 +396,7 @@ class Recertify(Api):
 
 # ---- identities and audit ----------------------------------------------------------------------------------------
 class ClusterIdentities(Api):
-    @extend_schema(responses={200: s.RequestOut(many=True), **ERRORS})
+    @extend_schema(responses={200: s.RequestPage, **ERRORS})
     def get(self, request: Request, name: str) -> Response:
         """The cluster's ready identities, with their IDs: its DevOps members and admins."""
         cluster = Cluster.objects.filter(name=name).first()
@@ -415,7 +415,7 @@ class ClusterIdentities(Api):
 
 
 class AuditLog(Api):
-    @extend_schema(parameters=[s.AuditFilterIn], responses={200: s.AuditEventOut(many=True), **ERRORS})
+    @extend_schema(parameters=[s.AuditFilterIn], responses={200: s.AuditPage, **ERRORS})
     def get(self, request: Request) -> Response:
         """The audit log, newest first: admins only."""
         if not self.user.is_portal_admin:
