@@ -24,9 +24,12 @@ ID_FIELDS = ("client_id", "principal_id", "identity_resource_id")
 
 
 def shows_ids(response) -> bool:
-    if response.status_code >= 300 or "json" not in response.headers.get("Content-Type", ""):
+    if response.status_code >= 300:
         return False
-    body = response.json()
+    try:
+        body = response.json()
+    except ValueError:
+        return False
     rows = body.get("results", [body.get("request", body)]) if isinstance(body, dict) else []
     return any(isinstance(row, dict) and any(row.get(f) for f in ID_FIELDS) for row in rows)
 
