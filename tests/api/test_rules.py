@@ -229,6 +229,8 @@ def test_a_pipeline_asks_for_an_identity_and_reads_it_but_cannot_approve(pipelin
     assert refused["detail"] == "Only approvers can decide requests."
     assert IdentityRequest.objects.get(pk=other.pk).status == Status.SUBMITTED
     assert [r["id"] for r in pipeline.get("/api/v1/requests/").json()["results"]] == [created.json()["id"]]
+    cancelled = pipeline.post(f"/api/v1/requests/{created.json()['id']}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
 
 
 def test_a_pipeline_holding_an_approver_role_may_approve_others_but_not_its_own(

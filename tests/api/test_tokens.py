@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 
+import jwt
 import pytest
 from django.test import Client
 
 from emulator import Emulator
 from emulator.tokens import SigningKey
+from requests_app.models import User
 
 from ..portal_fixtures import TENANT
 from .conftest import PIPELINE, PIPELINE_SP, Api
@@ -141,3 +143,14 @@ def test_roles_come_from_the_token(cloud, offline_cluster, requester, control, t
     Api(token_of(RILEY)).get("/api/v1/requests/")
     requester.refresh_from_db()
     assert not requester.is_approver
+
+
+def test_group_overage_reads_the_groups_from_graph(cloud, offline_cluster, requester, control, token_of):
+    # Too many groups for the token: the token points to Graph, and the portal reads them there (its own token).
+    control.settings(groups_overage_limit=0)
+    token = token_of(RILEY)
+    assert "groups" not in jwt.decode(token, options={"verify_signature": False})
+    User.objects.filter(pk=requester.pk).update(entra_groups=[])
+    assert Api(token).post("/api/v1/requests/", {}).status_code == 422  # authenticated, then validated
+    requester.refresh_from_db()
+    assert requester.in_group("0f1e2d3c-0004-4000-8000-000000000004")
