@@ -241,3 +241,20 @@ def test_a_pipeline_holding_an_approver_role_may_approve_others_but_not_its_own(
     assert_problem(pipeline.post(f"/api/v1/requests/{own['id']}/approve/", {}), 403)
     other = submitted(offline_cluster, requester)
     assert pipeline.post(f"/api/v1/requests/{other.pk}/approve/", {}).json()["approved"] is True
+
+
+@pytest.mark.parametrize("path", ["/api/v1/requests/", "/api/v1/clusters/aks-demo/identities/", "/api/v1/audit/"])
+def test_list_queries_do_not_grow_with_the_data(path, api, requester, admin, offline_cluster):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    caller = api(admin)
+    counts = []
+    for n in (1, 6):
+        while IdentityRequest.objects.count() < n:
+            ready(submitted(offline_cluster, requester, sa=f"sa-{IdentityRequest.objects.count()}"))
+        caller.get(path)  # the caller's user row settles on the first call
+        with CaptureQueriesContext(connection) as queries:
+            assert caller.get(path).status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
