@@ -111,7 +111,7 @@ def caller_of(claims: dict[str, Any]) -> User:
             )
         name = str(claims.get("app_displayname") or f"application {claims.get('appid') or claims.get('azp')}")
         email = ""
-    user = _user(str(claims["tid"]), str(claims["oid"]), name, email)
+    user = _user(str(claims["tid"]), str(claims["oid"]), name, email, app=not scopes)
     if not user.is_active:
         raise TokenRefused("This account is disabled in the portal.")
     if overage and scopes:
@@ -131,8 +131,14 @@ def caller_of(claims: dict[str, Any]) -> User:
     return user
 
 
-def _user(tenant_id: str, object_id: str, name: str, email: str) -> User:
-    defaults = {"username": object_id, "display_name": name[:256], "email": email[:254]}
+APP_USERNAME_PREFIX = "app:"
+
+
+def _user(tenant_id: str, object_id: str, name: str, email: str, *, app: bool) -> User:
+    # A pipeline's user is told apart by its username (`app:<object ID>`): Graph knows it as a service principal,
+    # not a user, which whatever asks Entra about people (e.g. lifecycle's requester check) must allow for.
+    username = f"{APP_USERNAME_PREFIX}{object_id}" if app else object_id
+    defaults = {"username": username, "display_name": name[:256], "email": email[:254]}
     try:
         with transaction.atomic():
             user, created = User.objects.get_or_create(tenant_id=tenant_id, object_id=object_id, defaults=defaults)

@@ -223,6 +223,7 @@ def test_a_pipeline_asks_for_an_identity_and_reads_it_but_cannot_approve(pipelin
     assert got["requester"] == "payments-pipeline" and got["status"] == "submitted"
     app = User.objects.get(object_id=PIPELINE_SP)
     assert not (app.is_approver or app.is_portal_admin)
+    assert app.username == f"app:{PIPELINE_SP}" and app.display_name == "payments-pipeline"
     # A request of its team (which it may see, as the owning team does): not its to approve.
     other = submitted(offline_cluster, requester)
     refused = assert_problem(pipeline.post(f"/api/v1/requests/{other.pk}/approve/", {}), 403)
