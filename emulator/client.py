@@ -94,6 +94,11 @@ class EmulatorClient:
     def set_user_groups(self, tenant: str, oid: str, groups: list[str]) -> dict[str, Any]:
         return self.patch_user(tenant, oid, groups=groups)
 
+    def user_token(self, tenant: str, oid: str, *, client_id: str, scope: str) -> str:
+        """A delegated access token for the user, issued as the authorization-code flow would (same claims)."""
+        body = {"client_id": client_id, "scope": scope}
+        return self._call("POST", f"/tenants/{tenant}/users/{oid}/token", json=body)["access_token"]
+
     def disable_user(self, tenant: str, oid: str) -> dict[str, Any]:
         return self.patch_user(tenant, oid, account_enabled=False)
 

@@ -61,6 +61,12 @@ class App:
     # its app-only Graph tokens carry them in `roles`, as Entra's do. Graph checks them where emulator/graph.py
     # says so (listing a group's transitive members); the other Graph reads keep no permissions yet.
     graph_permissions: list[str] = field(default_factory=list)
+    # The app as an API others call (issue 12 api): its application ID URIs (`api://<client_id>` always counts),
+    # the delegated permissions it exposes (a user token for `<uri>/.default` carries all of them in `scp`, as if
+    # consented), and the groups its service principal is a member of (in its app-only tokens' `groups`).
+    identifier_uris: list[str] = field(default_factory=list)
+    api_scopes: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -215,7 +221,7 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
         raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key in nested and value is not None and not (cls in (User, Group) and key == "groups"):
+        if key in nested and value is not None and not (cls in (User, Group, App) and key == "groups"):
             sub, many = nested[key]
             kwargs[key] = [_build(sub, v) for v in value] if many else _build(sub, value)
         else:

@@ -188,6 +188,24 @@ def setup(app: web.Application, emu: Any) -> None:
         emu.put_group(tenant, group)
         return web.json_response(dataclasses.asdict(group))
 
+    async def user_token(request: web.Request) -> web.Response:
+        """A user's delegated token response for {client_id, scope}, exactly as the authorization-code flow would
+        give it (the same claims), without driving the sign-in page: for tests and scripts (issue 12 api)."""
+        from .entra import Entra, find_app
+
+        tenant, oid = tenant_of(request), request.match_info["oid"]
+        body = await _json(request)
+        user = next((u for u in tenant.users if u.oid.lower() == oid.lower()), None)
+        app = find_app(tenant, str(body.get("client_id", "")))
+        if user is None or app is None:
+            return web.json_response({"error": f"no user {oid} or no app {body.get('client_id')}"}, status=404)
+        if not user.account_enabled:
+            return web.json_response({"error": "the account is disabled"}, status=400)
+        tokens = Entra(emu).user_tokens(
+            tenant, app, user, str(body.get("scope", "")).split(), nonce=None, auth_time=int(emu.now()), sid="control"
+        )
+        return tokens if isinstance(tokens, web.Response) else web.json_response(tokens)
+
     async def webhooks(request: web.Request) -> web.Response:
         """What the incoming-webhook sink accepted (emulator/webhooks.py), for one name or all of them."""
         name = request.match_info.get("name")
@@ -219,6 +237,7 @@ def setup(app: web.Application, emu: Any) -> None:
     r.add_put(user_path, put_user)
     r.add_patch(user_path, patch_user)
     r.add_delete(user_path, delete_user)
+    r.add_post(f"{user_path}/token", user_token)
     r.add_put(f"{PREFIX}/tenants/{{tenant}}/groups/{{gid}}", put_group)
     r.add_get(f"{PREFIX}/webhooks", webhooks)
     r.add_get(f"{PREFIX}/webhooks/{{name}}", webhooks)

@@ -80,6 +80,27 @@ def find_user(t: Tenant, key: str) -> User | None:
     return next((u for u in t.users if key in (u.oid.lower(), u.upn.lower())), None)
 
 
+def resource_app(t: Tenant, audience: str) -> App | None:
+    """The tenant's app a token's audience names (its client ID or an application ID URI), if any: an API
+    registered here, whose app roles and exposed scopes go into its tokens (issue 12 api)."""
+    want = audience.rstrip("/").lower()
+    for app in t.apps:
+        uris = {
+            app.client_id.lower(),
+            f"api://{app.client_id.lower()}",
+            *(u.rstrip("/").lower() for u in app.identifier_uris),
+        }
+        if want in uris:
+            return app
+    return None
+
+
+def assigned_roles(app: App, principals: set[str]) -> list[str]:
+    """The app roles of `app` assigned to any of `principals` (user/service principal object IDs, group IDs)."""
+    lowered = {p.lower() for p in principals}
+    return [role for role, members in app.app_roles.items() if lowered & {m.lower() for m in members}]
+
+
 def is_confidential(app: App) -> bool:
     """An app with a credential is a web app: it must authenticate at the token endpoint."""
     return bool(app.secrets or app.federated_credentials)
@@ -553,7 +574,7 @@ class Entra:
                 return failed
             graph_roles = {"roles": list(app.graph_permissions)} if app.graph_permissions else {}
             return self.app_token_response(
-                t, form.get("scope", ""), oid=app.object_id, app_id=app.client_id, graph_extra=graph_roles
+                t, form.get("scope", ""), oid=app.object_id, app_id=app.client_id, graph_extra=graph_roles, caller=app
             )
         identity = self.emu.store.identity_by_client_id(client_id) if client_id else None
         if identity is None or identity["properties"].get("tenantId", "").lower() != t.id.lower():
@@ -689,6 +710,7 @@ class Entra:
         app_id: str,
         extra: dict[str, Any] | None = None,
         graph_extra: dict[str, Any] | None = None,
+        caller: App | None = None,
     ) -> web.Response:
         """An app-only token for the scope's resource. `graph_extra` goes into Graph tokens only: the app's Graph
         application permissions, as `roles` (Entra puts in each token the permissions granted on its resource)."""
@@ -707,6 +729,17 @@ class Entra:
         if audience.lower() in (GRAPH_RESOURCE, GRAPH_APP_ID, *(u.lower() for u in graph.own_graph_urls(self.emu))):
             audience = GRAPH_APP_ID
             extra = {**(extra or {}), **(graph_extra or {})}
+        elif caller is not None and (api := resource_app(t, audience)) is not None:
+            # A token for an API registered in this tenant: the app roles the API assigned to the caller's
+            # service principal (directly or through its groups), and those groups, as Entra issues them.
+            member_of = {caller.object_id, *t.enclosing_groups(caller.groups)}
+            extra = {**(extra or {}), "app_displayname": caller.name}  # as in Entra's app-only tokens
+            if roles := assigned_roles(api, member_of):
+                extra["roles"] = roles
+            if caller.groups:
+                extra["groups"] = list(caller.groups) + sorted(
+                    g for g in t.enclosing_groups(caller.groups) if g not in {x.lower() for x in caller.groups}
+                )
         access, lifetime = self.emu.issue_access_token(
             t.id,
             audience=audience,
@@ -872,10 +905,19 @@ class Entra:
         if isinstance(res, str):
             return entra_error(400, "invalid_scope", 28000, res)
         sub = pairwise_sub(user.oid, app.client_id)
+        api_claims: dict[str, Any] = {}
+        api = resource_app(t, res.audience)
+        if api is not None:
+            # A token for an API registered here (issue 12 api): `.default` stands for every delegated
+            # permission the API exposes, and the token carries the user's groups and the API's app roles.
+            if res.scp == "user_impersonation" and api.api_scopes and any(s.endswith("/.default") for s in scopes):
+                res = ScopeTarget(res.audience, " ".join(api.api_scopes))
+            api_claims = self.membership_claims(t, api, user)
         access, lifetime = emu.issue_access_token(
             t.id,
             audience=res.audience,
             claims={
+                **api_claims,
                 "oid": user.oid,
                 "sub": sub,
                 "name": user.name,
@@ -915,6 +957,20 @@ class Entra:
         # msal writes an account into its cache only when client_info is present (wire notes §5.2).
         body["client_info"] = b64url(json.dumps({"uid": user.oid, "utid": t.id}).encode())
         return body
+
+    def membership_claims(self, t: Tenant, app: App, user: User) -> dict[str, Any]:
+        """`groups` (or the overage pointer) and `roles` of `app` for `user`, as in its id_token."""
+        claims: dict[str, Any] = {}
+        if len(user.groups) > self.emu.settings.groups_overage_limit:
+            claims["_claim_names"] = {"groups": "src1"}
+            claims["_claim_sources"] = {
+                "src1": {"endpoint": f"{self.emu.url}/graph/v1.0/users/{user.oid}/getMemberObjects"}
+            }
+        elif user.groups:
+            claims["groups"] = graph.member_groups(t, user)  # transitive, as Entra's groups claim
+        if roles := assigned_roles(app, {user.oid, *user.groups}):
+            claims["roles"] = roles
+        return claims
 
     def id_token_claims(self, t: Tenant, app: App, user: User, nonce: str | None, sid: str) -> dict[str, Any]:
         emu = self.emu

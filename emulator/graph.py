@@ -82,6 +82,14 @@ def graph_error(
     return web.json_response(body, status=status, headers=headers)
 
 
+def member_types(tenant: Tenant, members: list[str]) -> list[str]:
+    """`allowedMemberTypes` of an app role: Application when it is assigned to an app's service principal (issue 12
+    api: pipelines calling the portal's API), User for people and groups."""
+    apps = {a.object_id.lower() for a in tenant.apps}
+    types = ["User"] if any(m.lower() not in apps for m in members) or not members else []
+    return types + (["Application"] if any(m.lower() in apps for m in members) else [])
+
+
 def app_role_id(app: App, role: str) -> str:
     """The stable GUID of one of an app's roles (Entra gives each app role an id; the config only names them)."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator-app-role:{app.client_id.lower()}:{role}"))
@@ -248,7 +256,7 @@ class Graph:
         return web.json_response(info)
 
     # --- service principals and their app roles ----------------------------------------------------------
-    def sp_properties(self, app: App) -> dict[str, Any]:
+    def sp_properties(self, app: App, tenant: Tenant) -> dict[str, Any]:
         return {
             "id": app.object_id,
             "appId": app.client_id,
@@ -258,7 +266,7 @@ class Graph:
             "appRoleAssignmentRequired": False,
             "appRoles": [
                 {
-                    "allowedMemberTypes": ["User"],
+                    "allowedMemberTypes": member_types(tenant, members),
                     "description": role,
                     "displayName": role,
                     "id": app_role_id(app, role),
@@ -266,7 +274,7 @@ class Graph:
                     "origin": "Application",
                     "value": role,
                 }
-                for role in app.app_roles
+                for role, members in app.app_roles.items()
             ],
         }
 
@@ -278,7 +286,7 @@ class Graph:
         app = self.service_principal(request, tenant)
         if isinstance(app, web.Response):
             return app
-        props = self.selected(request, self.sp_properties(app), "servicePrincipal")
+        props = self.selected(request, self.sp_properties(app, tenant), "servicePrincipal")
         if isinstance(props, web.Response):
             return props
         return web.json_response(

@@ -46,6 +46,10 @@ def forbidden(request: HttpRequest, exception: BaseException | None = None) -> H
 
 def not_found(request: HttpRequest, exception: BaseException | None = None) -> HttpResponse:
     """handler404: the reason the code gave, or the path that matched no page."""
+    if request.path.startswith("/api/"):  # issue 12 api: a path no API view matches answers as the API does
+        from requests_app.api.errors import not_found_response
+
+        return not_found_response(request.path)
     return render(request, "404.html", {"reason": own_reason(exception), "path": request.path}, status=404)
 
 

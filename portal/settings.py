@@ -392,3 +392,36 @@ LOGGING = {
         "kubernetes": {"level": "WARNING"},
     },
 }
+
+# ---- issue 12 api: the REST API under /api/v1/ (requests_app/api/; README "The REST API") -------------------------
+INSTALLED_APPS += ["rest_framework"]  # Django REST framework: the API's views, parsers and exception handler
+INSTALLED_APPS += ["drf_spectacular"]  # the OpenAPI schema served at /api/v1/schema/
+# The portal's application ID URI: the audience its API's bearer tokens must carry. Blank: api://<ENTRA_CLIENT_ID>.
+# A deployment whose app registration issues v2 access tokens (accessTokenAcceptedVersion 2) sets its client ID.
+PORTAL_API_AUDIENCE = env_str("PORTAL_API_AUDIENCE")
+# A person's token must carry one of these delegated scopes (`scp`); a pipeline's app-only token one of these
+# app roles (`roles`). What either may then do is decided by the same rules as on the pages.
+PORTAL_API_SCOPES = env_list("PORTAL_API_SCOPES", ["Requests.ReadWrite"])
+PORTAL_API_APP_ROLES = env_list("PORTAL_API_APP_ROLES", ["Requests.Pipeline"])
+# Per caller, every API read (writes count against PORTAL_SUBMIT_RATE and PORTAL_ACTION_RATE, as on the pages).
+PORTAL_API_READ_RATE = env_str("PORTAL_API_READ_RATE", "120/m")
+# How long an Idempotency-Key of a created request is remembered.
+PORTAL_API_IDEMPOTENCY_SECONDS = env_int("PORTAL_API_IDEMPOTENCY_SECONDS", 86400)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["requests_app.api.auth.EntraBearerAuthentication"],  # no sessions, no CSRF
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "requests_app.api.errors.problem_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Workload Identity Portal API",
+    "VERSION": "1",
+    "DESCRIPTION": "Ask for, decide and look after workload identities. Bearer tokens from Entra ID.",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}

@@ -29,5 +29,6 @@ urlpatterns = [
         include((wrap_views(rq_pages.urlpatterns(), ratelimits.every_post("django-rq")), django_rq_urls.app_name)),
     ),
     path("", include("requests_app.observability.urls")),  # issue 12 health: /healthz, /readyz, /metrics
+    path("api/v1/", include("requests_app.api.urls")),  # issue 12 api: the REST API (its own auth, tests/api)
     path("", include("requests_app.urls")),
 ]

@@ -725,3 +725,25 @@ class MoveRequest(models.Model):
     @property
     def from_subject(self) -> str:
         return f"system:serviceaccount:{self.from_namespace}:{self.from_service_account}"
+
+
+# ---- issue 12 api: idempotency keys of the REST API (requests_app/api/idempotency.py) -------------------------------
+
+
+class IdempotencyKey(models.Model):
+    """An `Idempotency-Key` a caller sent with a request they created through the API: the same key with the same
+    body answers with that request again instead of making another; with another body it is refused. Kept until
+    `expires_at` (PORTAL_API_IDEMPOTENCY_SECONDS)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    body_hash = models.CharField(max_length=64)
+    request = models.ForeignKey(IdentityRequest, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="one_idempotency_key_per_caller")]
+
+    def __str__(self) -> str:
+        return f"idempotency key {self.key} of {self.user_id}"

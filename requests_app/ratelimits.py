@@ -143,6 +143,12 @@ def too_many(request: HttpRequest, *, retry_after: int) -> HttpResponse:
     return response
 
 
+def api_usage(request: HttpRequest, *, group: str, rate_setting: str) -> dict[str, Any] | None:
+    """issue 12 api: the REST API's calls counted per caller (request.user, set from the bearer token), in the same
+    groups and at the same rates as the pages' (requests_app/api/throttles.py)."""
+    return _usage(request, group=group, key="user", rate=getattr(settings, rate_setting))
+
+
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)

@@ -182,8 +182,11 @@ def test_the_service_principal_by_app_id_carries_its_app_roles(graph: Any, porta
     assert resp.status_code == 200
     sp = resp.json()
     assert (sp["id"], sp["appId"]) == (portal_app.object_id, portal_app.client_id)
-    [role] = sp["appRoles"]
+    role = next(r for r in sp["appRoles"] if r["value"] == "Portal.Admin")
     assert (role["value"], role["isEnabled"], role["allowedMemberTypes"]) == ("Portal.Admin", True, ["User"])
+    # issue 12 api: the role the portal's API assigns to pipelines' service principals
+    pipeline = next(r for r in sp["appRoles"] if r["value"] == "Requests.Pipeline")
+    assert pipeline["allowedMemberTypes"] == ["Application"]
     assert uuid.UUID(role["id"])
 
 

@@ -66,6 +66,20 @@ OWN = {
     "healthz": PAGE,
     "readyz": PAGE,
     "metrics": PAGE,
+    # issue 12 api (tests/api): GET views serve HEAD too
+    "api/v1/schema/": PAGE,
+    "api/v1/requests/": FORM,
+    "api/v1/requests/<uuid:pk>/": PAGE,
+    "api/v1/requests/<uuid:pk>/approve/": ACTION,
+    "api/v1/requests/<uuid:pk>/reject/": ACTION,
+    "api/v1/requests/<uuid:pk>/cancel/": ACTION,
+    "api/v1/requests/<uuid:pk>/retry/": ACTION,
+    "api/v1/requests/<uuid:pk>/revoke/": ACTION,
+    "api/v1/requests/<uuid:pk>/outputs/": PAGE,
+    "api/v1/requests/<uuid:pk>/changes/": ACTION,
+    "api/v1/requests/<uuid:pk>/recertify/": ACTION,
+    "api/v1/clusters/<slug:name>/identities/": PAGE,
+    "api/v1/audit/": PAGE,
 }
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "MADE-UP"]
 ROUTES = every_route()
