@@ -319,11 +319,11 @@ def _remind(req: IdentityRequest, threshold: int, now: datetime) -> bool:
 
 
 def requesters_to_check() -> list[int]:
-    """The users (pks) who asked for a live identity not yet marked as left: one Entra check each."""
+    """The people (pks) who asked for a live identity not yet marked as left: one Entra check each. Pipelines
+    (REST API callers with their own workload identity) are service principals, not users in Graph: not checked."""
     live = IdentityRequest.objects.filter(status__in=LIVE, requester_left_at__isnull=True)
-    return list(
-        User.objects.filter(pk__in=live.values("requester_id")).exclude(object_id="").values_list("pk", flat=True)
-    )
+    people = User.objects.filter(pk__in=live.values("requester_id")).exclude(object_id="")
+    return list(people.exclude(username__startswith=User.PIPELINE_USERNAME_PREFIX).values_list("pk", flat=True))
 
 
 def enqueue_requester_checks() -> list[int]:

@@ -38,6 +38,14 @@ class User(AbstractUser):
     def __str__(self) -> str:
         return self.display_name or self.username
 
+    # A pipeline calling the REST API with its own workload identity (an app-only token) is a User too, named
+    # `app:<service principal object ID>` (requests_app/api/auth.py): not a person, so not in Graph's users.
+    PIPELINE_USERNAME_PREFIX = "app:"
+
+    @property
+    def is_pipeline(self) -> bool:
+        return self.username.startswith(self.PIPELINE_USERNAME_PREFIX)
+
     def in_group(self, group_id: str) -> bool:
         return bool(group_id) and group_id.lower() in {g.lower() for g in self.entra_groups}
 

@@ -131,7 +131,7 @@ def caller_of(claims: dict[str, Any]) -> User:
     return user
 
 
-APP_USERNAME_PREFIX = "app:"
+APP_USERNAME_PREFIX = User.PIPELINE_USERNAME_PREFIX
 
 
 def _user(tenant_id: str, object_id: str, name: str, email: str, *, app: bool) -> User:

@@ -18,7 +18,7 @@ from requests_app.admin import ClusterAdminForm
 from requests_app.cloud import graph, identities, rbac, verification
 from requests_app.cloud.errors import CloudError
 from requests_app.drift.reconcile import reconcile_request
-from requests_app.models import AuditEvent, Cluster, DriftFinding, ExpiryReminder, IdentityRequest, Status, Step
+from requests_app.models import AuditEvent, Cluster, DriftFinding, ExpiryReminder, IdentityRequest, Status, Step, User
 
 from ..portal_fixtures import TENANT
 from .conftest import KEY_VAULT_SECRETS_USER, TEAM_PAYMENTS, TEAM_SEARCH, VAULT_SCOPE
@@ -505,3 +505,17 @@ def test_owning_groups_kept_by_id_are_named_from_entra_and_the_page_names_the_te
     assert lifecycle.name_owner_groups() == 0
     page = client_for(requester).get(reverse("request_detail", args=[ready.pk])).content.decode()
     assert "team-payments <code>" in page
+
+
+def test_a_pipelines_identity_is_not_taken_for_a_person_who_left(ready, control) -> None:
+    """A pipeline (REST API, app-only token) is a service principal: Graph's users do not know it, which must not
+    read as "deleted"."""
+    pipeline = User.objects.create(
+        username=User.PIPELINE_USERNAME_PREFIX + "0b0b0b0b-0000-4000-8000-00000000b002",
+        object_id="0b0b0b0b-0000-4000-8000-00000000b002",
+        tenant_id=TENANT,
+        display_name="payments-pipeline",
+    )
+    IdentityRequest.objects.filter(pk=ready.pk).update(requester=pipeline)
+    assert lifecycle.check_requesters() == []
+    assert fresh(ready).requester_left_at is None
