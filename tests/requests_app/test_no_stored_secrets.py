@@ -39,6 +39,9 @@ NOT_CREDENTIALS = {
     ("requests_app.DriftFinding", "key"),
     # The name of an audit hash chain ("request:<id>", "cluster:<id>", "portal", "legacy").
     ("requests_app.AuditChainHead", "key"),
+    # A REST API caller's Idempotency-Key: a name the caller picks for one create, kept per caller (it opens
+    # nothing: replaying it returns that caller's own first answer, to that caller only).
+    ("requests_app.IdempotencyKey", "key"),
     # Django's database sessions: the portal's own session IDs, which expire after PORTAL_SESSION_IDLE_SECONDS
     # and open nothing outside the portal (no Azure or cluster token is kept in a session: tested below).
     ("sessions.Session", "session_key"),
