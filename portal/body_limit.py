@@ -75,6 +75,11 @@ class CappedStream:
 
 def too_large(request: HttpRequest, limit: int) -> HttpResponse:
     log.warning("request body over the limit: %s %s", request.method, request.path)
+    if request.path_info.startswith("/api/"):  # the REST API answers every error as problem+json
+        from requests_app.api.errors import problem_response
+
+        kib = max(limit // 1024, 1)
+        return problem_response(413, "too-large", f"The body is over the portal's limit of {kib} KiB.")
     return render(request, "413.html", {"limit_kib": max(limit // 1024, 1)}, status=413)
 
 

@@ -46,7 +46,14 @@ class RefuseUnservedMethods:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.method in SERVED:
             return self.get_response(request)
-        response = HttpResponseNotAllowed(allowed_methods(request.path_info))
+        allowed = allowed_methods(request.path_info)
+        if request.path_info.startswith("/api/"):  # the REST API answers every error as problem+json
+            from requests_app.api.errors import problem_response
+
+            response = problem_response(405, "method-not-allowed", f"{request.method} is not served here.")
+            response["Allow"] = ", ".join(allowed)
+        else:
+            response = HttpResponseNotAllowed(allowed)
         log_response("Method Not Allowed (%s): %s", request.method, request.path, response=response, request=request)
         return response
 

@@ -23,6 +23,7 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid input",
     429: "Too many requests",
@@ -52,10 +53,19 @@ def problem_body(status_code: int, slug: str, detail: str, errors: list[dict[str
     return body
 
 
+def problem_response(status_code: int, slug: str, detail: str) -> HttpResponse:
+    """A problem answered outside DRF (the 404 handler, the portal's method and body-size middleware)."""
+    body = problem_body(status_code, slug, detail)
+    return HttpResponse(json.dumps(body), status=status_code, content_type=CONTENT_TYPE)
+
+
+def is_api(path: str) -> bool:
+    return path.startswith("/api/")
+
+
 def not_found_response(path: str) -> HttpResponse:
     """For a path under /api/ that matches no view (portal/errors.py's handler404)."""
-    body = problem_body(404, "not-found", f"Nothing is at {path}.")
-    return HttpResponse(json.dumps(body), status=404, content_type=CONTENT_TYPE)
+    return problem_response(404, "not-found", f"Nothing is at {path}.")
 
 
 def flatten(detail: Any, path: str = "") -> list[dict[str, str]]:
