@@ -302,7 +302,7 @@ def approve_change(change: ChangeRequest, *, actor: User, comment: str = "", sou
             decision_comment=comment,
         ):
             raise WorkflowError("This change was already decided.")
-        _reset_steps(req)
+        workflow.fresh_steps(req, CHANGE_STEPS, start=CHANGE_POSITION)
         details: dict[str, object] = {"change": change.pk, "comment": comment}
         if requirement.high_risk:
             details["risk_reasons"] = list(change.risk_reasons)
@@ -391,20 +391,6 @@ def retry_change(change: ChangeRequest, *, actor: User, source_ip: str | None = 
         )
         audit.record("change.retried", actor=actor, request=req, source_ip=source_ip, details={"change": change.pk})
         _enqueue(req)
-
-
-def _reset_steps(req: IdentityRequest) -> None:
-    """The change's steps, afresh for each change (a former change's stay on the page until then)."""
-    workflow.make_steps(req, CHANGE_STEPS, start=CHANGE_POSITION)
-    Step.objects.filter(request=req, name__in=CHANGE_STEPS).update(
-        state=Step.State.PENDING,
-        attempts=0,
-        error="",
-        next_attempt_at=None,
-        started_at=None,
-        finished_at=None,
-        detail={},
-    )
 
 
 def _enqueue(req: IdentityRequest) -> None:

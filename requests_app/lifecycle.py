@@ -40,7 +40,7 @@ from .auth import clock
 from .cloud import graph
 from .cloud.errors import CloudError
 from .models import Cluster, ExpiryReminder, IdentityRequest, Status, Step, User
-from .workflow import WorkflowError, make_steps, notify
+from .workflow import WorkflowError, notify
 
 log = logging.getLogger(__name__)
 
@@ -167,21 +167,10 @@ def request_resume(req: IdentityRequest, *, actor: User, source_ip: str | None =
             request=req, name__in=workflow.RESUMPTION_STEPS, state__in=[Step.State.RUNNING, Step.State.WAITING]
         ).exists()
         if not running:
-            _fresh_steps(req, workflow.RESUMPTION_STEPS, start=workflow.LIFECYCLE_POSITION + 1)
+            workflow.fresh_steps(req, workflow.RESUMPTION_STEPS, start=workflow.LIFECYCLE_POSITION + 1)
         audit.record("identity.resume_requested", actor=actor, request=req, source_ip=source_ip)
         request_id = req.pk
         transaction.on_commit(lambda: queueing.enqueue_or_keep("resume", request_id))
-
-
-def _fresh_steps(req: IdentityRequest, names: list[str], *, start: int) -> None:
-    """The operation's step rows, made or reset to pending (each suspension and resumption starts afresh)."""
-    make_steps(req, names, start=start)
-    Step.objects.filter(request=req, name__in=names).update(
-        state=Step.State.PENDING, attempts=0, error="", next_attempt_at=None, started_at=None, finished_at=None
-    )
-
-
-# ---- what the portal does by itself (the scheduler) ------------------------------------------------------------
 
 
 def suspend(req: IdentityRequest, *, now: datetime | None = None) -> bool:
@@ -190,7 +179,7 @@ def suspend(req: IdentityRequest, *, now: datetime | None = None) -> bool:
     with transaction.atomic():
         if not workflow._swap(req, Status.READY, Status.SUSPENDED, suspended_at=now):
             return False
-        _fresh_steps(req, workflow.SUSPENSION_STEPS, start=workflow.LIFECYCLE_POSITION)
+        workflow.fresh_steps(req, workflow.SUSPENSION_STEPS, start=workflow.LIFECYCLE_POSITION)
         # A resumption's steps from an earlier suspension would read as done: they start afresh when asked for.
         Step.objects.filter(request=req, name__in=workflow.RESUMPTION_STEPS).delete()
         audit.record(

@@ -248,7 +248,7 @@ def approve_move(
             grace_until=now() + refederation.grace(),
         ):
             raise WorkflowError("This move was already decided.")
-        _fresh_steps(req)
+        workflow.fresh_steps(req, STEPS, start=POSITION)
         audit.record(
             "move.approved",
             actor=actor,
@@ -315,20 +315,6 @@ def retry_move(
         )
         audit.record("move.retried", actor=actor, request=req, source_ip=source_ip, details={"move": move.pk})
         _enqueue(req)
-
-
-def _fresh_steps(req: IdentityRequest) -> None:
-    """The move's steps, afresh for each move (a former move's stay on the page until then)."""
-    workflow.make_steps(req, STEPS, start=POSITION)
-    Step.objects.filter(request=req, name__in=STEPS).update(
-        state=Step.State.PENDING,
-        attempts=0,
-        error="",
-        next_attempt_at=None,
-        started_at=None,
-        finished_at=None,
-        detail={},
-    )
 
 
 def _enqueue(req: IdentityRequest) -> None:

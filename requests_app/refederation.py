@@ -177,7 +177,7 @@ def start(
             req.refed_old_fic_name, req.refed_old_issuer = req.fic_name, old
             req.fic_name, req.refed_grace_until = credential_name(req, new), until
             req.save(update_fields=["refed_old_fic_name", "refed_old_issuer", "fic_name", "refed_grace_until"])
-            _fresh_steps(req)
+            workflow.fresh_steps(req, STEPS, start=POSITION)
             audit.record(
                 "request.refederation_started",
                 actor=actor,
@@ -194,19 +194,6 @@ def start(
         ids = [r.pk for r in reqs]
         transaction.on_commit(lambda: [queueing.enqueue_or_keep("refederate", i) for i in ids])
     return ids
-
-
-def _fresh_steps(req: IdentityRequest) -> None:
-    workflow.make_steps(req, STEPS, start=POSITION)
-    Step.objects.filter(request=req, name__in=STEPS).update(
-        state=Step.State.PENDING,
-        attempts=0,
-        error="",
-        next_attempt_at=None,
-        started_at=None,
-        finished_at=None,
-        detail={},
-    )
 
 
 def can_retry(user: User, req: IdentityRequest, steps: list[Step] | None = None) -> bool:

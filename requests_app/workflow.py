@@ -376,6 +376,22 @@ def make_steps(req: IdentityRequest, names: list[str], *, start: int = 0) -> Non
     Step.objects.bulk_create(rows, ignore_conflicts=True)
 
 
+def fresh_steps(req: IdentityRequest, names: list[str], *, start: int) -> None:
+    """An operation's step rows, made or reset to pending: each run of an operation that can run again on a ready
+    identity (a change, a move, a re-federation, a suspension or resumption) starts afresh; the former run's rows
+    stay on the page until then."""
+    make_steps(req, names, start=start)
+    Step.objects.filter(request=req, name__in=names).update(
+        state=Step.State.PENDING,
+        attempts=0,
+        error="",
+        next_attempt_at=None,
+        started_at=None,
+        finished_at=None,
+        detail={},
+    )
+
+
 def begin_provisioning(req: IdentityRequest) -> bool:
     """approved -> provisioning, creating the step rows; False if the request is not approved (any more)."""
     with transaction.atomic():
