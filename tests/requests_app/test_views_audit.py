@@ -189,7 +189,14 @@ def test_the_page_links_are_newer_and_older_with_the_filters_kept(admin):
 
 
 @pytest.mark.parametrize(
-    "cursor", ["nonsense", "%%%", "bzoyMDI1LTAzLTMwfDE", "eHwyMDI1LTAzLTMwVDEyOjAwOjAwKzAwOjAwfDE"]
+    "cursor",
+    [
+        "nonsense",
+        "%%%",
+        "bzoyMDI1LTAzLTMwfDE",  # o:2025-03-30|1
+        "eHwyMDI1LTAzLTMwVDEyOjAwOjAwKzAwOjAwfDE",  # an unknown direction
+        "b3wyMDI1LTAzLTMwVDEyOjAwOjAwfDE",  # a time without its zone
+    ],
 )
 def test_a_bad_cursor_shows_a_message_and_the_newest_events(admin, cursor):
     events_at([T0])
