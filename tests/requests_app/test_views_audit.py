@@ -136,7 +136,7 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(admin):
 T0 = datetime(2025, 3, 30, 12, 0, tzinfo=ZoneInfo("UTC"))
 
 
-def events_at(times: list[datetime], action: str = "test.event", **fields) -> list[AuditEvent]:
+def events_at(times: list[datetime], action: str = "request.ready", **fields) -> list[AuditEvent]:
     AuditEvent.objects.bulk_create(
         AuditEvent(created_at=t, actor_name="system", action=action, **fields) for t in times
     )
@@ -161,7 +161,7 @@ def walk(c: Client, query: dict, link: str = "older") -> tuple[list[int], list[d
 def test_older_links_walk_every_row_once_even_when_many_share_a_time(admin):
     # 130 rows in 7 distinct times: pages of 50 break inside runs of equal created_at.
     expected = [e.pk for e in events_at([T0 + timedelta(seconds=i // 20) for i in range(130)])]
-    ids, pages = walk(client_for(admin), {"action": "test.event"})
+    ids, pages = walk(client_for(admin), {"action": "request.ready"})
     assert ids == expected
     assert [len(p.rows) for p in pages] == [50, 50, 30]
     assert pages[0].newer is None and pages[-1].older is None
@@ -170,11 +170,11 @@ def test_older_links_walk_every_row_once_even_when_many_share_a_time(admin):
 def test_newer_links_walk_back_to_the_newest_page(admin):
     expected = [e.pk for e in events_at([T0 + timedelta(seconds=i // 20) for i in range(130)])]
     c = client_for(admin)
-    _ids, pages = walk(c, {"action": "test.event"})
+    _ids, pages = walk(c, {"action": "request.ready"})
     seen, cursor = [], pages[-1].newer
     seen_last = [e.pk for e in pages[-1].rows]
     while cursor:
-        response = c.get(reverse("audit"), {"action": "test.event", "cursor": cursor})
+        response = c.get(reverse("audit"), {"action": "request.ready", "cursor": cursor})
         seen = [r["event"].pk for r in response.context["rows"]] + seen
         cursor = response.context["page"].newer
     assert seen + seen_last == expected
@@ -182,9 +182,9 @@ def test_newer_links_walk_back_to_the_newest_page(admin):
 
 def test_the_page_links_are_newer_and_older_with_the_filters_kept(admin):
     events_at([T0 + timedelta(seconds=i) for i in range(60)])
-    body = client_for(admin).get(reverse("audit"), {"action": "test.event"}).content.decode()
+    body = client_for(admin).get(reverse("audit"), {"action": "request.ready"}).content.decode()
     assert "Older events" in body and "Newer events" not in body
-    assert "?action=test.event&amp;cursor=" in body  # the filters survive paging
+    assert "?action=request.ready&amp;cursor=" in body  # the filters survive paging
     assert "Page 1 of" not in body  # no count of the whole table
 
 
@@ -269,7 +269,7 @@ def test_dates_are_whole_days_in_the_portals_time_zone(admin):
     c = client_for(admin)
 
     def days(**q: str) -> list[datetime]:
-        rows = c.get(reverse("audit"), {"action": "test.event", **q}).context["rows"]
+        rows = c.get(reverse("audit"), {"action": "request.ready", **q}).context["rows"]
         return sorted(r["event"].created_at for r in rows)
 
     assert days(date_from="2025-03-29", date_to="2025-03-29") == times[1:3]
