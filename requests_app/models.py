@@ -271,6 +271,8 @@ class IdentityRequest(models.Model):
                 name="one_active_request_per_identity_name",
             ),
         ]
+        # The audit log's filter by identity name (forms.AuditFilterForm) looks every request with the name up.
+        indexes = [models.Index(fields=["identity_name"], name="request_identity_name_idx")]
 
     def __str__(self) -> str:
         return f"{self.cluster.name}/{self.namespace}/{self.service_account}"
@@ -491,6 +493,15 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="audit_event_chain_seq_unique")]
+        # The audit log's pages (views/admin_audit.py, keyset.py): newest first on (created_at, id), alone or after
+        # one equality filter, so each is one index range scan however long the history.
+        indexes = [
+            models.Index(fields=["created_at", "id"], name="audit_time_id_idx"),
+            models.Index(fields=["action", "created_at", "id"], name="audit_action_time_idx"),
+            models.Index(fields=["actor", "created_at", "id"], name="audit_actor_time_idx"),
+            models.Index(fields=["request", "created_at", "id"], name="audit_request_time_idx"),
+            models.Index(fields=["cluster", "created_at", "id"], name="audit_cluster_time_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"

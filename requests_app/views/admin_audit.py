@@ -13,7 +13,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
+from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from portal.methods import serves
 
-from .. import events
+from .. import events, keyset
 from ..auth.middleware import fresh_roles
 from ..forms import AuditFilterForm
 from ..models import AuditEvent, User
@@ -50,12 +50,24 @@ def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEven
 def audit_log(request: HttpRequest) -> HttpResponse:
     _require_admin(request.user)
     form, qs = _filtered(request)
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    cursor_error = ""
+    try:
+        page = keyset.page(qs, request.GET.get("cursor"), PAGE_SIZE)
+    except keyset.BadCursor:
+        cursor_error = "That page link could not be read, so the newest events are shown."
+        page = keyset.page(qs, None, PAGE_SIZE)
     rows = []
-    for e in page:
+    for e in page.rows:
         e.details = strip_ids(e.details)  # in memory only: the audit trail is read more widely than the IDs may be
         rows.append({"event": e, "words": events.describe(e), "details": events.details(e)})
-    context = {"form": form, "page": page, "rows": rows, "time_zone": timezone.get_current_timezone_name()}
+    context = {
+        "form": form,
+        "page": page,
+        "rows": rows,
+        "cursor_error": cursor_error,
+        "estimate": _estimate() if not any(form.cleaned_data.values()) else None,
+        "time_zone": timezone.get_current_timezone_name(),
+    }
     return render(request, "audit/log.html", context)
 
 
@@ -69,6 +81,17 @@ def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
     response = StreamingHttpResponse(_csv_lines(qs), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def _estimate() -> int | None:
+    """About how many events there are, from PostgreSQL's statistics (an exact count reads every row); None
+    elsewhere or before the table was first analysed."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cur:
+        cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [AuditEvent._meta.db_table])
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] and row[0] > 0 else None
 
 
 def _csv_lines(qs: QuerySet[AuditEvent]) -> Iterator[str]:

@@ -219,11 +219,11 @@ def test_rejecting_needs_a_comment():
     assert not DecisionForm({"decision": "maybe"}).is_valid()
 
 
-def test_audit_filters_offer_the_actions_there_are(db):
+def test_audit_filters_offer_the_known_actions_not_the_stored_ones(db):
     AuditEvent.objects.create(actor_name="system", action="step.fic.started")
     AuditEvent.objects.create(actor_name="system", action="request.ready")
-    choices = [c[0] for c in AuditFilterForm().fields["action"].choices]
-    assert choices == ["", "request.ready", "step.fic.started"]
+    codes = [code for _group, options in AuditFilterForm().fields["action"].choices[1:] for code, _ in options]
+    assert "request.ready" in codes and "step.fic.started" in codes and "request.revoked" in codes
     qs = AuditFilterForm({"action": "request.ready"}).filter(AuditEvent.objects.all())
     assert [e.action for e in qs] == ["request.ready"]
 
