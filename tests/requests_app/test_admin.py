@@ -245,6 +245,22 @@ def test_the_admin_count_stops_at_its_cap(admin, offline_cluster, requester, mon
     assert "4 identity requests" in body or "4 results" in body, body[body.find("paginator") - 200 :][:600]
 
 
+def test_past_the_cap_an_unfiltered_list_says_postgresqls_estimate(admin, offline_cluster, requester, monkeypatch):
+    from django.db import connection
+
+    from requests_app import admin_paging
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the estimate is PostgreSQL's (pg_class.reltuples); elsewhere the cap")
+    monkeypatch.setattr(admin_paging, "CAP", 4)
+    many_requests(offline_cluster, requester, 6)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE requests_app_identityrequest")
+    c = client_for(admin)
+    assert c.get(reverse(LISTS[0])).context["cl"].result_count == 6
+    assert c.get(reverse(LISTS[0]), {"status": "submitted"}).context["cl"].result_count == 4  # filtered: the cap
+
+
 def changelist_rows(c: Client, name: str, q: str) -> str:
     return c.get(reverse(name), {"q": q}).content.decode()
 

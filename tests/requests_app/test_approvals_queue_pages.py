@@ -134,3 +134,11 @@ def test_the_navigation_count_is_one_bounded_query_and_only_where_shown(offline_
         c.get(reverse("home"))
     counts = [q["sql"] for q in ctx.captured_queries if "COUNT" in q["sql"] and "identityrequest" in q["sql"]]
     assert len(counts) == 1 and f"LIMIT {BADGE_CAP + 1}" in counts[0], counts
+
+
+def test_a_page_without_the_navigation_never_counts(offline_cluster, requester, approver):
+    req = submitted(offline_cluster, requester)
+    c = client_for(approver)
+    with CaptureQueriesContext(connection) as ctx:
+        assert c.get(reverse("request_status", args=[req.pk])).status_code == 200  # the live partial
+    assert not [q["sql"] for q in ctx.captured_queries if f"LIMIT {BADGE_CAP + 1}" in q["sql"]]
