@@ -5,17 +5,19 @@ Request status changes go through `workflow` (with its audit events), never thro
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django_rq.models import Dashboard
 
 from portal import rq_pages
 
-from . import audit, clusters
+from . import admin_paging, audit, clusters
 from .cloud import webhooks
 from .models import AllowedRole, Approval, AuditEvent, Cluster, IdentityRequest, RoleGrant, Step, User
 
@@ -291,26 +293,78 @@ class StepInline(ReadOnlyMixin, admin.TabularInline):
     readonly_fields = fields
 
 
+# issue 13 admin: the request and audit lists stay fast at 100,000 requests and 1,000,000 events: no
+# date_hierarchy (it sorts the whole table for its dates), no full result count, a bounded count
+# (admin_paging.BoundedCountPaginator), search by exact or prefix lookups on indexed columns only, related rows
+# joined, and the request/person fields of a row shown as ids (raw_id_fields), never a select of every row.
+
+
+def _uuid(term: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(term)
+    except ValueError:
+        return None
+
+
 @admin.register(IdentityRequest)
 class IdentityRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
     inlines = [RoleGrantInline, ApprovalInline, StepInline]
     list_display = ("identity_name", "cluster", "namespace", "service_account", "requester", "status", "created_at")
     list_filter = ("status", "cluster")
-    search_fields = ("identity_name", "namespace", "service_account", "requester__display_name")
-    date_hierarchy = "created_at"
+    # Searched by get_search_results below (exact or prefix on indexed columns); listed here so the box shows.
+    search_fields = ("^identity_name",)
+    search_help_text = "An identity name or its beginning, a request ID, or the requester's username."
     list_select_related = ("cluster", "requester")
+    raw_id_fields = ("requester", "decided_by", "revoked_by", "recertified_by")
+    show_full_result_count = False
+    paginator = admin_paging.BoundedCountPaginator
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(identity_name__startswith=term) | Q(requester__username=term)
+        if (pk := _uuid(term)) is not None:
+            match |= Q(pk=pk)
+        return queryset.filter(match), False
 
 
-# ---- audit (read only) ----------------------------------------------------------------------------------
+class ActionKindFilter(admin.SimpleListFilter):
+    """The action's family (`request.`, `step.`…): a fixed list, never a DISTINCT over a million events."""
+
+    title = "action"
+    parameter_name = "kind"
+    KINDS = ("request", "step", "change", "move", "identity", "cluster", "drift", "user", "login", "audit", "api")
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(kind, f"{kind}.…") for kind in self.KINDS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in self.KINDS:
+            return queryset.filter(action__startswith=f"{self.value()}.")
+        return queryset
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("created_at", "actor_name", "action", "request", "cluster", "source_ip")
-    list_filter = ("action", "cluster")
-    search_fields = ("actor_name", "action")
-    date_hierarchy = "created_at"
+    list_filter = (ActionKindFilter, "cluster")
+    search_fields = ("=action",)
+    search_help_text = "An action exactly (request.approved), a request ID, or the actor's username."
+    ordering = ("-created_at", "-id")  # newest first, on the created_at index
     list_select_related = ("request__cluster", "cluster")
+    raw_id_fields = ("actor", "request")
+    show_full_result_count = False
+    paginator = admin_paging.BoundedCountPaginator
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(action=term) | Q(actor__username=term)
+        if (pk := _uuid(term)) is not None:
+            match |= Q(request_id=pk)
+        return queryset.filter(match), False
 
 
 # ---- people ---------------------------------------------------------------------------------------------

@@ -271,8 +271,15 @@ class IdentityRequest(models.Model):
                 name="one_active_request_per_identity_name",
             ),
         ]
-        # The audit log's filter by identity name (forms.AuditFilterForm) looks every request with the name up.
-        indexes = [models.Index(fields=["identity_name"], name="request_identity_name_idx")]
+        # issue 13 approvals/admin: the approvals queue (oldest waiting first), the admin's list (newest first) and
+        # its search by identity name, and the audit log's filter by it (exact or prefix: the pattern opclass lets PostgreSQL use it for LIKE 'x%').
+        indexes = [
+            models.Index(
+                fields=["created_at", "id"], condition=models.Q(status="submitted"), name="request_waiting_queue"
+            ),
+            models.Index(fields=["created_at", "id"], name="request_created_id"),
+            models.Index(fields=["identity_name"], opclasses=["varchar_pattern_ops"], name="request_identity_name"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.cluster.name}/{self.namespace}/{self.service_account}"
@@ -605,6 +612,12 @@ class ChangeRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # issue 13 approvals: the approvals queue's section, oldest waiting first.
+        indexes = [
+            models.Index(
+                fields=["created_at", "id"], condition=models.Q(status="submitted"), name="change_waiting_queue"
+            )
+        ]
         constraints = [
             # One open change per identity: two would each be reviewed against a state the other changes.
             models.UniqueConstraint(
@@ -720,6 +733,10 @@ class MoveRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # issue 13 approvals: the approvals queue's section, oldest waiting first.
+        indexes = [
+            models.Index(fields=["created_at", "id"], condition=models.Q(status="submitted"), name="move_waiting_queue")
+        ]
         constraints = [
             # One open move per identity, and one per target ServiceAccount: two would fight over one place.
             models.UniqueConstraint(

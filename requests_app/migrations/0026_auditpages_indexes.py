@@ -30,8 +30,4 @@ class Migration(migrations.Migration):
             model_name='auditevent',
             index=models.Index(fields=['cluster', 'created_at', 'id'], name='audit_cluster_time_idx'),
         ),
-        migrations.AddIndex(
-            model_name='identityrequest',
-            index=models.Index(fields=['identity_name'], name='request_identity_name_idx'),
-        ),
     ]

@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from portal.methods import serves
 
-from .. import access, audit, policy, workflow
+from .. import access, audit, policy, queue_pages, workflow
 from ..auth.middleware import fresh_roles
 from ..forms import DecisionForm, Plan
 from ..models import ChangeRequest, IdentityRequest, MoveRequest, Status, User
@@ -29,11 +29,13 @@ def _require_approver(user: User) -> None:
 @login_required
 def queue(request: HttpRequest) -> HttpResponse:
     _require_approver(request.user)
-    pending = (
+    # issue 13: each section a keyset page, oldest first (queue_pages); related rows for that page only.
+    requests_page = queue_pages.page(
         IdentityRequest.objects.filter(status=Status.SUBMITTED)
         .select_related("cluster", "requester")
-        .prefetch_related("grants", "approvals__approver")
-        .order_by("created_at")
+        .prefetch_related("grants", "approvals__approver"),
+        request.GET,
+        "req",
     )
     items = [
         {
@@ -43,22 +45,33 @@ def queue(request: HttpRequest) -> HttpResponse:
             "mine": _approved_by(r, request.user),
             "team": access.team_of(r),
         }
-        for r in pending
+        for r in requests_page.rows
     ]
     # issue 11 changes: changes of ready identities waiting for a decision.
-    waiting_changes = (
+    changes_page = queue_pages.page(
         ChangeRequest.objects.filter(status=ChangeRequest.State.SUBMITTED)
         .select_related("request__cluster", "requester")
-        .prefetch_related("grants")
-        .order_by("created_at")
+        .prefetch_related("grants"),
+        request.GET,
+        "chg",
     )
     # issue 11 move: moves of ready identities waiting for a decision.
-    waiting_moves = (
-        MoveRequest.objects.filter(status=MoveRequest.State.SUBMITTED)
-        .select_related("request", "requester", "from_cluster", "to_cluster")
-        .order_by("created_at")
+    moves_page = queue_pages.page(
+        MoveRequest.objects.filter(status=MoveRequest.State.SUBMITTED).select_related(
+            "request", "requester", "from_cluster", "to_cluster"
+        ),
+        request.GET,
+        "mov",
     )
-    context = {"items": items, "changes": waiting_changes, "moves": waiting_moves}
+    context = {
+        "items": items,
+        "requests_page": requests_page,
+        "changes": changes_page.rows,
+        "changes_page": changes_page,
+        "moves": moves_page.rows,
+        "moves_page": moves_page,
+        "page_size": queue_pages.PAGE_SIZE,
+    }
     return render(request, "approvals/queue.html", context)
 
 

@@ -189,3 +189,106 @@ def test_a_webhook_that_is_not_https_or_has_no_kind_is_refused_with_a_message(ad
     assert response.status_code == 200
     assert said in str(response.context["adminform"].form.errors[field])
     assert not Cluster.objects.filter(name="aks-new").exists()
+
+
+# ---- issue 13 admin: the request and audit lists at any size ---------------------------------------------
+
+LISTS = ("admin:requests_app_identityrequest_changelist", "admin:requests_app_auditevent_changelist")
+
+
+def many_requests(cluster, requester, n: int, start: int = 0) -> list[IdentityRequest]:
+    from .factories import submitted
+
+    return [submitted(cluster, requester, sa=f"sa-{i:03d}") for i in range(start, start + n)]
+
+
+def list_queries(c: Client, name: str, **params: str) -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    c.get(reverse(name), params)  # warm: session, caches
+    with CaptureQueriesContext(connection) as ctx:
+        assert c.get(reverse(name), params).status_code == 200
+    return [q["sql"] for q in ctx.captured_queries]
+
+
+@pytest.mark.parametrize("name", LISTS)
+def test_the_admin_lists_ask_the_same_queries_for_3_or_40_requests(name, admin, offline_cluster, requester):
+    c = client_for(admin)
+    many_requests(offline_cluster, requester, 3)
+    pages = {**PARAMS, "filter": FILTER[name]}
+    small = {key: len(list_queries(c, name, **params)) for key, params in pages.items()}
+    many_requests(offline_cluster, requester, 37, start=3)
+    assert {key: len(list_queries(c, name, **params)) for key, params in pages.items()} == small
+
+
+PARAMS = {"plain": {}, "search": {"q": "aks-demo"}, "search by id": {"q": "00000000-0000-4000-8000-000000000000"}}
+FILTER = {LISTS[0]: {"status": "submitted"}, LISTS[1]: {"kind": "request"}}
+
+
+@pytest.mark.parametrize("name", LISTS)
+def test_the_admin_lists_never_count_or_date_a_whole_table(name, admin, offline_cluster, requester):
+    many_requests(offline_cluster, requester, 2)
+    queries = list_queries(client_for(admin), name) + list_queries(client_for(admin), name, q="aks-demo")
+    counts = [sql for sql in queries if "COUNT(" in sql.upper()]
+    assert counts and all("LIMIT" in sql for sql in counts), counts  # bounded, and no full result count
+    assert not any("DISTINCT" in sql.upper() for sql in queries), queries  # no date_hierarchy, no DISTINCT filters
+    assert not any(" LIKE " in sql.upper() and "%%" in sql for sql in queries)
+
+
+def test_the_admin_count_stops_at_its_cap(admin, offline_cluster, requester, monkeypatch):
+    from requests_app import admin_paging
+
+    monkeypatch.setattr(admin_paging, "CAP", 4)
+    many_requests(offline_cluster, requester, 6)
+    body = client_for(admin).get(reverse(LISTS[0])).content.decode()
+    assert "4 identity requests" in body or "4 results" in body, body[body.find("paginator") - 200 :][:600]
+
+
+def test_past_the_cap_an_unfiltered_list_says_postgresqls_estimate(admin, offline_cluster, requester, monkeypatch):
+    from django.db import connection
+
+    from requests_app import admin_paging
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the estimate is PostgreSQL's (pg_class.reltuples); elsewhere the cap")
+    monkeypatch.setattr(admin_paging, "CAP", 4)
+    many_requests(offline_cluster, requester, 6)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE requests_app_identityrequest")
+    c = client_for(admin)
+    assert c.get(reverse(LISTS[0])).context["cl"].result_count == 6
+    assert c.get(reverse(LISTS[0]), {"status": "submitted"}).context["cl"].result_count == 4  # filtered: the cap
+
+
+def changelist_rows(c: Client, name: str, q: str) -> str:
+    return c.get(reverse(name), {"q": q}).content.decode()
+
+
+def test_the_request_list_searches_by_name_prefix_id_and_username(admin, offline_cluster, requester):
+    first, second = many_requests(offline_cluster, requester, 2)
+    c = client_for(admin)
+    name = LISTS[0]
+    body = changelist_rows(c, name, first.identity_name)
+    assert first.identity_name in body and second.identity_name not in body
+    body = changelist_rows(c, name, first.identity_name[:-3])  # a prefix: both
+    assert first.identity_name in body and second.identity_name in body
+    body = changelist_rows(c, name, str(second.pk))
+    assert second.identity_name in body and first.identity_name not in body
+    assert first.identity_name in changelist_rows(c, name, requester.username)
+    assert first.identity_name not in changelist_rows(c, name, "payments")  # not a prefix, not a substring search
+
+
+def test_the_audit_list_searches_by_action_request_and_actor(admin, offline_cluster, requester):
+    first, second = many_requests(offline_cluster, requester, 2)
+    c = client_for(admin)
+    name = LISTS[1]
+
+    def found(q: str) -> int:
+        return c.get(reverse(name), {"q": q}).context["cl"].result_count
+
+    assert found(str(second.pk)) == AuditEvent.objects.filter(request=second).count() > 0
+    assert found("request.submitted") == 2
+    assert found("request.submit") == 0  # exact, not a substring
+    assert found(requester.username) == AuditEvent.objects.filter(actor=requester).count() > 0
+    assert found(admin.username) == 0
