@@ -425,3 +425,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# issue 13 exports: audit log exports are written by a job into PORTAL_EXPORT_DIR (in Kubernetes a volume the
+# workers write and the web pods read: deploy/), downloaded by admins only, deleted by the scheduler after
+# PORTAL_EXPORT_DAYS. The job records its progress every PORTAL_EXPORT_CHUNK_ROWS rows (one bounded query each).
+PORTAL_EXPORT_DIR = env_str("PORTAL_EXPORT_DIR", str(BASE_DIR / ".run" / "exports"))
+PORTAL_EXPORT_DAYS = env_int("PORTAL_EXPORT_DAYS", 7)
+PORTAL_EXPORT_CHUNK_ROWS = env_int("PORTAL_EXPORT_CHUNK_ROWS", 2000)
+PORTAL_EXPORT_TIMEOUT_SECONDS = env_int("PORTAL_EXPORT_TIMEOUT_SECONDS", 6 * 3600)
+# /audit.csv streams at most this many events at once; a larger filtered view is sent to the exports page.
+PORTAL_AUDIT_CSV_MAX_ROWS = env_int("PORTAL_AUDIT_CSV_MAX_ROWS", 10_000)

@@ -133,6 +133,16 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
     # People
     "user.signed_in": lambda e: f"{actor(e)} signed in" + (" for the first time" if _d(e).get("first_sign_in") else ""),
     "user.signed_out": lambda e: f"{actor(e)} signed out",
+    # issue 13 exports
+    "audit.export_requested": lambda e: (
+        f"{actor(e)} asked for an export of the audit log ({_d(e).get('format', '')}, export {_d(e).get('export')})"
+    ),
+    "audit.exported": lambda e: (
+        f"The portal exported {_d(e).get('rows', 0)} audit events for {_d(e).get('requested_by', 'an admin')} "
+        f"(export {_d(e).get('export')})"
+    ),
+    "audit.export_failed": lambda e: f"The audit export {_d(e).get('export')} failed",
+    "audit.export_downloaded": lambda e: f"{actor(e)} downloaded the audit export {_d(e).get('export')}",
     "user.sign_in_failed": lambda e: "A sign-in failed",
     "user.roles_changed": lambda e: f"{actor(e)}'s groups or roles changed in Entra ID",
     # issue 11 lifecycle: owners, expiry, re-confirmation, suspension

@@ -166,5 +166,11 @@ def _retry(retry_after: float | None) -> rq.Retry:
     return rq.Retry(max=len(waits), interval=waits)
 
 
+def export_audit(export_id: int) -> str:  # issue 13 exports
+    from . import exports
+
+    return exports.run(int(export_id))
+
+
 def sweep() -> int:
     return sweeping.sweep()

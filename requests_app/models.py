@@ -272,7 +272,8 @@ class IdentityRequest(models.Model):
             ),
         ]
         # issue 13 approvals/admin: the approvals queue (oldest waiting first), the admin's list (newest first) and
-        # its search by identity name, and the audit log's filter by it (exact or prefix: the pattern opclass lets PostgreSQL use it for LIKE 'x%').
+        # its search by identity name, and the audit log's filter by it (exact or prefix: the pattern opclass
+        # lets PostgreSQL use it for LIKE 'x%').
         indexes = [
             models.Index(
                 fields=["created_at", "id"], condition=models.Q(status="submitted"), name="request_waiting_queue"
@@ -783,3 +784,42 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency key {self.key} of {self.user_id}"
+
+
+class Export(models.Model):
+    """An export of the audit log asked for by an admin, written by a job (requests_app/exports.py; issue 13).
+
+    `filters` is the audit page's filter as submitted (AuditFilterForm's fields), re-applied by the job.
+    `heads_count`/`heads_digest` are every audit chain's head when the job started, as a signed checkpoint's
+    `heads` holds them (checkpoints.heads_digest); the file carries them too. `file_name` is inside
+    PORTAL_EXPORT_DIR, never a public URL: the download view checks the admin."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        JSONL = "jsonl", "JSON Lines"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    requested_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    format = models.CharField(max_length=8, choices=Format.choices)
+    filters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    rows = models.PositiveBigIntegerField(default=0)
+    file_name = models.CharField(max_length=128, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    heads_count = models.PositiveIntegerField(default=0)
+    heads_digest = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"audit export {self.pk} ({self.format}, {self.status})"

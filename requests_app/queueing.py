@@ -53,6 +53,7 @@ RESUME = "requests_app.jobs.resume"
 LIFECYCLE_CHECK = "requests_app.jobs.lifecycle_check"
 CHECK_REQUESTER = "requests_app.jobs.check_requester"
 NAME_OWNER_GROUPS = "requests_app.jobs.name_owner_groups"
+EXPORT_AUDIT = "requests_app.jobs.export_audit"  # issue 13 exports
 
 
 def _meta() -> dict[str, str]:
@@ -177,6 +178,18 @@ def enqueue_again_at(func: str, kind: str, request_id: uuid.UUID, when: datetime
     django_rq.get_queue(QUEUE).enqueue_at(when, func, str(request_id), *args, job_id=job_id, meta=_meta())
 
 
+def enqueue_export(export_id: int) -> None:  # issue 13 exports
+    """Write one audit export (exports.run): one job per export, with a timeout sized for the whole log."""
+    queue = django_rq.get_queue(DEFAULT_QUEUE)
+    job_id = f"{settings.PORTAL_REDIS_PREFIX}export-{export_id}"
+    existing = queue.fetch_job(job_id)
+    if existing is not None and existing.get_status(refresh=True) in _ALIVE:
+        return
+    # The default queue's 10 minutes would cut a long export short: it gets its own timeout.
+    timeout = settings.PORTAL_EXPORT_TIMEOUT_SECONDS
+    queue.enqueue(EXPORT_AUDIT, int(export_id), job_id=job_id, job_timeout=timeout, meta=_meta())
+
+
 def _enqueue_reconcile_all() -> None:
     from .drift.reconcile import enqueue_reconcile_all
 
@@ -196,6 +209,7 @@ ENQUEUERS: dict[str, Callable[..., object]] = {
     "mail": enqueue_notices,  # the name outbox rows keep
     "suspend": enqueue_suspend,  # issue 11 lifecycle
     "resume": enqueue_resume,
+    "export": enqueue_export,  # issue 13 exports
 }
 
 

@@ -12,6 +12,7 @@ from .views import (
     approvals,
     changes,
     drift,
+    exports,  # issue 13 exports
     identities,
     lifecycle,
     moves,
@@ -105,6 +106,9 @@ urlpatterns = [
     ),
     path("audit/", admin_audit.audit_log, name="audit"),
     path("audit.csv", admin_audit.audit_csv, name="audit_csv"),
+    # issue 13 exports
+    path("audit/exports/", ratelimits.action(exports.export_list, group="export"), name="audit_exports"),
+    path("audit/exports/<int:pk>/download/", exports.export_download, name="audit_export_download"),
     # issue 11 podid: moving from aad-pod-identity
     path(
         "clusters/<slug:name>/pod-identity/",

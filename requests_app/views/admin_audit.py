@@ -1,4 +1,5 @@
-"""The audit trail for admins: a filtered, paginated list and the same as a CSV download.
+"""The audit trail for admins: a filtered, paginated list and the same as a CSV download (small views; larger
+ones are exports written by a job: views/exports.py, issue 13).
 
 The page reads as words (requests_app/events.py, as a request's history does): events as sentences, details as
 labelled values, people
@@ -11,12 +12,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 
 from portal.methods import serves
@@ -74,9 +78,16 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 @serves("GET", "HEAD")
 @fresh_roles
 @login_required
-def audit_csv(request: HttpRequest) -> StreamingHttpResponse:
+def audit_csv(request: HttpRequest) -> HttpResponse:
+    """A small filtered view streams at once; a larger one goes to the exports page with the same filter, where a
+    job writes it whole (issue 13: a long stream was cut short by the server's timeout without a word)."""
     _require_admin(request.user)
     _form, qs = _filtered(request)
+    if qs[: settings.PORTAL_AUDIT_CSV_MAX_ROWS + 1].count() > settings.PORTAL_AUDIT_CSV_MAX_ROWS:
+        query = request.GET.copy()
+        query.pop("page", None)
+        messages.info(request, "Too many events to download at once: export them as a job here.")
+        return redirect(f"{reverse('audit_exports')}?{query.urlencode()}")
     filename = f"audit-{timezone.now():%Y%m%d-%H%M%S}.csv"
     response = StreamingHttpResponse(_csv_lines(qs), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -43,6 +43,8 @@ OWN = {
     "approvals/<uuid:pk>/": FORM,
     "audit/": PAGE,
     "audit.csv": PAGE,
+    "audit/exports/": FORM,  # issue 13 exports
+    "audit/exports/<int:pk>/download/": PAGE,
     "clusters/<slug:name>/pod-identity/": PAGE,  # issue 11 podid
     "clusters/<slug:name>/pod-identity/adopt/": FORM,
     # issue 11 changes

@@ -82,6 +82,11 @@ PAGES = {
     ("audit/", "POST"): NOT_SERVED,
     ("audit.csv", "GET"): "*  302 403 403 403 403 403 200",
     ("audit.csv", "POST"): NOT_SERVED,
+    # issue 13 exports: admins only (tests/requests_app/test_exports.py asks for and downloads real ones)
+    ("audit/exports/", "GET"): "*  302 403 403 403 403 403 200",
+    ("audit/exports/", "POST"): "*  302 403 403 403 403 403 200",  # no format chosen: the page says so
+    ("audit/exports/<int:pk>/download/", "GET"): "*  302 403 403 403 403 403 404",  # no such export
+    ("audit/exports/<int:pk>/download/", "POST"): NOT_SERVED,
     # DevOps members of any cluster (each sees only their clusters' ready identities) and admins.
     ("identities/", "GET"): "*  302 403 403 403 200 200 200",
     ("identities/", "POST"): NOT_SERVED,
@@ -427,7 +432,7 @@ def test_pages(route, method, people, offline_cluster, cloud):
             f"{role:8} {method} /{route}",
             client_as(people[role]),
             method,
-            f"/{route}".replace("<slug:name>", offline_cluster.name),
+            f"/{route}".replace("<slug:name>", offline_cluster.name).replace("<int:pk>", "999999"),
             {},
             cells[("submitted", role)],
             role,

@@ -135,6 +135,7 @@ ACTIONS = {
     "requests/<uuid:pk>/repair/": ("admin", "ready", {}, "drift.repair_requested"),
     "drift/": ("admin", None, {}, "drift.reconcile_requested"),
     "approvals/<uuid:pk>/": ("approver", "submitted", {"decision": "approve"}, "request.approved"),
+    "audit/exports/": ("admin", None, {"format": "csv"}, "audit.export_requested"),  # issue 13 exports
     # issue 11 lifecycle
     "requests/<uuid:pk>/recertify/": (
         "requester",

@@ -5,7 +5,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from requests_app import audit_keys, checkpoints, drift, lifecycle, sweeping
+from requests_app import audit_keys, checkpoints, drift, exports, lifecycle, sweeping
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class Command(BaseCommand):
             log.warning("scheduler: PORTAL_AUDIT_SIGNING_KEY is not set, so no audit checkpoints are signed")
         next_sweep = next_reconcile = next_checkpoint = time.monotonic()
         next_lifecycle = next_owner_check = next_sweep  # issue 11 lifecycle
+        next_sweep_exports = next_sweep
         while not stopping:
             now = time.monotonic()
             if now >= next_sweep:
@@ -47,6 +48,9 @@ class Command(BaseCommand):
             if now >= next_lifecycle:  # issue 11 lifecycle
                 self._safely(lifecycle.enqueue_due)  # jobs do the work: no cloud call in the scheduler
                 next_lifecycle = now + settings.PORTAL_LIFECYCLE_SECONDS
+            if now >= next_sweep_exports:  # issue 13 exports: files and rows past PORTAL_EXPORT_DAYS
+                self._safely(exports.expire)
+                next_sweep_exports = now + settings.PORTAL_SWEEP_SECONDS
             if now >= next_owner_check:
                 self._safely(lifecycle.enqueue_requester_checks)
                 next_owner_check = now + settings.PORTAL_OWNER_CHECK_SECONDS
