@@ -160,13 +160,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, workers: 
     raise AssertionError(f"timed out waiting for {what}" + (f"\n{workers.log()}" if workers else ""))
 
 
-def finished_after_sweeps(req: IdentityRequest) -> bool:
-    """Whether the request left provisioning, sweeping first as `run_scheduler` does (at most once a second)."""
+def finished_after_sweeps(req: IdentityRequest, dead_owner: str) -> bool:
+    """Whether the request left provisioning, sweeping first as `run_scheduler` does (at most once a second) once
+    the fresh worker has taken the request over (before that, the sweep that handed it on is enough)."""
     global _last_sweep
     if time.monotonic() - _last_sweep >= 1:
         _last_sweep = time.monotonic()
         try:
-            if req.pk in {r.pk for r in sweeping.due()}:  # only a request the sweep would hand on (a read first)
+            now = fresh(req)
+            if now.lease_owner != dead_owner and req.pk in {r.pk for r in sweeping.due()}:
                 sweeping.sweep()
         except OperationalError:  # SQLite: the worker is writing just now; the next round sweeps
             return False
@@ -261,7 +263,7 @@ def test_a_worker_killed_in_the_middle_of_a_step_is_recovered_without_duplicates
     # The killed worker's call may still land and collide with the new one (a 409, retried after a backoff). The
     # retry is a scheduled job, and RQ's scheduler lock may still be the killed worker's: the scheduler's sweep
     # (every 15 s in production) puts a due request back on the queue meanwhile, as here.
-    wait_for("the request to finish", lambda: finished_after_sweeps(req), timeout=60, workers=workers)
+    wait_for("the request to finish", lambda: finished_after_sweeps(req, dead.lease_owner), timeout=60, workers=workers)
 
     assert_ready_once(control, req)
     resumed = AuditEvent.objects.get(request=req, action="request.resumed")
