@@ -19,6 +19,7 @@ from django.conf import settings
 
 from requests_app import jobs, limits
 from tests import isolation
+from tests.pysource import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,7 +198,7 @@ def _const(node: ast.AST | None) -> object:
 def hard_coded_redis_names(source: str) -> list[str]:
     """Where `source` names a Redis database (other than 0) or a default queue itself, instead of this run's."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         line = getattr(node, "lineno", "?")
         if isinstance(node, ast.Call) and _name(node.func) in QUEUE_CALLS:
             for arg in [*node.args, *(k.value for k in node.keywords)]:

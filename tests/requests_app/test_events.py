@@ -13,6 +13,7 @@ import pytest
 
 from requests_app import events
 from requests_app.models import Step
+from tests.pysource import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 30, 8, 12, 4, tzinfo=UTC)
@@ -37,7 +38,7 @@ def written_actions() -> tuple[set[str], list[str]]:
     for path in [*(ROOT / "requests_app").rglob("*.py"), *(ROOT / "portal").rglob("*.py")]:
         if "migrations" in path.parts:
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(parse(path.read_text(), str(path))):
             if not (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)

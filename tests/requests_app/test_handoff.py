@@ -11,6 +11,7 @@ from kubernetes import client as k8s
 
 from requests_app import handoff
 from requests_app.models import Cluster, IdentityRequest, RoleGrant
+from tests.pysource import parse
 
 SUB = "3f6a1c2e-8d4b-4e5f-9a0b-1c2d3e4f5a6b"
 TENANT = "7d2c6e1a-5b4f-4c3e-9a8d-1f2e3d4c5b6a"
@@ -120,7 +121,7 @@ def test_one_resource_per_distinct_scope_with_all_its_roles():
 def calls(code: str) -> dict[str, list]:
     """Each called name in `code` with the literal arguments it was given (the program must parse)."""
     found: dict[str, list] = {}
-    for node in ast.walk(ast.parse(code)):
+    for node in ast.walk(parse(code)):
         if isinstance(node, ast.Call):
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
             args = [a.value for a in node.args if isinstance(a, ast.Constant)]
@@ -170,7 +171,7 @@ def test_any_other_scope_gets_a_token_with_azure_identity(scope):
 def test_a_name_with_quotes_cannot_break_out_of_the_program():
     hostile = f'{BUS}"); import os; os.system("id'
     code = handoff.program(handoff.Resource(hostile, ())).code
-    tree = ast.parse(code)
+    tree = parse(code)
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and n.names[0].name == "os"]
     assert [c for c in ast.walk(tree) if isinstance(c, ast.Constant) and c.value == hostile]
 
