@@ -435,3 +435,7 @@ PORTAL_EXPORT_CHUNK_ROWS = env_int("PORTAL_EXPORT_CHUNK_ROWS", 2000)
 PORTAL_EXPORT_TIMEOUT_SECONDS = env_int("PORTAL_EXPORT_TIMEOUT_SECONDS", 6 * 3600)
 # /audit.csv streams at most this many events at once; a larger filtered view is sent to the exports page.
 PORTAL_AUDIT_CSV_MAX_ROWS = env_int("PORTAL_AUDIT_CSV_MAX_ROWS", 10_000)
+
+# ---- issue 13 search: trigram indexes and lookups for the audit log's and identities page's search boxes --------
+# (requests_app/search.py; README "The audit log"). Harmless on SQLite, where the search is a plain icontains.
+INSTALLED_APPS += ["django.contrib.postgres"]

@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.http import QueryDict
 from django.utils import timezone
 
-from . import access, adoption, events, naming, policy, workflow
+from . import access, adoption, events, naming, policy, search, workflow
 from .models import AllowedRole, Cluster, IdentityRequest, Step, User
 
 AUDIENCE = "api://AzureADTokenExchange"
@@ -524,10 +524,28 @@ class AuditFilterForm(forms.Form):
     )
     date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+    # issue 13 search: words looked up in a trigram index (requests_app/search.py), each at least MIN_CHARS long.
+    q = forms.CharField(
+        required=False,
+        label="Search",
+        max_length=200,
+        help_text=(
+            f"Words (each of {search.MIN_CHARS} characters or more) in who acted, the action, the details, or the "
+            "request's identity name, namespace or ServiceAccount."
+        ),
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["action"].choices = audit_action_choices()
+
+    def clean_q(self) -> str:
+        text = self.cleaned_data["q"].strip()
+        try:
+            search.words(text)
+        except search.SearchError as exc:
+            raise ValidationError(str(exc)) from exc
+        return text
 
     def clean_actor(self) -> str:
         name = self.cleaned_data["actor"].strip()
@@ -574,6 +592,8 @@ class AuditFilterForm(forms.Form):
             qs = qs.filter(created_at__gte=day_start(data["date_from"]))
         if data.get("date_to"):
             qs = qs.filter(created_at__lt=day_start(data["date_to"] + timedelta(days=1)))
+        if data.get("q"):
+            qs = search.audit_events(qs, data["q"])
         return qs
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 
+from . import search as text_search
 from .models import AllowedRole, Cluster, IdentityRequest, RoleGrant
 
 
@@ -16,20 +17,11 @@ def search(
     qs: QuerySet[IdentityRequest], *, text: str = "", cluster: int | None = None, namespace: str = "", role: str = ""
 ) -> QuerySet[IdentityRequest]:
     """`qs` narrowed to `text` (case-insensitive, anywhere in the identity's name, namespace, ServiceAccount, a
-    granted role or scope, the requester's name or username) and the filters; newest ready first."""
+    granted role or scope, the requester's name or username) and the filters; newest ready first. Raises
+    search.SearchError for a text too short to look up in the index."""
     if text:
-        grant = RoleGrant.objects.filter(request=OuterRef("pk")).filter(
-            Q(role_name__icontains=text) | Q(scope__icontains=text)
-        )
-        qs = qs.filter(
-            Q(identity_name__icontains=text)
-            | Q(namespace__icontains=text)
-            | Q(service_account__icontains=text)
-            | Q(requester__display_name__icontains=text)
-            | Q(requester__username__icontains=text)
-            # A subquery, not a join: an identity with several matching grants is still one row.
-            | Exists(grant)
-        )
+        # Trigram-indexed on PostgreSQL (search.py); SearchError when `text` is too short for the index.
+        qs = text_search.identity_requests(qs, text)
     if cluster is not None:
         qs = qs.filter(cluster_id=cluster)
     if namespace:

@@ -6,8 +6,10 @@ import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.validators import URLValidator
 from django.db import models
+from django.db.models.functions import Cast, Concat, Upper
 from django.utils import timezone
 
 
@@ -182,6 +184,32 @@ ACTIVE_STATUSES = (
 )
 
 
+# ---- issue 13 search: the texts the search boxes look in (requests_app/search.py) ------------------------------
+# Each is an expression over one table's own columns, joined by newlines (a word cannot match across two fields),
+# and indexed as UPPER(...) with gin_trgm_ops: Django's `icontains` compiles to `UPPER(<expression>) LIKE UPPER(%s)`,
+# so the query and the index are the same expression and PostgreSQL can use the index. Concat is `||` over
+# COALESCE and jsonb::text is immutable, as an index expression must be.
+
+
+def request_search_text() -> Concat:
+    return Concat("identity_name", models.Value("\n"), "namespace", models.Value("\n"), "service_account")
+
+
+def grant_search_text() -> Concat:
+    return Concat("role_name", models.Value("\n"), "scope")
+
+
+def audit_search_text() -> Concat:
+    return Concat(
+        "actor_name",
+        models.Value("\n"),
+        "action",
+        models.Value("\n"),
+        Cast("details", models.TextField()),
+        output_field=models.TextField(),
+    )
+
+
 class IdentityRequest(models.Model):
     """A request for a workload identity: cluster + namespace + ServiceAccount, with role grants.
 
@@ -280,6 +308,9 @@ class IdentityRequest(models.Model):
             ),
             models.Index(fields=["created_at", "id"], name="request_created_id"),
             models.Index(fields=["identity_name"], opclasses=["varchar_pattern_ops"], name="request_identity_name"),
+            # issue 13 search: the identities page's and the audit log's search (requests_app/search.py), a
+            # trigram index on exactly the expression the query filters on. PostgreSQL only (migration 0029).
+            GinIndex(OpClass(Upper(request_search_text()), name="gin_trgm_ops"), name="request_search_trgm"),
         ]
 
     def __str__(self) -> str:
@@ -304,6 +335,8 @@ class RoleGrant(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # issue 13 search: the identities page finds identities by a granted role or scope (requests_app/search.py).
+        indexes = [GinIndex(OpClass(Upper(grant_search_text()), name="gin_trgm_ops"), name="grant_search_trgm")]
 
     def __str__(self) -> str:
         return f"{self.role_name} on {self.scope}"
@@ -509,6 +542,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["actor", "created_at", "id"], name="audit_actor_time_idx"),
             models.Index(fields=["request", "created_at", "id"], name="audit_request_time_idx"),
             models.Index(fields=["cluster", "created_at", "id"], name="audit_cluster_time_idx"),
+            # issue 13 search: the audit log's free-text search (requests_app/search.py). PostgreSQL only.
+            GinIndex(OpClass(Upper(audit_search_text()), name="gin_trgm_ops"), name="audit_search_trgm"),
         ]
 
     def __str__(self) -> str:

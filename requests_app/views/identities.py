@@ -11,7 +11,7 @@ from django.shortcuts import render
 
 from portal.methods import serves
 
-from .. import access, identities, refederation
+from .. import access, identities, refederation, search
 
 PAGE_SIZE = 25
 ALL = [("", "All")]
@@ -24,6 +24,12 @@ class IdentityFilter(forms.Form):
     cluster = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
     namespace = forms.ChoiceField(required=False)
     role = forms.ChoiceField(required=False)
+
+    def clean_q(self) -> str:
+        text = self.cleaned_data["q"].strip()
+        if 0 < len(text) < search.MIN_CHARS:  # issue 13: too short for the trigram index (requests_app/search.py)
+            raise forms.ValidationError(f"Search for at least {search.MIN_CHARS} characters.")
+        return text
 
     def __init__(self, data: dict, *, clusters: list, namespaces: list[str], roles: list[str]) -> None:
         super().__init__(data)
