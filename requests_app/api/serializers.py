@@ -51,11 +51,25 @@ class RequestFilterIn(serializers.Serializer):
 
 
 class AuditFilterIn(serializers.Serializer):
-    actor = serializers.CharField(required=False, max_length=256, help_text="Part of the actor's name.")
+    """The audit page's filters (forms.AuditFilterForm: the same rules and messages) and a keyset cursor."""
+
+    actor = serializers.CharField(
+        required=False, max_length=256, help_text='One person\'s e-mail, user name or full name, exactly; or "system".'
+    )
     action = serializers.CharField(required=False, max_length=64, help_text="e.g. request.approved")
     cluster = serializers.CharField(required=False, help_text="The cluster's name.")
-    date_from = serializers.DateField(required=False)
-    date_to = serializers.DateField(required=False)
+    request = serializers.UUIDField(required=False, help_text="A request's ID: its events.")
+    identity = serializers.CharField(
+        required=False, max_length=128, help_text="A managed identity's name, exactly: the events of every request."
+    )
+    date_from = serializers.DateField(required=False, help_text="From the start of this day (portal's time zone).")
+    date_to = serializers.DateField(required=False, help_text="To the end of this day (inclusive).")
+    q = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="Words (3 characters or more each) in the actor, action, details or the request's identity.",
+    )
+    cursor = serializers.CharField(required=False, help_text="From a page's `next` or `previous` link.")
 
 
 # ---- output ------------------------------------------------------------------------------------------------------
@@ -163,5 +177,9 @@ class RequestPage(_Page):
     results = RequestOut(many=True)
 
 
-class AuditPage(_Page):
+class AuditPage(serializers.Serializer):
+    """A keyset page, newest first: no count (the log may hold millions of events); follow `next` for older."""
+
+    next = serializers.URLField(allow_null=True, help_text="Older events, or null on the oldest page.")
+    previous = serializers.URLField(allow_null=True, help_text="Newer events, or null on the newest page.")
     results = AuditEventOut(many=True)
