@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from portal.methods import serves
 
-from .. import access, audit, policy, queue_pages, workflow
+from .. import access, audit, keyset, policy, workflow
 from ..auth.middleware import fresh_roles
 from ..forms import DecisionForm, Plan
 from ..models import ChangeRequest, IdentityRequest, MoveRequest, Status, User
@@ -29,8 +29,8 @@ def _require_approver(user: User) -> None:
 @login_required
 def queue(request: HttpRequest) -> HttpResponse:
     _require_approver(request.user)
-    # issue 13: each section a keyset page, oldest first (queue_pages); related rows for that page only.
-    requests_page = queue_pages.page(
+    # issue 13: each section a keyset page, oldest first (keyset.queue_page); related rows for that page only.
+    requests_page = keyset.queue_page(
         IdentityRequest.objects.filter(status=Status.SUBMITTED)
         .select_related("cluster", "requester")
         .prefetch_related("grants", "approvals__approver"),
@@ -48,7 +48,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         for r in requests_page.rows
     ]
     # issue 11 changes: changes of ready identities waiting for a decision.
-    changes_page = queue_pages.page(
+    changes_page = keyset.queue_page(
         ChangeRequest.objects.filter(status=ChangeRequest.State.SUBMITTED)
         .select_related("request__cluster", "requester")
         .prefetch_related("grants"),
@@ -56,7 +56,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         "chg",
     )
     # issue 11 move: moves of ready identities waiting for a decision.
-    moves_page = queue_pages.page(
+    moves_page = keyset.queue_page(
         MoveRequest.objects.filter(status=MoveRequest.State.SUBMITTED).select_related(
             "request", "requester", "from_cluster", "to_cluster"
         ),
@@ -70,7 +70,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         "changes_page": changes_page,
         "moves": moves_page.rows,
         "moves_page": moves_page,
-        "page_size": queue_pages.PAGE_SIZE,
+        "page_size": keyset.QUEUE_PAGE_SIZE,
     }
     return render(request, "approvals/queue.html", context)
 

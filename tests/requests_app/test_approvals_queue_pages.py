@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from requests_app import queue_pages
+from requests_app import keyset
 from requests_app.context_processors import BADGE_CAP
 from requests_app.models import IdentityRequest, Status
 
@@ -40,7 +40,7 @@ def oldest_first() -> list[str]:
 
 
 def test_the_queue_is_paged_oldest_first_with_newer_and_older_links(offline_cluster, requester, approver):
-    size = queue_pages.PAGE_SIZE
+    size = keyset.QUEUE_PAGE_SIZE
     waiting(offline_cluster, requester, size + 5)
     c = client_for(approver)
     first = c.get(reverse("approvals")).content.decode()
@@ -66,7 +66,7 @@ def test_an_unreadable_cursor_shows_the_first_page(offline_cluster, requester, a
 
 
 def test_paging_one_section_keeps_the_others_cursor(offline_cluster, requester, approver):
-    waiting(offline_cluster, requester, queue_pages.PAGE_SIZE + 1)
+    waiting(offline_cluster, requester, keyset.QUEUE_PAGE_SIZE + 1)
     c = client_for(approver)
     newer = link(c.get(reverse("approvals"), {"chg_after": "kept"}).content.decode(), "next")
     assert "chg_after=kept" in newer and "req_after=" in newer
@@ -94,7 +94,7 @@ def test_every_query_of_the_queue_is_bounded(offline_cluster, requester, approve
         c.get(reverse("approvals"))
     lists = [q["sql"] for q in ctx.captured_queries if "ORDER BY" in q["sql"] and "created_at" in q["sql"]]
     # The three sections: each reads a page and one row more, never the whole queue.
-    assert sum(f"LIMIT {queue_pages.PAGE_SIZE + 1}" in sql for sql in lists) == 3, lists
+    assert sum(f"LIMIT {keyset.QUEUE_PAGE_SIZE + 1}" in sql for sql in lists) == 3, lists
 
 
 def bulk_waiting(cluster, requester, n: int, start: int = 0) -> None:
