@@ -27,11 +27,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import k8s_patch, k8s_podid
+from . import k8s_openapi, k8s_patch, k8s_podid
 from .config import AKS_SERVER_APP_ID, Cluster
 from .errors import k8s_status
 from .k8s_validate import SelectorError, error_body, field_selector, label_selector, object_meta_errors
-from .server import CALLER, CLAIMS
+from .server import CALLER, CLAIMS, CLUSTER
 from .tokens import TokenError
 
 BASE = "/k8s/{cluster}"
@@ -202,6 +202,7 @@ class Kubernetes:
     def __init__(self, emu: Any):
         self.emu = emu
         self.podid = k8s_podid.PodIdentity(self)
+        self.openapi_v3 = k8s_openapi.encoded()  # path under /openapi/v3 -> (bytes, hash)
         self.ns_columns = [
             ("Name", "string", lambda o: o["metadata"]["name"]),
             ("Status", "string", lambda o: (o.get("status") or {}).get("phase", "")),
@@ -224,6 +225,9 @@ class Kubernetes:
             ("/api", {"GET": self.api_versions}),
             ("/apis", {"GET": self.api_groups}),
             ("/api/v1", {"GET": self.api_v1}),
+            ("/openapi/v2", {"GET": self.openapi_v2}),
+            ("/openapi/v3", {"GET": self.openapi_v3_discovery}),
+            ("/openapi/v3/{gv:.+}", {"GET": self.openapi_v3_document}),
             ("/.well-known/openid-configuration", {"GET": self.api_openid_configuration}),
             ("/openid/v1/jwks", {"GET": self.api_jwks}),
             ("/api/v1/namespaces", {"GET": self.list_namespaces}),
@@ -257,7 +261,8 @@ class Kubernetes:
     # -- routing, cluster lookup and authentication --
 
     def cluster_of(self, request: web.Request) -> Cluster:
-        cluster = self.emu.config.cluster(request.match_info["cluster"])
+        name = request.app.get(CLUSTER) or request.match_info["cluster"]  # its own origin, or /k8s/{cluster}
+        cluster = self.emu.config.cluster(name)
         if cluster is None:
             raise path_not_found()
         return cluster
@@ -392,6 +397,31 @@ class Kubernetes:
     async def public_jwks(self, request: web.Request) -> web.Response:
         return web.json_response(self.jwks(self.cluster_by_issuer(request)), headers=CACHE_CONTROL)
 
+    # -- OpenAPI (k8s_openapi.py) --
+
+    async def openapi_v3_discovery(self, request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(k8s_openapi.discovery(self.openapi_v3), headers={"Cache-Control": "no-cache, private"})
+
+    async def openapi_v3_document(self, request: web.Request, cluster: Cluster) -> web.Response:
+        found = self.openapi_v3.get(request.match_info["gv"])
+        if found is None:
+            raise path_not_found()
+        raw, digest = found
+        # Asked by the hash discovery names, a document never changes (kubectl caches it by that URL).
+        fresh = request.query.get("hash") == digest
+        headers = {"Etag": f'"{digest}"', "Cache-Control": "public, immutable" if fresh else "no-cache, private"}
+        if not fresh and "hash" in request.query:  # an outdated hash: the API server redirects to the current one
+            raise Fail(web.Response(status=301, headers={"Location": f"{request.path}?hash={digest}"}))
+        return web.Response(body=raw, content_type="application/json", headers=headers)
+
+    async def openapi_v2(self, request: web.Request, cluster: Cluster) -> web.Response:
+        accept = request.headers.get("Accept", "*/*")
+        if not any(t in accept for t in ("application/json", "*/*", "application/*")):
+            raise Fail(
+                k8s_status(406, "NotAcceptable", "only the following media types are accepted: application/json")
+            )
+        return web.json_response(k8s_openapi.swagger_v2())
+
     # -- lists and tables --
 
     def select(self, request: web.Request, objs: list[dict[str, Any]], fields: dict[str, Any]) -> list[dict[str, Any]]:
@@ -490,7 +520,10 @@ class Kubernetes:
             raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         unknown = [k for k in body if k not in (*SA_FIELDS, "kind", "apiVersion", "status")]
         if unknown and request.query.get("fieldValidation") == "Strict":  # kubectl create asks for it
-            raise bad_request("strict decoding error: " + ", ".join(f'unknown field "{k}"' for k in unknown))
+            fields = ", ".join(f'unknown field "{k}"' for k in unknown)
+            raise bad_request(
+                f'{SA_KIND} in version "v1" cannot be handled as a {SA_KIND}: strict decoding error: {fields}'
+            )
         # Otherwise unknown fields are pruned, as the API server does when it decodes into the typed object.
         obj = {k: copy.deepcopy(v) for k, v in body.items() if k in SA_FIELDS}
         obj["metadata"] = {k: v for k, v in (meta or {}).items() if k not in ("selfLink", "managedFields")}
@@ -682,13 +715,22 @@ class Kubernetes:
 def setup(app: web.Application, emu: Any) -> None:
     """Register before Entra's /{tenant}/… patterns, so the catch-all answers in Kubernetes' shape."""
     k8s = Kubernetes(emu)
-    for path, methods in k8s.routes():
-        handler = functools.partial(k8s.dispatch, methods=methods)
-        app.router.add_route("*", BASE + path, handler)
-        if path in DISCOVERY_PATHS:  # the Python client asks for `/version/`, `/api/`, `/apis/` and `/api/v1/`
-            app.router.add_route("*", BASE + path + "/", handler)
+    _add_routes(app, k8s, BASE)
     for path, public in k8s.public_routes():
         app.router.add_get(path, public)
+
+
+def setup_origin(app: web.Application, emu: Any) -> None:
+    """The app of one cluster's own origin (server.CLUSTER names it): the same API at the root."""
+    _add_routes(app, Kubernetes(emu), "")
+
+
+def _add_routes(app: web.Application, k8s: Kubernetes, base: str) -> None:
+    for path, methods in k8s.routes():
+        handler = functools.partial(k8s.dispatch, methods=methods)
+        app.router.add_route("*", base + path, handler)
+        if path in DISCOVERY_PATHS:  # the Python client asks for `/version/`, `/api/`, `/apis/` and `/api/v1/`
+            app.router.add_route("*", base + path + "/", handler)
 
 
 def _ordered_meta(meta: dict[str, Any]) -> dict[str, Any]:
