@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import k8s_openapi, k8s_patch, k8s_podid
+from . import k8s_openapi, k8s_patch, k8s_podid, k8s_reviews
 from .config import AKS_SERVER_APP_ID, Cluster
 from .errors import k8s_status
 from .k8s_validate import SelectorError, error_body, field_selector, label_selector, object_meta_errors
@@ -202,6 +202,7 @@ class Kubernetes:
     def __init__(self, emu: Any):
         self.emu = emu
         self.podid = k8s_podid.PodIdentity(self)
+        self.reviews = k8s_reviews.Reviews()
         self.openapi_v3 = k8s_openapi.encoded()  # path under /openapi/v3 -> (bytes, hash)
         self.ns_columns = [
             ("Name", "string", lambda o: o["metadata"]["name"]),
@@ -248,6 +249,7 @@ class Kubernetes:
             ),
             ("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", {"POST": self.create_token}),
             *self.podid.routes(),  # aad-pod-identity's custom resources and the pods using them
+            *self.reviews.routes(),  # kubectl auth whoami / can-i
             ("/{tail:.*}", dict.fromkeys(EVERY_METHOD, self.unknown_path)),
         ]
 
@@ -275,6 +277,7 @@ class Kubernetes:
         for st in cluster.static_tokens:
             if hmac.compare_digest(st.token.encode(), token.encode()):
                 request[CALLER] = st.user
+                request[k8s_reviews.USER_INFO] = {"username": st.user, "groups": ["system:authenticated"]}
                 return
         try:
             claims = self.emu.authenticate(request, [AKS_SERVER_APP_ID])
@@ -286,6 +289,8 @@ class Kubernetes:
             raise unauthorized()
         # AKS names Entra users by UPN and service principals by object id.
         request[CALLER] = claims.get("upn") or claims.get("preferred_username") or claims.get("oid")
+        groups = [str(g) for g in claims.get("groups") or []] + ["system:authenticated"]
+        request[k8s_reviews.USER_INFO] = {"username": request[CALLER], "groups": groups}
 
     async def dispatch(self, request: web.Request, methods: dict[str, Handler]) -> web.StreamResponse:
         """Every API call: the cluster, its caller, then the handler for the method (or 405)."""
@@ -320,7 +325,9 @@ class Kubernetes:
         )
 
     async def api_groups(self, request: web.Request, cluster: Cluster) -> web.Response:
-        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [k8s_podid.api_group()]})
+        return web.json_response(
+            {"kind": "APIGroupList", "apiVersion": "v1", "groups": [k8s_podid.api_group(), *k8s_reviews.api_groups()]}
+        )
 
     async def api_v1(self, request: web.Request, cluster: Cluster) -> web.Response:
         return web.json_response(
