@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import arm, tls
+from . import arm, tls, unrouted
 from . import config as config_mod
 from .errors import arm_error, shaped_error
 from .faults import CallLog, Faults, Throttle, retry_after_header
@@ -460,7 +460,11 @@ class Emulator:
         try:
             response = await self._answer(request, handler, surface, method, path, fault_body, entry)
         except web.HTTPException as exc:
-            response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
+            if exc is request.match_info.http_exception:  # no route: the surface's error shape (unrouted.py)
+                allowed = set(getattr(exc, "allowed_methods", ()))
+                response = unrouted.answer(request, surface, exc.status, allowed)
+            else:
+                response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
         except ConnectionResetError:
             raise
         except Exception:  # a bug in the emulator: say so loudly, in the surface's shape
