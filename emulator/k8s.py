@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import k8s_openapi, k8s_patch, k8s_podid, k8s_reviews
+from . import k8s_openapi, k8s_patch, k8s_podid, k8s_reviews, k8s_watch
 from .config import AKS_SERVER_APP_ID, Cluster
 from .errors import k8s_status
 from .k8s_validate import SelectorError, error_body, field_selector, label_selector, object_meta_errors
@@ -340,7 +340,7 @@ class Kubernetes:
                         "singularName": "namespace",
                         "namespaced": False,
                         "kind": "Namespace",
-                        "verbs": ["get", "list"],
+                        "verbs": ["get", "list", "watch"],
                         "shortNames": ["ns"],
                     },
                     {
@@ -356,7 +356,7 @@ class Kubernetes:
                         "singularName": "serviceaccount",
                         "namespaced": True,
                         "kind": "ServiceAccount",
-                        "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                         "shortNames": ["sa"],
                     },
                     {
@@ -448,6 +448,38 @@ class Kubernetes:
             {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}
         )
 
+    async def watch(
+        self,
+        request: web.Request,
+        cluster: Cluster,
+        resource: str,
+        ns: str | None,
+        objs: list[dict[str, Any]],
+        fields: dict[str, Any],
+        kind: str,
+        columns: Any,
+    ) -> web.StreamResponse:
+        """A watch on a list path (k8s_watch.py); each event's object served plain or as a one-row Table."""
+        selected = self.select(request, objs, fields)  # a bad selector is refused before the stream starts
+
+        def render(obj: dict[str, Any]) -> dict[str, Any]:
+            if wants_table(request):
+                return self.table(request, kind, [obj], columns, obj["metadata"].get("resourceVersion", ""))
+            return served(obj, kind)
+
+        return await k8s_watch.stream(
+            request,
+            self.emu,
+            cluster=cluster.name,
+            resource=resource,
+            ns=ns,
+            current=selected,
+            matches=lambda e: bool(self.select(request, [e["object"]], fields)),
+            render=render,
+            kind=kind,
+            api_version="v1",
+        )
+
     def object_response(self, request: web.Request, obj: dict[str, Any], kind: str, columns: Any, status: int = 200):
         if wants_table(request):
             return web.json_response(
@@ -498,6 +530,8 @@ class Kubernetes:
             "metadata.name": self.meta_fields["metadata.name"],
             "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
         }
+        if k8s_watch.is_watch(request):
+            return await self.watch(request, cluster, "namespaces", None, objs, fields, "Namespace", self.ns_columns)
         return self.list_response(request, "NamespaceList", self.select(request, objs, fields), self.ns_columns)
 
     async def get_namespace(self, request: web.Request, cluster: Cluster) -> web.Response:
@@ -545,6 +579,8 @@ class Kubernetes:
         ns = request.match_info.get("ns")
         prefix = f"{cluster.name}/{ns}/" if ns else f"{cluster.name}/"
         objs = [o for k, o in sorted(self.emu.store.service_accounts.items()) if k.startswith(prefix)]
+        if k8s_watch.is_watch(request):
+            return await self.watch(request, cluster, SA_RESOURCE, ns, objs, self.meta_fields, SA_KIND, self.sa_columns)
         return self.list_response(
             request, "ServiceAccountList", self.select(request, objs, self.meta_fields), self.sa_columns
         )
@@ -591,6 +627,7 @@ class Kubernetes:
         if not is_dry_run(request):
             meta["resourceVersion"] = self.emu.store.next_resource_version()
             self.emu.store.service_accounts[key] = obj
+            k8s_watch.record(self.emu.store, cluster.name, SA_RESOURCE, ns, SA_KIND, "ADDED", obj)
         obj["metadata"] = _ordered_meta(meta)
         return self.object_response(request, obj, SA_KIND, self.sa_columns, status=201)
 
@@ -617,6 +654,7 @@ class Kubernetes:
             return self.object_response(request, new, SA_KIND, self.sa_columns)  # the API server skips no-op writes
         new["metadata"]["resourceVersion"] = self.emu.store.next_resource_version()
         self.emu.store.service_accounts[self.sa_key(cluster, ns, name)] = new
+        k8s_watch.record(self.emu.store, cluster.name, SA_RESOURCE, ns, SA_KIND, "MODIFIED", new)
         return self.object_response(request, new, SA_KIND, self.sa_columns)
 
     async def replace_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
@@ -665,6 +703,9 @@ class Kubernetes:
             raise conflict(SA_RESOURCE, name, why)
         if not is_dry_run(request):
             self.emu.store.service_accounts.pop(self.sa_key(cluster, ns, name), None)
+            gone = copy.deepcopy(current)
+            gone["metadata"]["resourceVersion"] = self.emu.store.next_resource_version()  # a delete is a write
+            k8s_watch.record(self.emu.store, cluster.name, SA_RESOURCE, ns, SA_KIND, "DELETED", gone)
         # ServiceAccount storage has ReturnDeletedObject: the answer is the deleted object.
         return web.json_response(served(current, SA_KIND))
 

@@ -253,6 +253,7 @@ class Emulator:
         for c in self.config.clusters:
             for ns in c.namespaces:
                 self.add_namespace(c.name, ns)
+        self.store.k8s_events_floor = self.store.resource_version  # watches start after the configured world
 
     def add_namespace(self, cluster: str, name: str) -> dict[str, Any]:
         obj = {
