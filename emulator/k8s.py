@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import k8s_openapi, k8s_patch, k8s_podid, k8s_reviews, k8s_watch
+from . import k8s_apply, k8s_openapi, k8s_patch, k8s_podid, k8s_reviews, k8s_watch
 from .config import AKS_SERVER_APP_ID, Cluster
 from .errors import k8s_status
 from .k8s_validate import SelectorError, error_body, field_selector, label_selector, object_meta_errors
@@ -592,6 +592,14 @@ class Kubernetes:
     async def create_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns = request.match_info["ns"]
         obj = self.sa_body(await read_body(request), ns, request)
+        k8s_apply.record_update(None, obj, self.manager(request), timestamp(self.emu.now()))
+        return self.insert_service_account(request, cluster, ns, obj)
+
+    def manager(self, request: web.Request) -> str:
+        return k8s_apply.manager_of(request.query, request.headers.get("User-Agent", ""))
+
+    def insert_service_account(self, request: web.Request, cluster: Cluster, ns: str, obj: dict[str, Any]):
+        """Store a new ServiceAccount (create, or an apply of one that does not exist yet)."""
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(
@@ -649,9 +657,12 @@ class Kubernetes:
             meta[k] = current["metadata"][k]
         meta["resourceVersion"] = current["metadata"]["resourceVersion"]
         self.validate_sa(new)
+        if "managedFields" not in meta:  # an apply brings its own; other writes give their manager what changed
+            meta["managedFields"] = current["metadata"].get("managedFields")
+            k8s_apply.record_update(current, new, self.manager(request), timestamp(self.emu.now()))
         new["metadata"] = _ordered_meta(meta)
-        if new == current or is_dry_run(request):
-            return self.object_response(request, new, SA_KIND, self.sa_columns)  # the API server skips no-op writes
+        if _unchanged(new, current) or is_dry_run(request):
+            return self.object_response(request, current if not is_dry_run(request) else new, SA_KIND, self.sa_columns)
         new["metadata"]["resourceVersion"] = self.emu.store.next_resource_version()
         self.emu.store.service_accounts[self.sa_key(cluster, ns, name)] = new
         k8s_watch.record(self.emu.store, cluster.name, SA_RESOURCE, ns, SA_KIND, "MODIFIED", new)
@@ -665,13 +676,15 @@ class Kubernetes:
     async def patch_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype == k8s_apply.APPLY:
+            return await self.apply_service_account(request, cluster)
         if ctype not in (k8s_patch.STRATEGIC, k8s_patch.MERGE, k8s_patch.JSON_PATCH):
             raise Fail(
                 k8s_status(
                     415,
                     "UnsupportedMediaType",
                     "the body of the request was in an unknown format - accepted media types include: "
-                    f"{k8s_patch.JSON_PATCH}, {k8s_patch.MERGE}, {k8s_patch.STRATEGIC}",
+                    f"{k8s_patch.JSON_PATCH}, {k8s_patch.MERGE}, {k8s_patch.STRATEGIC}, {k8s_apply.APPLY}",
                 )
             )
         try:
@@ -685,6 +698,29 @@ class Kubernetes:
             reason = "BadRequest" if e.status == 400 else "Invalid"
             raise Fail(k8s_status(e.status, reason, e.message)) from e
         return self.write_update(request, cluster, current, self.sa_body(patched, ns, request))
+
+    async def apply_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
+        """Server-side apply (k8s_apply.py): create or merge, with field ownership and conflicts."""
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if not request.query.get("fieldManager"):
+            errors = [("fieldManager", "", "is required for apply patch", "FieldValueRequired")]
+            raise invalid("PatchOptions", "", errors, group="meta.k8s.io")
+        applied = self.sa_body(await read_body(request), ns, request)
+        if applied["metadata"].get("name") != name:
+            raise bad_request("the name of the object does not match the name on the URL")
+        current = self.emu.store.service_accounts.get(self.sa_key(cluster, ns, name))
+        force = request.query.get("force", "").lower() in ("1", "true")
+        try:
+            merged = k8s_apply.apply(current, applied, self.manager(request), force, timestamp(self.emu.now()))
+        except k8s_apply.ApplyConflict as e:
+            causes = [
+                {"reason": "FieldManagerConflict", "message": f'conflict with "{m}" using v1', "field": f}
+                for m, f in e.conflicts
+            ]
+            raise Fail(k8s_status(409, "Conflict", k8s_apply.conflict_message(e.conflicts), {"causes": causes})) from e
+        if current is None:
+            return self.insert_service_account(request, cluster, ns, merged)
+        return self.write_update(request, cluster, current, merged)
 
     async def delete_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
@@ -779,6 +815,18 @@ def _add_routes(app: web.Application, k8s: Kubernetes, base: str) -> None:
         app.router.add_route("*", base + path, handler)
         if path in DISCOVERY_PATHS:  # the Python client asks for `/version/`, `/api/`, `/apis/` and `/api/v1/`
             app.router.add_route("*", base + path + "/", handler)
+
+
+def _unchanged(new: dict[str, Any], current: dict[str, Any]) -> bool:
+    """A no-op write (the API server stores nothing): same content, same owners of the same fields."""
+
+    def content(obj: dict[str, Any]) -> dict[str, Any]:
+        return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
+
+    def owners(obj: dict[str, Any]) -> list[Any]:
+        return [(e["manager"], e["operation"], e["fieldsV1"]) for e in obj["metadata"].get("managedFields") or []]
+
+    return content(new) == content(current) and owners(new) == owners(current)
 
 
 def _ordered_meta(meta: dict[str, Any]) -> dict[str, Any]:
