@@ -326,7 +326,7 @@ class Kubernetes:
 
     async def api_groups(self, request: web.Request, cluster: Cluster) -> web.Response:
         return web.json_response(
-            {"kind": "APIGroupList", "apiVersion": "v1", "groups": [k8s_podid.api_group(), *k8s_reviews.api_groups()]}
+            {"kind": "APIGroupList", "apiVersion": "v1", "groups": [*k8s_reviews.api_groups(), k8s_podid.api_group()]}
         )
 
     async def api_v1(self, request: web.Request, cluster: Cluster) -> web.Response:
@@ -705,7 +705,12 @@ class Kubernetes:
         if not request.query.get("fieldManager"):
             errors = [("fieldManager", "", "is required for apply patch", "FieldValueRequired")]
             raise invalid("PatchOptions", "", errors, group="meta.k8s.io")
-        applied = self.sa_body(await read_body(request), ns, request)
+        body = await read_body(request)
+        gv, kind = (body.get("apiVersion") or "", body.get("kind") or "") if isinstance(body, dict) else ("", "")
+        if (gv, kind) != ("v1", SA_KIND):  # apply needs both: GroupVersionKind.String() of what it got
+            group, _, version = gv.rpartition("/")
+            raise bad_request(f"invalid object type: {group}/{version}, Kind={kind}")
+        applied = self.sa_body(body, ns, request)
         if applied["metadata"].get("name") != name:
             raise bad_request("the name of the object does not match the name on the URL")
         current = self.emu.store.service_accounts.get(self.sa_key(cluster, ns, name))
