@@ -43,9 +43,7 @@ class Reviews:
         ]
 
     async def authentication_resources(self, request: web.Request, cluster: Any) -> web.Response:
-        return web.json_response(
-            _resources(AUTHN, [("selfsubjectreviews", "SelfSubjectReview"), ("tokenreviews", "TokenReview")])
-        )
+        return web.json_response(_resources(AUTHN, [("selfsubjectreviews", "SelfSubjectReview")]))
 
     async def authorization_resources(self, request: web.Request, cluster: Any) -> web.Response:
         kinds = [("selfsubjectaccessreviews", "SelfSubjectAccessReview")]

@@ -85,12 +85,6 @@ async def stream(
 ) -> web.StreamResponse:
     """Answer a watch: `current` are the objects the list would show now, `render` serves one (or its Table)."""
     store = emu.store
-    q = request.query
-    rv_text = q.get("resourceVersion", "")
-    try:
-        since = int(rv_text) if rv_text not in ("", "0") else None
-    except ValueError:
-        since = -1
     response = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"})
     response.enable_chunked_encoding()
     await response.prepare(request)
@@ -98,10 +92,38 @@ async def stream(
     async def send(event: dict[str, Any]) -> None:
         await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
 
+    try:
+        await _events(request, emu, store, send, cluster, resource, ns, current, matches, render, kind, api_version)
+    except ConnectionResetError:  # the client went away mid-write: the watch is over
+        pass
+    return response
+
+
+async def _events(
+    request: web.Request,
+    emu: Any,
+    store: Any,
+    send: Callable[[dict[str, Any]], Any],
+    cluster: str,
+    resource: str,
+    ns: str | None,
+    current: list[dict[str, Any]],
+    matches: Callable[[dict[str, Any]], bool],
+    render: Callable[[dict[str, Any]], dict[str, Any]],
+    kind: str,
+    api_version: str,
+) -> None:
+    q = request.query
+    rv_text = q.get("resourceVersion", "")
+    try:
+        since = int(rv_text) if rv_text not in ("", "0") else None
+    except ValueError:
+        since = -1
+
     floor = store.k8s_events_floor
     if since is not None and since < floor:
         await send(expired(since, floor))
-        return response
+        return
     bookmarks = q.get("allowWatchBookmarks", "").lower() in ("1", "true")
 
     def bookmark(rv: int, annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -137,4 +159,3 @@ async def stream(
             await asyncio.wait_for(waiter, timeout=min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         except TimeoutError:
             pass
-    return response
