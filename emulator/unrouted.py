@@ -3,23 +3,22 @@
 aiohttp's own answer is a plain-text `404: Not Found`, which clients of these services cannot parse (msal,
 azure-core, kubectl and the Graph SDK all expect their service's JSON error). `server.surface_of` decides
 which surface a path belongs to; each answer below is that service's for a path it does not serve:
-- ARM: `MissingApiVersionParameter` before anything else (ARM checks the query first), then 404 `NotFound`;
 - Entra: 404 with the OAuth error body, and AADSTS900561 for a method the endpoint does not take;
 - Graph: 400 `BadRequest` "Resource not found for the segment '…'", 405 for a method it does not take;
-- Key Vault: its `{"error": {"code", "message"}}`;
 - Kubernetes (`/k8s/…`): a `Status` 404 NotFound / 405 MethodNotAllowed, as the API server's mux answers;
 - the clusters' public issuers (`/oidc/…`) keep Go's plain `404 page not found`, like the issuer host;
 - webhooks answer `no_service` (what Slack says for an unknown hook); the control API `{"error": …}`.
+ARM (`/subscriptions…`, `/providers…`) and Key Vault (`/keyvault/…`, `/keys/…`) route their whole prefix to
+their own dispatchers, which answer unknown paths themselves: nothing of theirs reaches this module.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from .errors import arm_error, entra_error, k8s_status
+from .errors import entra_error, k8s_status
 from .graph import PREFIX as GRAPH_PREFIX
 from .graph import graph_error
-from .keyvault import kv_error
 
 
 def answer(request: web.Request, surface: str, status: int, allowed: set[str]) -> web.Response:
@@ -33,14 +32,6 @@ def answer(request: web.Request, surface: str, status: int, allowed: set[str]) -
         return k8s_status(404, "NotFound", "the server could not find the requested resource", {})
     if surface == "oidc":
         return web.Response(status=404, text="404 page not found\n")
-    if surface == "arm":
-        if "api-version" not in {k.lower() for k in request.query}:
-            return arm_error(
-                400,
-                "MissingApiVersionParameter",
-                "The api-version query parameter (?api-version=) is required for all requests.",
-            )
-        return arm_error(404, "NotFound", f"The requested resource '{path}' was not found.")
     if surface == "graph":
         if status == 405:
             return graph_error(
@@ -49,10 +40,6 @@ def answer(request: web.Request, surface: str, status: int, allowed: set[str]) -
         rest = path[len(GRAPH_PREFIX) :].strip("/").split("/")
         segment = rest[1] if len(rest) > 1 and rest[0] in ("v1.0", "beta") else rest[0]
         return graph_error(request, 400, "BadRequest", f"Resource not found for the segment '{segment}'.")
-    if surface == "keyvault":
-        return kv_error(
-            status, "NotFound" if status == 404 else "MethodNotAllowed", f"The path '{path}' is not served."
-        )
     if surface == "webhooks":
         return web.Response(status=404, text="no_service")
     if surface == "control":
