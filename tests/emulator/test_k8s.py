@@ -456,6 +456,21 @@ def test_an_apply_patch_without_apiversion_and_kind_is_refused(
     assert (r.status_code, r.json()["message"]) == (400, "invalid object type: /, Kind=")
 
 
+def test_an_apply_patch_needs_a_field_manager(
+    core: client.CoreV1Api, emu: Emulator, cluster: Cluster, http: requests.Session, static_token: str
+) -> None:
+    r = http.patch(
+        f"{emu.cluster_api(cluster)}/api/v1/namespaces/{NS}/serviceaccounts/sa1",
+        data="apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa1}\n",
+        headers={"Authorization": f"Bearer {static_token}", "Content-Type": "application/apply-patch+yaml"},
+        timeout=5,
+    )
+    assert (r.status_code, r.json()["reason"]) == (422, "Invalid")
+    assert r.json()["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch'
+    )
+
+
 def test_patching_a_missing_service_account_is_404(core: client.CoreV1Api) -> None:
     assert fails(core.patch_namespaced_service_account, "nope", NS, {"metadata": {}}).status == 404
 

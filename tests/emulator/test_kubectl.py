@@ -294,13 +294,14 @@ def test_kubectl_get_watch_prints_each_change(kubectl: Kubectl) -> None:
         [listed] = read_events(proc, 1)
         assert (listed["type"], listed["object"]["metadata"]["name"]) == ("ADDED", "a0")
         kubectl("-n", NS, "annotate", "sa", "a0", "x=y")
+        kubectl("-n", "team-search", "create", "serviceaccount", "elsewhere")  # another namespace: not watched
         kubectl("-n", NS, "delete", "sa", "a0")
         modified, deleted = read_events(proc, 2)
     finally:
         proc.kill()
         proc.communicate()
     assert modified["type"] == "MODIFIED" and modified["object"]["metadata"]["annotations"] == {"x": "y"}
-    assert deleted["type"] == "DELETED"
+    assert (deleted["type"], deleted["object"]["metadata"]["name"]) == ("DELETED", "a0")
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in (listed, modified, deleted)]
     assert rvs == sorted(rvs) and len(set(rvs)) == 3
 
