@@ -164,6 +164,12 @@ def test_kubectl_also_works_under_the_k8s_path_prefix(emu: Emulator, cluster: Cl
     assert kubectl("get", "ns", NS, "-o", "name").stdout.strip() == f"namespace/{NS}"
 
 
+def test_the_control_api_lists_each_clusters_own_origin(control: Any, emu: Emulator, cluster: Cluster) -> None:
+    listed = control.info()["endpoints"]["clusters"][cluster.name]
+    assert listed["origin"] == emu.cluster_origin(cluster)
+    assert listed["api_server"] == emu.cluster_api(cluster)
+
+
 # ----- apply with validation (the OpenAPI documents) ----------------------------------------------------------
 
 MANIFEST = f"""apiVersion: v1
