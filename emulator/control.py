@@ -12,148 +12,184 @@ from .config import Group, User
 from .faults import retry_after_header  # noqa: F401  (re-exported for callers building rules)
 
 PREFIX = "/_emulator"
+USER = "/tenants/{tenant}/users/{oid}"
 
 
-def setup(app: web.Application, emu: Any) -> None:
-    async def health(request: web.Request) -> web.Response:
+class Control:
+    """Handlers of the control API; `routes()` lists them, paths relative to PREFIX."""
+
+    def __init__(self, emu: Any):
+        self.emu = emu
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("GET", "/health", self.health),
+            ("GET", "/info", self.info),
+            ("GET", "/state", self.state),
+            ("POST", "/reset", self.reset),
+            ("GET", "/faults", self.list_faults),
+            ("POST", "/faults", self.add_fault),
+            ("DELETE", "/faults", self.clear_faults),
+            ("DELETE", "/faults/{rule_id}", self.delete_fault),
+            ("GET", "/settings", self.get_settings),
+            ("PATCH", "/settings", self.patch_settings),
+            ("GET", "/calls", self.calls),
+            ("DELETE", "/calls", self.clear_calls),
+            ("POST", "/clock", self.clock),
+            ("POST", "/namespaces", self.add_namespace),
+            ("DELETE", "/namespaces/{cluster}/{name}", self.delete_namespace),
+            ("PATCH", "/clusters/{name}", self.patch_cluster),
+            ("POST", "/k8s/{cluster}/objects", self.seed_k8s_object),
+            ("POST", "/clusters/{name}/rebuild", self.rebuild_cluster),
+            ("GET", USER, self.get_user),
+            ("PUT", USER, self.put_user),
+            ("PATCH", USER, self.patch_user),
+            ("DELETE", USER, self.delete_user),
+            ("POST", USER + "/token", self.user_token),
+            ("PUT", "/tenants/{tenant}/groups/{gid}", self.put_group),
+            ("GET", "/webhooks", self.webhooks),
+            ("GET", "/webhooks/{name}", self.webhooks),
+        ]
+
+    async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def info(request: web.Request) -> web.Response:
-        return web.json_response({"endpoints": emu.endpoints(), "env": emu.env()})
+    async def info(self, request: web.Request) -> web.Response:
+        return web.json_response({"endpoints": self.emu.endpoints(), "env": self.emu.env()})
 
-    async def state(request: web.Request) -> web.Response:
+    async def state(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                **emu.store.snapshot(),
-                "settings": dataclasses.asdict(emu.settings),
-                "clock_offset": emu.clock_offset,
-                "throttled": emu.throttle.throttled,
+                **self.emu.store.snapshot(),
+                "settings": dataclasses.asdict(self.emu.settings),
+                "clock_offset": self.emu.clock_offset,
+                "throttled": self.emu.throttle.throttled,
             }
         )
 
-    async def reset(request: web.Request) -> web.Response:
-        emu.reset()
-        emu.persist()
+    async def reset(self, request: web.Request) -> web.Response:
+        self.emu.reset()
+        self.emu.persist()
         return web.json_response({"status": "reset"})
 
-    async def list_faults(request: web.Request) -> web.Response:
-        return web.json_response({"value": [r.as_dict() for r in emu.faults.rules]})
+    async def list_faults(self, request: web.Request) -> web.Response:
+        return web.json_response({"value": [r.as_dict() for r in self.emu.faults.rules]})
 
-    async def add_fault(request: web.Request) -> web.Response:
+    async def add_fault(self, request: web.Request) -> web.Response:
         spec = await _json(request)
         spec.pop("id", None)
         spec.pop("hits", None)
         try:
-            rule = emu.faults.add(**spec)
+            rule = self.emu.faults.add(**spec)
         except (TypeError, ValueError) as e:
             return web.json_response({"error": f"bad fault rule: {e}"}, status=400)
         return web.json_response(rule.as_dict(), status=201)
 
-    async def clear_faults(request: web.Request) -> web.Response:
-        emu.faults.clear()
+    async def clear_faults(self, request: web.Request) -> web.Response:
+        self.emu.faults.clear()
         return web.Response(status=204)
 
-    async def delete_fault(request: web.Request) -> web.Response:
-        found = emu.faults.remove(request.match_info["rule_id"])
+    async def delete_fault(self, request: web.Request) -> web.Response:
+        found = self.emu.faults.remove(request.match_info["rule_id"])
         return web.Response(status=204 if found else 404)
 
-    async def get_settings(request: web.Request) -> web.Response:
-        return web.json_response(dataclasses.asdict(emu.settings))
+    async def get_settings(self, request: web.Request) -> web.Response:
+        return web.json_response(dataclasses.asdict(self.emu.settings))
 
-    async def patch_settings(request: web.Request) -> web.Response:
+    async def patch_settings(self, request: web.Request) -> web.Response:
         changes = await _json(request)
         try:
-            _apply(emu.settings, changes)
+            _apply(self.emu.settings, changes)
         except (TypeError, ValueError, AttributeError) as e:
             return web.json_response({"error": f"bad settings: {e}"}, status=400)
         if "throttle" in changes:
-            emu.throttle.reset()
-        return web.json_response(dataclasses.asdict(emu.settings))
+            self.emu.throttle.reset()
+        return web.json_response(dataclasses.asdict(self.emu.settings))
 
-    async def calls(request: web.Request) -> web.Response:
+    async def calls(self, request: web.Request) -> web.Response:
         q = request.query
-        entries = emu.calls.query(
+        entries = self.emu.calls.query(
             since=int(q.get("since", 0)), method=q.get("method"), path=q.get("path"), surface=q.get("surface")
         )
-        return web.json_response({"value": list(entries), "last_seq": emu.calls.seq})
+        return web.json_response({"value": list(entries), "last_seq": self.emu.calls.seq})
 
-    async def clear_calls(request: web.Request) -> web.Response:
-        emu.calls.clear()
+    async def clear_calls(self, request: web.Request) -> web.Response:
+        self.emu.calls.clear()
         return web.Response(status=204)
 
-    async def clock(request: web.Request) -> web.Response:
+    async def clock(self, request: web.Request) -> web.Response:
         body = await _json(request)
-        emu.clock_offset += float(body.get("advance", 0))
-        return web.json_response({"offset": emu.clock_offset, "now": emu.now()})
+        self.emu.clock_offset += float(body.get("advance", 0))
+        return web.json_response({"offset": self.emu.clock_offset, "now": self.emu.now()})
 
-    async def add_namespace(request: web.Request) -> web.Response:
+    async def add_namespace(self, request: web.Request) -> web.Response:
         body = await _json(request)
         cluster, name = body.get("cluster", ""), body.get("name", "")
-        if emu.config.cluster(cluster) is None or not name:
+        if self.emu.config.cluster(cluster) is None or not name:
             return web.json_response({"error": "cluster and name are required"}, status=400)
-        return web.json_response(emu.add_namespace(cluster, name), status=201)
+        return web.json_response(self.emu.add_namespace(cluster, name), status=201)
 
-    async def delete_namespace(request: web.Request) -> web.Response:
+    async def delete_namespace(self, request: web.Request) -> web.Response:
         key = f"{request.match_info['cluster']}/{request.match_info['name']}"
-        gone = emu.store.namespaces.pop(key, None)
+        gone = self.emu.store.namespaces.pop(key, None)
         return web.Response(status=204 if gone else 404)
 
-    async def patch_cluster(request: web.Request) -> web.Response:
+    async def patch_cluster(self, request: web.Request) -> web.Response:
         """Change how ARM describes a cluster: {"fqdn": "..."} (undone by reset)."""
         name = request.match_info["name"]
         body = await _json(request)
-        if emu.config.cluster(name) is None or set(body) - {"fqdn"}:
+        if self.emu.config.cluster(name) is None or set(body) - {"fqdn"}:
             return web.json_response({"error": "a configured cluster, and only fqdn may change"}, status=400)
-        emu.cluster_overrides.setdefault(name, {}).update({k: str(v) for k, v in body.items()})
-        return web.json_response(emu.cluster_overrides[name])
+        self.emu.cluster_overrides.setdefault(name, {}).update({k: str(v) for k, v in body.items()})
+        return web.json_response(self.emu.cluster_overrides[name])
 
-    async def seed_k8s_object(request: web.Request) -> web.Response:
+    async def seed_k8s_object(self, request: web.Request) -> web.Response:
         """Put a Pod, AzureIdentity or AzureIdentityBinding on a cluster (metadata.namespace; undone by reset)."""
         name = request.match_info["cluster"]
-        if emu.config.cluster(name) is None:
+        if self.emu.config.cluster(name) is None:
             return web.json_response({"error": f"no cluster {name}"}, status=404)
         try:
-            obj = k8s_podid.seed(emu, name, await _json(request))
+            obj = k8s_podid.seed(self.emu, name, await _json(request))
         except ValueError as e:
             return web.json_response({"error": f"bad object: {e}"}, status=400)
         return web.json_response(obj, status=201)
 
-    async def rebuild_cluster(request: web.Request) -> web.Response:
+    async def rebuild_cluster(self, request: web.Request) -> web.Response:
         """Rebuild a cluster (same ARM resource): a new OIDC issuer URL and signing keys (undone by reset)."""
         name = request.match_info["name"]
-        if emu.config.cluster(name) is None:
+        if self.emu.config.cluster(name) is None:
             return web.json_response({"error": f"no cluster {name}"}, status=404)
-        cluster = emu.rebuild_cluster(name)
-        return web.json_response({"name": name, "issuer": emu.cluster_issuer(cluster)})
+        cluster = self.emu.rebuild_cluster(name)
+        return web.json_response({"name": name, "issuer": self.emu.cluster_issuer(cluster)})
 
-    def tenant_of(request: web.Request) -> Any:
-        tenant = emu.config.tenant(request.match_info["tenant"])
+    def tenant_of(self, request: web.Request) -> Any:
+        tenant = self.emu.config.tenant(request.match_info["tenant"])
         if tenant is None:
             raise web.HTTPNotFound(text=f"no tenant {request.match_info['tenant']}")
         return tenant
 
-    async def get_user(request: web.Request) -> web.Response:
-        tenant, oid = tenant_of(request), request.match_info["oid"]
+    async def get_user(self, request: web.Request) -> web.Response:
+        tenant, oid = self.tenant_of(request), request.match_info["oid"]
         user = next((u for u in tenant.users if u.oid.lower() == oid.lower()), None)
         if user is None:
             return web.json_response({"error": f"no user {oid}"}, status=404)
         return web.json_response(dataclasses.asdict(user))
 
-    async def put_user(request: web.Request) -> web.Response:
+    async def put_user(self, request: web.Request) -> web.Response:
         """Add a person to the directory (or replace them): {name, upn, email?, groups?, account_enabled?}."""
-        tenant, oid = tenant_of(request), request.match_info["oid"]
+        tenant, oid = self.tenant_of(request), request.match_info["oid"]
         body = await _json(request)
         try:
             user = User(oid=oid, **body)
             _check_user(user)
         except (TypeError, ValueError) as e:
             return web.json_response({"error": f"bad user: {e}"}, status=400)
-        emu.put_user(tenant, user)
+        self.emu.put_user(tenant, user)
         return web.json_response(dataclasses.asdict(user))
 
-    async def patch_user(request: web.Request) -> web.Response:
+    async def patch_user(self, request: web.Request) -> web.Response:
         """Change a person at run time, e.g. {"groups": [...]} or {"account_enabled": false}; reset undoes it."""
-        tenant, oid = tenant_of(request), request.match_info["oid"]
+        tenant, oid = self.tenant_of(request), request.match_info["oid"]
         user = next((u for u in tenant.users if u.oid.lower() == oid.lower()), None)
         if user is None:
             return web.json_response({"error": f"no user {oid}"}, status=404)
@@ -165,17 +201,17 @@ def setup(app: web.Application, emu: Any) -> None:
             _check_user(changed)
         except (TypeError, ValueError) as e:
             return web.json_response({"error": f"bad change: {e}"}, status=400)
-        emu.put_user(tenant, changed)
+        self.emu.put_user(tenant, changed)
         return web.json_response(dataclasses.asdict(changed))
 
-    async def delete_user(request: web.Request) -> web.Response:
-        gone = emu.delete_user(tenant_of(request), request.match_info["oid"])
+    async def delete_user(self, request: web.Request) -> web.Response:
+        gone = self.emu.delete_user(self.tenant_of(request), request.match_info["oid"])
         return web.Response(status=204 if gone else 404)
 
-    async def put_group(request: web.Request) -> web.Response:
+    async def put_group(self, request: web.Request) -> web.Response:
         """Add a group to the directory (or replace it): {name, groups?}, `groups` being the groups it is a
         member of (nesting). A reset brings back the configured groups."""
-        tenant, gid = tenant_of(request), request.match_info["gid"]
+        tenant, gid = self.tenant_of(request), request.match_info["gid"]
         body = await _json(request)
         try:
             group = Group(id=gid, **body)
@@ -185,15 +221,15 @@ def setup(app: web.Application, emu: Any) -> None:
                 raise ValueError("name is a string, groups a list of group object IDs")
         except (TypeError, ValueError) as e:
             return web.json_response({"error": f"bad group: {e}"}, status=400)
-        emu.put_group(tenant, group)
+        self.emu.put_group(tenant, group)
         return web.json_response(dataclasses.asdict(group))
 
-    async def user_token(request: web.Request) -> web.Response:
+    async def user_token(self, request: web.Request) -> web.Response:
         """A user's delegated token response for {client_id, scope}, exactly as the authorization-code flow would
         give it (the same claims), without driving the sign-in page: for tests and scripts (issue 12 api)."""
         from .entra import Entra, find_app
 
-        tenant, oid = tenant_of(request), request.match_info["oid"]
+        tenant, oid = self.tenant_of(request), request.match_info["oid"]
         body = await _json(request)
         user = next((u for u in tenant.users if u.oid.lower() == oid.lower()), None)
         app = find_app(tenant, str(body.get("client_id", "")))
@@ -201,46 +237,29 @@ def setup(app: web.Application, emu: Any) -> None:
             return web.json_response({"error": f"no user {oid} or no app {body.get('client_id')}"}, status=404)
         if not user.account_enabled:
             return web.json_response({"error": "the account is disabled"}, status=400)
-        tokens = Entra(emu).user_tokens(
-            tenant, app, user, str(body.get("scope", "")).split(), nonce=None, auth_time=int(emu.now()), sid="control"
+        tokens = Entra(self.emu).user_tokens(
+            tenant,
+            app,
+            user,
+            str(body.get("scope", "")).split(),
+            nonce=None,
+            auth_time=int(self.emu.now()),
+            sid="control",
         )
         return tokens if isinstance(tokens, web.Response) else web.json_response(tokens)
 
-    async def webhooks(request: web.Request) -> web.Response:
+    async def webhooks(self, request: web.Request) -> web.Response:
         """What the incoming-webhook sink accepted (emulator/webhooks.py), for one name or all of them."""
         name = request.match_info.get("name")
         if name is None:
-            return web.json_response(emu.webhooks)
-        return web.json_response({"value": emu.webhooks.get(name, [])})
+            return web.json_response(self.emu.webhooks)
+        return web.json_response({"value": self.emu.webhooks.get(name, [])})
 
-    r = app.router
-    r.add_get(f"{PREFIX}/health", health)
-    r.add_get(f"{PREFIX}/info", info)
-    r.add_get(f"{PREFIX}/state", state)
-    r.add_post(f"{PREFIX}/reset", reset)
-    r.add_get(f"{PREFIX}/faults", list_faults)
-    r.add_post(f"{PREFIX}/faults", add_fault)
-    r.add_delete(f"{PREFIX}/faults", clear_faults)
-    r.add_delete(f"{PREFIX}/faults/{{rule_id}}", delete_fault)
-    r.add_get(f"{PREFIX}/settings", get_settings)
-    r.add_patch(f"{PREFIX}/settings", patch_settings)
-    r.add_get(f"{PREFIX}/calls", calls)
-    r.add_delete(f"{PREFIX}/calls", clear_calls)
-    r.add_post(f"{PREFIX}/clock", clock)
-    r.add_post(f"{PREFIX}/namespaces", add_namespace)
-    r.add_delete(f"{PREFIX}/namespaces/{{cluster}}/{{name}}", delete_namespace)
-    r.add_patch(f"{PREFIX}/clusters/{{name}}", patch_cluster)
-    r.add_post(f"{PREFIX}/k8s/{{cluster}}/objects", seed_k8s_object)
-    r.add_post(f"{PREFIX}/clusters/{{name}}/rebuild", rebuild_cluster)
-    user_path = f"{PREFIX}/tenants/{{tenant}}/users/{{oid}}"
-    r.add_get(user_path, get_user)
-    r.add_put(user_path, put_user)
-    r.add_patch(user_path, patch_user)
-    r.add_delete(user_path, delete_user)
-    r.add_post(f"{user_path}/token", user_token)
-    r.add_put(f"{PREFIX}/tenants/{{tenant}}/groups/{{gid}}", put_group)
-    r.add_get(f"{PREFIX}/webhooks", webhooks)
-    r.add_get(f"{PREFIX}/webhooks/{{name}}", webhooks)
+
+def setup(app: web.Application, emu: Any) -> None:
+    control = Control(emu)
+    for method, path, handler in control.routes():
+        app.router.add_route(method, PREFIX + path, handler)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import copy
+import functools
 import hmac
 import json
 import secrets
@@ -26,11 +27,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import k8s_patch, k8s_podid
+from . import k8s_apply, k8s_openapi, k8s_patch, k8s_podid, k8s_reviews, k8s_watch
 from .config import AKS_SERVER_APP_ID, Cluster
 from .errors import k8s_status
 from .k8s_validate import SelectorError, error_body, field_selector, label_selector, object_meta_errors
-from .server import CALLER, CLAIMS
+from .server import CALLER, CLAIMS, CLUSTER
 from .tokens import TokenError
 
 BASE = "/k8s/{cluster}"
@@ -52,6 +53,7 @@ SYSTEM_META = ("uid", "creationTimestamp", "namespace", "name")
 TABLE_ACCEPT = "as=Table"
 CACHE_CONTROL = {"Cache-Control": "public, max-age=3600"}
 DISCOVERY_PATHS = ("/version", "/api", "/apis", "/api/v1")
+EVERY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE")
 SA_FIELDS = ("metadata", "secrets", "imagePullSecrets", "automountServiceAccountToken")
 
 Handler = Callable[[web.Request, Cluster], Awaitable[web.Response]]
@@ -194,19 +196,80 @@ def check_type(body: dict[str, Any], kind: str, api_version: str = "v1") -> None
 # ----- the surface ------------------------------------------------------------------------------------------
 
 
-def setup(app: web.Application, emu: Any) -> None:
-    def store() -> Any:
-        return emu.store  # replaced on reset, so always read it fresh
+class Kubernetes:
+    """Each cluster's API under `/k8s/{cluster}`, and the clusters' public OIDC issuers under `/oidc/`."""
+
+    def __init__(self, emu: Any):
+        self.emu = emu
+        self.podid = k8s_podid.PodIdentity(self)
+        self.reviews = k8s_reviews.Reviews()
+        self.openapi_v3 = k8s_openapi.encoded()  # path under /openapi/v3 -> (bytes, hash)
+        self.ns_columns = [
+            ("Name", "string", lambda o: o["metadata"]["name"]),
+            ("Status", "string", lambda o: (o.get("status") or {}).get("phase", "")),
+            ("Age", "string", self.age),
+        ]
+        self.sa_columns = [
+            ("Name", "string", lambda o: o["metadata"]["name"]),
+            ("Secrets", "integer", lambda o: len(o.get("secrets") or [])),
+            ("Age", "string", self.age),
+        ]
+        self.meta_fields = {
+            "metadata.name": lambda o: o["metadata"]["name"],
+            "metadata.namespace": lambda o: o["metadata"].get("namespace", ""),
+        }
+
+    def routes(self) -> list[tuple[str, dict[str, Handler]]]:
+        """Paths under the cluster's base and the handler for each method; the catch-all last."""
+        return [
+            ("/version", {"GET": self.version}),
+            ("/api", {"GET": self.api_versions}),
+            ("/apis", {"GET": self.api_groups}),
+            ("/api/v1", {"GET": self.api_v1}),
+            ("/openapi/v2", {"GET": self.openapi_v2}),
+            ("/openapi/v3", {"GET": self.openapi_v3_discovery}),
+            ("/openapi/v3/{gv:.+}", {"GET": self.openapi_v3_document}),
+            ("/.well-known/openid-configuration", {"GET": self.api_openid_configuration}),
+            ("/openid/v1/jwks", {"GET": self.api_jwks}),
+            ("/api/v1/namespaces", {"GET": self.list_namespaces}),
+            ("/api/v1/namespaces/{ns}", {"GET": self.get_namespace}),
+            ("/api/v1/serviceaccounts", {"GET": self.list_service_accounts}),
+            (
+                "/api/v1/namespaces/{ns}/serviceaccounts",
+                {"GET": self.list_service_accounts, "POST": self.create_service_account},
+            ),
+            (
+                "/api/v1/namespaces/{ns}/serviceaccounts/{name}",
+                {
+                    "GET": self.get_service_account,
+                    "PUT": self.replace_service_account,
+                    "PATCH": self.patch_service_account,
+                    "DELETE": self.delete_service_account,
+                },
+            ),
+            ("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", {"POST": self.create_token}),
+            *self.podid.routes(),  # aad-pod-identity's custom resources and the pods using them
+            *self.reviews.routes(),  # kubectl auth whoami / can-i
+            ("/{tail:.*}", dict.fromkeys(EVERY_METHOD, self.unknown_path)),
+        ]
+
+    def public_routes(self) -> list[tuple[str, Callable[[web.Request], Awaitable[web.Response]]]]:
+        """The issuers' discovery documents, served without authentication (what Entra fetches)."""
+        return [
+            ("/oidc/{issuer_id}/.well-known/openid-configuration", self.public_openid_configuration),
+            ("/oidc/{issuer_id}/openid/v1/jwks", self.public_jwks),
+        ]
 
     # -- routing, cluster lookup and authentication --
 
-    def cluster_of(request: web.Request) -> Cluster:
-        cluster = emu.config.cluster(request.match_info["cluster"])
+    def cluster_of(self, request: web.Request) -> Cluster:
+        name = request.app.get(CLUSTER) or request.match_info["cluster"]  # its own origin, or /k8s/{cluster}
+        cluster = self.emu.config.cluster(name)
         if cluster is None:
             raise path_not_found()
         return cluster
 
-    def authenticate(request: web.Request, cluster: Cluster) -> None:
+    def authenticate(self, request: web.Request, cluster: Cluster) -> None:
         header = request.headers.get("Authorization", "")
         if not header[:7].lower() == "bearer ":
             raise unauthorized()
@@ -214,46 +277,45 @@ def setup(app: web.Application, emu: Any) -> None:
         for st in cluster.static_tokens:
             if hmac.compare_digest(st.token.encode(), token.encode()):
                 request[CALLER] = st.user
+                request[k8s_reviews.USER_INFO] = {"username": st.user, "groups": ["system:authenticated"]}
                 return
         try:
-            claims = emu.authenticate(request, [AKS_SERVER_APP_ID])
+            claims = self.emu.authenticate(request, [AKS_SERVER_APP_ID])
         except TokenError:
             raise unauthorized() from None
-        tenant = emu.config.tenant(cluster.tenant)
+        tenant = self.emu.config.tenant(cluster.tenant)
         if tenant is None or str(claims.get("tid", "")).lower() != tenant.id.lower():
             request.pop(CLAIMS, None)  # a stranger's token: do not log it as the caller
             raise unauthorized()
         # AKS names Entra users by UPN and service principals by object id.
         request[CALLER] = claims.get("upn") or claims.get("preferred_username") or claims.get("oid")
+        groups = [str(g) for g in claims.get("groups") or []] + ["system:authenticated"]
+        request[k8s_reviews.USER_INFO] = {"username": request[CALLER], "groups": groups}
 
-    def route(path: str, methods: dict[str, Handler]) -> None:
-        async def dispatch(request: web.Request) -> web.StreamResponse:
-            try:
-                cluster = cluster_of(request)
-                authenticate(request, cluster)
-                method = "GET" if request.method == "HEAD" else request.method
-                handler = methods.get(method)
-                if handler is None:
-                    raise Fail(
-                        k8s_status(
-                            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-                        )
+    async def dispatch(self, request: web.Request, methods: dict[str, Handler]) -> web.StreamResponse:
+        """Every API call: the cluster, its caller, then the handler for the method (or 405)."""
+        try:
+            cluster = self.cluster_of(request)
+            self.authenticate(request, cluster)
+            method = "GET" if request.method == "HEAD" else request.method
+            handler = methods.get(method)
+            if handler is None:
+                raise Fail(
+                    k8s_status(
+                        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
                     )
-                return await handler(request, cluster)
-            except Fail as f:
-                return f.response
-
-        app.router.add_route("*", BASE + path, dispatch)
-        if path in DISCOVERY_PATHS:  # the Python client asks for `/version/`, `/api/`, `/apis/` and `/api/v1/`
-            app.router.add_route("*", BASE + path + "/", dispatch)
+                )
+            return await handler(request, cluster)
+        except Fail as f:
+            return f.response
 
     # -- discovery --
 
-    async def version(request: web.Request, cluster: Cluster) -> web.Response:
+    async def version(self, request: web.Request, cluster: Cluster) -> web.Response:
         return web.json_response(SERVER_VERSION)
 
-    async def api_versions(request: web.Request, cluster: Cluster) -> web.Response:
-        address = f"{emu.public_host}:{emu.port}"
+    async def api_versions(self, request: web.Request, cluster: Cluster) -> web.Response:
+        address = f"{self.emu.public_host}:{self.emu.port}"
         return web.json_response(
             {
                 "kind": "APIVersions",
@@ -262,10 +324,12 @@ def setup(app: web.Application, emu: Any) -> None:
             }
         )
 
-    async def api_groups(request: web.Request, cluster: Cluster) -> web.Response:
-        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [k8s_podid.api_group()]})
+    async def api_groups(self, request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(
+            {"kind": "APIGroupList", "apiVersion": "v1", "groups": [*k8s_reviews.api_groups(), k8s_podid.api_group()]}
+        )
 
-    async def api_v1(request: web.Request, cluster: Cluster) -> web.Response:
+    async def api_v1(self, request: web.Request, cluster: Cluster) -> web.Response:
         return web.json_response(
             {
                 "kind": "APIResourceList",
@@ -276,7 +340,7 @@ def setup(app: web.Application, emu: Any) -> None:
                         "singularName": "namespace",
                         "namespaced": False,
                         "kind": "Namespace",
-                        "verbs": ["get", "list"],
+                        "verbs": ["get", "list", "watch"],
                         "shortNames": ["ns"],
                     },
                     {
@@ -292,7 +356,7 @@ def setup(app: web.Application, emu: Any) -> None:
                         "singularName": "serviceaccount",
                         "namespaced": True,
                         "kind": "ServiceAccount",
-                        "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                         "shortNames": ["sa"],
                     },
                     {
@@ -308,41 +372,66 @@ def setup(app: web.Application, emu: Any) -> None:
             }
         )
 
-    def openid_configuration(cluster: Cluster) -> dict[str, Any]:
+    def openid_configuration(self, cluster: Cluster) -> dict[str, Any]:
         return {
-            "issuer": emu.cluster_issuer(cluster),
-            "jwks_uri": f"{emu.url}/oidc/{cluster.issuer_id}/openid/v1/jwks",
+            "issuer": self.emu.cluster_issuer(cluster),
+            "jwks_uri": f"{self.emu.url}/oidc/{cluster.issuer_id}/openid/v1/jwks",
             "response_types_supported": ["id_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
         }
 
-    def jwks(cluster: Cluster) -> dict[str, Any]:
-        return {"keys": [emu.cluster_key(cluster.name).jwk()]}
+    def jwks(self, cluster: Cluster) -> dict[str, Any]:
+        return {"keys": [self.emu.cluster_key(cluster.name).jwk()]}
 
     # As the API server: application/json (so the Python client's WellKnownApi hands back str(dict); read it
     # with _preload_content=False), JWKS as application/jwk-set+json, both cacheable for an hour.
-    async def api_openid_configuration(request: web.Request, cluster: Cluster) -> web.Response:
-        return web.json_response(openid_configuration(cluster), headers=CACHE_CONTROL)
+    async def api_openid_configuration(self, request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(self.openid_configuration(cluster), headers=CACHE_CONTROL)
 
-    async def api_jwks(request: web.Request, cluster: Cluster) -> web.Response:
-        return web.json_response(jwks(cluster), content_type="application/jwk-set+json", headers=CACHE_CONTROL)
+    async def api_jwks(self, request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(self.jwks(cluster), content_type="application/jwk-set+json", headers=CACHE_CONTROL)
 
-    def cluster_by_issuer(request: web.Request) -> Cluster:
-        for c in emu.config.clusters:
+    def cluster_by_issuer(self, request: web.Request) -> Cluster:
+        for c in self.emu.config.clusters:
             if c.issuer_id == request.match_info["issuer_id"]:
                 return c
         raise web.HTTPNotFound(text="404 page not found\n")
 
-    async def public_openid_configuration(request: web.Request) -> web.Response:
-        return web.json_response(openid_configuration(cluster_by_issuer(request)), headers=CACHE_CONTROL)
+    async def public_openid_configuration(self, request: web.Request) -> web.Response:
+        return web.json_response(self.openid_configuration(self.cluster_by_issuer(request)), headers=CACHE_CONTROL)
 
-    async def public_jwks(request: web.Request) -> web.Response:
-        return web.json_response(jwks(cluster_by_issuer(request)), headers=CACHE_CONTROL)
+    async def public_jwks(self, request: web.Request) -> web.Response:
+        return web.json_response(self.jwks(self.cluster_by_issuer(request)), headers=CACHE_CONTROL)
+
+    # -- OpenAPI (k8s_openapi.py) --
+
+    async def openapi_v3_discovery(self, request: web.Request, cluster: Cluster) -> web.Response:
+        return web.json_response(k8s_openapi.discovery(self.openapi_v3), headers={"Cache-Control": "no-cache, private"})
+
+    async def openapi_v3_document(self, request: web.Request, cluster: Cluster) -> web.Response:
+        found = self.openapi_v3.get(request.match_info["gv"])
+        if found is None:
+            raise path_not_found()
+        raw, digest = found
+        # Asked by the hash discovery names, a document never changes (kubectl caches it by that URL).
+        fresh = request.query.get("hash") == digest
+        headers = {"Etag": f'"{digest}"', "Cache-Control": "public, immutable" if fresh else "no-cache, private"}
+        if not fresh and "hash" in request.query:  # an outdated hash: the API server redirects to the current one
+            raise Fail(web.Response(status=301, headers={"Location": f"{request.path}?hash={digest}"}))
+        return web.Response(body=raw, content_type="application/json", headers=headers)
+
+    async def openapi_v2(self, request: web.Request, cluster: Cluster) -> web.Response:
+        accept = request.headers.get("Accept", "*/*")
+        if not any(t in accept for t in ("application/json", "*/*", "application/*")):
+            raise Fail(
+                k8s_status(406, "NotAcceptable", "only the following media types are accepted: application/json")
+            )
+        return web.json_response(k8s_openapi.swagger_v2())
 
     # -- lists and tables --
 
-    def select(request: web.Request, objs: list[dict[str, Any]], fields: dict[str, Any]) -> list[dict[str, Any]]:
+    def select(self, request: web.Request, objs: list[dict[str, Any]], fields: dict[str, Any]) -> list[dict[str, Any]]:
         try:
             labels = label_selector(request.query.get("labelSelector", ""))
             matches = field_selector(request.query.get("fieldSelector", ""), fields)
@@ -350,21 +439,57 @@ def setup(app: web.Application, emu: Any) -> None:
             raise bad_request(str(e)) from e
         return [o for o in objs if labels(o["metadata"].get("labels") or {}) and matches(o)]
 
-    def list_response(request: web.Request, kind: str, objs: list[dict[str, Any]], columns: Any) -> web.Response:
-        rv = str(store().resource_version)
+    def list_response(self, request: web.Request, kind: str, objs: list[dict[str, Any]], columns: Any) -> web.Response:
+        rv = str(self.emu.store.resource_version)
         if wants_table(request):
-            return web.json_response(table(request, kind[: -len("List")], objs, columns, rv))
+            return web.json_response(self.table(request, kind[: -len("List")], objs, columns, rv))
         items = [copy.deepcopy(o) for o in objs]  # list items carry no kind/apiVersion
         return web.json_response(
             {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}
         )
 
-    def object_response(request: web.Request, obj: dict[str, Any], kind: str, columns: Any, status: int = 200):
+    async def watch(
+        self,
+        request: web.Request,
+        cluster: Cluster,
+        resource: str,
+        ns: str | None,
+        objs: list[dict[str, Any]],
+        fields: dict[str, Any],
+        kind: str,
+        columns: Any,
+    ) -> web.StreamResponse:
+        """A watch on a list path (k8s_watch.py); each event's object served plain or as a one-row Table."""
+        selected = self.select(request, objs, fields)  # a bad selector is refused before the stream starts
+
+        def render(obj: dict[str, Any]) -> dict[str, Any]:
+            if wants_table(request):
+                return self.table(request, kind, [obj], columns, obj["metadata"].get("resourceVersion", ""))
+            return served(obj, kind)
+
+        return await k8s_watch.stream(
+            request,
+            self.emu,
+            cluster=cluster.name,
+            resource=resource,
+            ns=ns,
+            current=selected,
+            matches=lambda e: bool(self.select(request, [e["object"]], fields)),
+            render=render,
+            kind=kind,
+            api_version="v1",
+        )
+
+    def object_response(self, request: web.Request, obj: dict[str, Any], kind: str, columns: Any, status: int = 200):
         if wants_table(request):
-            return web.json_response(table(request, kind, [obj], columns, obj["metadata"].get("resourceVersion", "")))
+            return web.json_response(
+                self.table(request, kind, [obj], columns, obj["metadata"].get("resourceVersion", ""))
+            )
         return web.json_response(served(obj, kind), status=status)
 
-    def table(request: web.Request, kind: str, objs: list[dict[str, Any]], columns: Any, rv: str) -> dict[str, Any]:
+    def table(
+        self, request: web.Request, kind: str, objs: list[dict[str, Any]], columns: Any, rv: str
+    ) -> dict[str, Any]:
         """meta.k8s.io/v1 Table, what `kubectl get` asks for to print its columns."""
         include = request.query.get("includeObject", "Metadata")
         rows = []
@@ -387,56 +512,45 @@ def setup(app: web.Application, emu: Any) -> None:
             "rows": rows,
         }
 
-    def age(o: dict[str, Any]) -> str:
-        return human_age(emu.now() - parse_timestamp(o["metadata"]["creationTimestamp"]))
-
-    ns_columns = [
-        ("Name", "string", lambda o: o["metadata"]["name"]),
-        ("Status", "string", lambda o: (o.get("status") or {}).get("phase", "")),
-        ("Age", "string", age),
-    ]
-    sa_columns = [
-        ("Name", "string", lambda o: o["metadata"]["name"]),
-        ("Secrets", "integer", lambda o: len(o.get("secrets") or [])),
-        ("Age", "string", age),
-    ]
-    meta_fields = {
-        "metadata.name": lambda o: o["metadata"]["name"],
-        "metadata.namespace": lambda o: o["metadata"].get("namespace", ""),
-    }
+    def age(self, o: dict[str, Any]) -> str:
+        return human_age(self.emu.now() - parse_timestamp(o["metadata"]["creationTimestamp"]))
 
     # -- namespaces --
 
-    def namespace(cluster: Cluster, name: str) -> dict[str, Any]:
-        obj = store().namespaces.get(f"{cluster.name}/{name}")
+    def namespace(self, cluster: Cluster, name: str) -> dict[str, Any]:
+        obj = self.emu.store.namespaces.get(f"{cluster.name}/{name}")
         if obj is None:
             raise not_found("namespaces", name)
         return obj
 
-    async def list_namespaces(request: web.Request, cluster: Cluster) -> web.Response:
+    async def list_namespaces(self, request: web.Request, cluster: Cluster) -> web.Response:
         prefix = cluster.name + "/"
-        objs = [o for k, o in sorted(store().namespaces.items()) if k.startswith(prefix)]
+        objs = [o for k, o in sorted(self.emu.store.namespaces.items()) if k.startswith(prefix)]
         fields = {
-            "metadata.name": meta_fields["metadata.name"],
+            "metadata.name": self.meta_fields["metadata.name"],
             "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
         }
-        return list_response(request, "NamespaceList", select(request, objs, fields), ns_columns)
+        if k8s_watch.is_watch(request):
+            return await self.watch(request, cluster, "namespaces", None, objs, fields, "Namespace", self.ns_columns)
+        return self.list_response(request, "NamespaceList", self.select(request, objs, fields), self.ns_columns)
 
-    async def get_namespace(request: web.Request, cluster: Cluster) -> web.Response:
-        return object_response(request, namespace(cluster, request.match_info["ns"]), "Namespace", ns_columns)
+    async def get_namespace(self, request: web.Request, cluster: Cluster) -> web.Response:
+        return self.object_response(
+            request, self.namespace(cluster, request.match_info["ns"]), "Namespace", self.ns_columns
+        )
 
     # -- service accounts --
 
-    def sa_key(cluster: Cluster, ns: str, name: str) -> str:
+    def sa_key(self, cluster: Cluster, ns: str, name: str) -> str:
         return f"{cluster.name}/{ns}/{name}"
 
-    def service_account(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
-        obj = store().service_accounts.get(sa_key(cluster, ns, name))
+    def service_account(self, cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+        obj = self.emu.store.service_accounts.get(self.sa_key(cluster, ns, name))
         if obj is None:
             raise not_found(SA_RESOURCE, name)
         return obj
 
-    def sa_body(body: Any, ns: str, request: web.Request) -> dict[str, Any]:
+    def sa_body(self, body: Any, ns: str, request: web.Request) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise bad_request("the body of the request must be a ServiceAccount object")
         check_type(body, SA_KIND)
@@ -447,37 +561,52 @@ def setup(app: web.Application, emu: Any) -> None:
             raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         unknown = [k for k in body if k not in (*SA_FIELDS, "kind", "apiVersion", "status")]
         if unknown and request.query.get("fieldValidation") == "Strict":  # kubectl create asks for it
-            raise bad_request("strict decoding error: " + ", ".join(f'unknown field "{k}"' for k in unknown))
+            fields = ", ".join(f'unknown field "{k}"' for k in unknown)
+            raise bad_request(
+                f'{SA_KIND} in version "v1" cannot be handled as a {SA_KIND}: strict decoding error: {fields}'
+            )
         # Otherwise unknown fields are pruned, as the API server does when it decodes into the typed object.
         obj = {k: copy.deepcopy(v) for k, v in body.items() if k in SA_FIELDS}
         obj["metadata"] = {k: v for k, v in (meta or {}).items() if k not in ("selfLink", "managedFields")}
         return obj
 
-    def validate_sa(obj: dict[str, Any]) -> None:
+    def validate_sa(self, obj: dict[str, Any]) -> None:
         errors = object_meta_errors(obj["metadata"])
         if errors:
             raise invalid(SA_KIND, obj["metadata"].get("name") or "", errors)
 
-    async def list_service_accounts(request: web.Request, cluster: Cluster) -> web.Response:
+    async def list_service_accounts(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns = request.match_info.get("ns")
         prefix = f"{cluster.name}/{ns}/" if ns else f"{cluster.name}/"
-        objs = [o for k, o in sorted(store().service_accounts.items()) if k.startswith(prefix)]
-        return list_response(request, "ServiceAccountList", select(request, objs, meta_fields), sa_columns)
+        objs = [o for k, o in sorted(self.emu.store.service_accounts.items()) if k.startswith(prefix)]
+        if k8s_watch.is_watch(request):
+            return await self.watch(request, cluster, SA_RESOURCE, ns, objs, self.meta_fields, SA_KIND, self.sa_columns)
+        return self.list_response(
+            request, "ServiceAccountList", self.select(request, objs, self.meta_fields), self.sa_columns
+        )
 
-    async def get_service_account(request: web.Request, cluster: Cluster) -> web.Response:
-        obj = service_account(cluster, request.match_info["ns"], request.match_info["name"])
-        return object_response(request, obj, SA_KIND, sa_columns)
+    async def get_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
+        obj = self.service_account(cluster, request.match_info["ns"], request.match_info["name"])
+        return self.object_response(request, obj, SA_KIND, self.sa_columns)
 
-    async def create_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+    async def create_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns = request.match_info["ns"]
-        obj = sa_body(await read_body(request), ns, request)
+        obj = self.sa_body(await read_body(request), ns, request)
+        k8s_apply.record_update(None, obj, self.manager(request), timestamp(self.emu.now()))
+        return self.insert_service_account(request, cluster, ns, obj)
+
+    def manager(self, request: web.Request) -> str:
+        return k8s_apply.manager_of(request.query, request.headers.get("User-Agent", ""))
+
+    def insert_service_account(self, request: web.Request, cluster: Cluster, ns: str, obj: dict[str, Any]):
+        """Store a new ServiceAccount (create, or an apply of one that does not exist yet)."""
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(
                 secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
             )
         # NamespaceLifecycle admission runs before validation.
-        ns_obj = store().namespaces.get(f"{cluster.name}/{ns}")
+        ns_obj = self.emu.store.namespaces.get(f"{cluster.name}/{ns}")
         if ns_obj is None:
             raise not_found("namespaces", ns)
         if (ns_obj.get("status") or {}).get("phase") == "Terminating":
@@ -491,25 +620,26 @@ def setup(app: web.Application, emu: Any) -> None:
                     {"name": name, "kind": SA_RESOURCE},
                 )
             )
-        validate_sa(obj)
+        self.validate_sa(obj)
         if meta.get("resourceVersion"):
             # The storage layer's plain error: a 500 without a reason (kubernetes/kubernetes#62836).
             body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
             body |= {"message": "resourceVersion should not be set on objects to be created", "code": 500}
             raise Fail(web.json_response(body, status=500))
-        key = sa_key(cluster, ns, meta["name"])
-        if key in store().service_accounts:
+        key = self.sa_key(cluster, ns, meta["name"])
+        if key in self.emu.store.service_accounts:
             raise already_exists(SA_RESOURCE, meta["name"])
         meta.pop("generation", None)
         meta.pop("deletionTimestamp", None)
-        meta |= {"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": timestamp(emu.now())}
+        meta |= {"namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": timestamp(self.emu.now())}
         if not is_dry_run(request):
-            meta["resourceVersion"] = store().next_resource_version()
-            store().service_accounts[key] = obj
+            meta["resourceVersion"] = self.emu.store.next_resource_version()
+            self.emu.store.service_accounts[key] = obj
+            k8s_watch.record(self.emu.store, cluster.name, SA_RESOURCE, ns, SA_KIND, "ADDED", obj)
         obj["metadata"] = _ordered_meta(meta)
-        return object_response(request, obj, SA_KIND, sa_columns, status=201)
+        return self.object_response(request, obj, SA_KIND, self.sa_columns, status=201)
 
-    def write_update(request: web.Request, cluster: Cluster, current: dict[str, Any], new: dict[str, Any]):
+    def write_update(self, request: web.Request, cluster: Cluster, current: dict[str, Any], new: dict[str, Any]):
         """Store `new` in place of `current`: system fields kept, stale versions refused, no-ops not bumped."""
         ns, name = current["metadata"]["namespace"], current["metadata"]["name"]
         meta = new["metadata"]
@@ -526,47 +656,81 @@ def setup(app: web.Application, emu: Any) -> None:
         for k in SYSTEM_META:
             meta[k] = current["metadata"][k]
         meta["resourceVersion"] = current["metadata"]["resourceVersion"]
-        validate_sa(new)
+        self.validate_sa(new)
+        if "managedFields" not in meta:  # an apply brings its own; other writes give their manager what changed
+            meta["managedFields"] = current["metadata"].get("managedFields")
+            k8s_apply.record_update(current, new, self.manager(request), timestamp(self.emu.now()))
         new["metadata"] = _ordered_meta(meta)
-        if new == current or is_dry_run(request):
-            return object_response(request, new, SA_KIND, sa_columns)  # the API server skips no-op writes
-        new["metadata"]["resourceVersion"] = store().next_resource_version()
-        store().service_accounts[sa_key(cluster, ns, name)] = new
-        return object_response(request, new, SA_KIND, sa_columns)
+        if _unchanged(new, current) or is_dry_run(request):
+            return self.object_response(request, current if not is_dry_run(request) else new, SA_KIND, self.sa_columns)
+        new["metadata"]["resourceVersion"] = self.emu.store.next_resource_version()
+        self.emu.store.service_accounts[self.sa_key(cluster, ns, name)] = new
+        k8s_watch.record(self.emu.store, cluster.name, SA_RESOURCE, ns, SA_KIND, "MODIFIED", new)
+        return self.object_response(request, new, SA_KIND, self.sa_columns)
 
-    async def replace_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+    async def replace_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
-        new = sa_body(await read_body(request), ns, request)
-        return write_update(request, cluster, service_account(cluster, ns, name), new)
+        new = self.sa_body(await read_body(request), ns, request)
+        return self.write_update(request, cluster, self.service_account(cluster, ns, name), new)
 
-    async def patch_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+    async def patch_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype == k8s_apply.APPLY:
+            return await self.apply_service_account(request, cluster)
         if ctype not in (k8s_patch.STRATEGIC, k8s_patch.MERGE, k8s_patch.JSON_PATCH):
             raise Fail(
                 k8s_status(
                     415,
                     "UnsupportedMediaType",
                     "the body of the request was in an unknown format - accepted media types include: "
-                    f"{k8s_patch.JSON_PATCH}, {k8s_patch.MERGE}, {k8s_patch.STRATEGIC}",
+                    f"{k8s_patch.JSON_PATCH}, {k8s_patch.MERGE}, {k8s_patch.STRATEGIC}, {k8s_apply.APPLY}",
                 )
             )
         try:
             patch = json.loads(await request.read() or b"null")
         except ValueError as e:
             raise bad_request(f"error decoding patch: {e}") from e
-        current = service_account(cluster, ns, name)
+        current = self.service_account(cluster, ns, name)
         try:
             patched = k8s_patch.apply(ctype, served(current, SA_KIND), patch)
         except k8s_patch.PatchError as e:
             reason = "BadRequest" if e.status == 400 else "Invalid"
             raise Fail(k8s_status(e.status, reason, e.message)) from e
-        return write_update(request, cluster, current, sa_body(patched, ns, request))
+        return self.write_update(request, cluster, current, self.sa_body(patched, ns, request))
 
-    async def delete_service_account(request: web.Request, cluster: Cluster) -> web.Response:
+    async def apply_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
+        """Server-side apply (k8s_apply.py): create or merge, with field ownership and conflicts."""
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if not request.query.get("fieldManager"):
+            errors = [("fieldManager", "", "is required for apply patch", "FieldValueRequired")]
+            raise invalid("PatchOptions", "", errors, group="meta.k8s.io")
+        body = await read_body(request)
+        gv, kind = (body.get("apiVersion") or "", body.get("kind") or "") if isinstance(body, dict) else ("", "")
+        if (gv, kind) != ("v1", SA_KIND):  # apply needs both: GroupVersionKind.String() of what it got
+            group, _, version = gv.rpartition("/")
+            raise bad_request(f"invalid object type: {group}/{version}, Kind={kind}")
+        applied = self.sa_body(body, ns, request)
+        if applied["metadata"].get("name") != name:
+            raise bad_request("the name of the object does not match the name on the URL")
+        current = self.emu.store.service_accounts.get(self.sa_key(cluster, ns, name))
+        force = request.query.get("force", "").lower() in ("1", "true")
+        try:
+            merged = k8s_apply.apply(current, applied, self.manager(request), force, timestamp(self.emu.now()))
+        except k8s_apply.ApplyConflict as e:
+            causes = [
+                {"reason": "FieldManagerConflict", "message": f'conflict with "{m}" using v1', "field": f}
+                for m, f in e.conflicts
+            ]
+            raise Fail(k8s_status(409, "Conflict", k8s_apply.conflict_message(e.conflicts), {"causes": causes})) from e
+        if current is None:
+            return self.insert_service_account(request, cluster, ns, merged)
+        return self.write_update(request, cluster, current, merged)
+
+    async def delete_service_account(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
         options = await read_body(request) if request.body_exists else None
-        current = service_account(cluster, ns, name)
+        current = self.service_account(cluster, ns, name)
         pre = (options.get("preconditions") if isinstance(options, dict) else None) or {}
         meta = current["metadata"]
         if pre.get("uid") not in (None, "", meta["uid"]):
@@ -579,19 +743,22 @@ def setup(app: web.Application, emu: Any) -> None:
             )
             raise conflict(SA_RESOURCE, name, why)
         if not is_dry_run(request):
-            store().service_accounts.pop(sa_key(cluster, ns, name), None)
+            self.emu.store.service_accounts.pop(self.sa_key(cluster, ns, name), None)
+            gone = copy.deepcopy(current)
+            gone["metadata"]["resourceVersion"] = self.emu.store.next_resource_version()  # a delete is a write
+            k8s_watch.record(self.emu.store, cluster.name, SA_RESOURCE, ns, SA_KIND, "DELETED", gone)
         # ServiceAccount storage has ReturnDeletedObject: the answer is the deleted object.
         return web.json_response(served(current, SA_KIND))
 
     # -- TokenRequest --
 
-    async def create_token(request: web.Request, cluster: Cluster) -> web.Response:
+    async def create_token(self, request: web.Request, cluster: Cluster) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
         body = await read_body(request)
         if not isinstance(body, dict):
             raise bad_request("the body of the request must be a TokenRequest object")
         check_type(body, "TokenRequest", "authentication.k8s.io/v1")
-        sa = service_account(cluster, ns, name)
+        sa = self.service_account(cluster, ns, name)
         spec = body.get("spec") or {}
         seconds = spec.get("expirationSeconds")
         seconds = DEFAULT_TOKEN_SECONDS if seconds is None else seconds
@@ -603,9 +770,9 @@ def setup(app: web.Application, emu: Any) -> None:
             )
             errors = [("spec.expirationSeconds", seconds, detail, "FieldValueInvalid")]
             raise invalid("TokenRequest", name, errors, group="authentication.k8s.io")
-        issuer = emu.cluster_issuer(cluster)
+        issuer = self.emu.cluster_issuer(cluster)
         audiences = list(spec.get("audiences") or []) or [issuer]
-        now = int(emu.now())
+        now = int(self.emu.now())
         claims = {
             "aud": audiences,
             "exp": now + seconds,
@@ -616,7 +783,7 @@ def setup(app: web.Application, emu: Any) -> None:
             "nbf": now,
             "sub": f"system:serviceaccount:{ns}:{name}",
         }
-        token = emu.cluster_key(cluster.name).sign(claims)
+        token = self.emu.cluster_key(cluster.name).sign(claims)
         out = {
             "kind": "TokenRequest",
             "apiVersion": "authentication.k8s.io/v1",
@@ -630,39 +797,41 @@ def setup(app: web.Application, emu: Any) -> None:
         }
         return web.json_response(out, status=201)
 
-    async def unknown_path(request: web.Request, cluster: Cluster) -> web.Response:
+    async def unknown_path(self, request: web.Request, cluster: Cluster) -> web.Response:
         raise path_not_found()
 
-    # -- routes (registered before Entra's /{tenant}/… patterns) --
 
-    every = ("GET", "POST", "PUT", "PATCH", "DELETE")
-    route("/version", {"GET": version})
-    route("/api", {"GET": api_versions})
-    route("/apis", {"GET": api_groups})
-    route("/api/v1", {"GET": api_v1})
-    route("/.well-known/openid-configuration", {"GET": api_openid_configuration})
-    route("/openid/v1/jwks", {"GET": api_jwks})
-    route("/api/v1/namespaces", {"GET": list_namespaces})
-    route("/api/v1/namespaces/{ns}", {"GET": get_namespace})
-    route("/api/v1/serviceaccounts", {"GET": list_service_accounts})
-    route(
-        "/api/v1/namespaces/{ns}/serviceaccounts",
-        {"GET": list_service_accounts, "POST": create_service_account},
-    )
-    route(
-        "/api/v1/namespaces/{ns}/serviceaccounts/{name}",
-        {
-            "GET": get_service_account,
-            "PUT": replace_service_account,
-            "PATCH": patch_service_account,
-            "DELETE": delete_service_account,
-        },
-    )
-    route("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token", {"POST": create_token})
-    k8s_podid.setup(route, emu, select)  # aad-pod-identity's custom resources and the pods using them
-    route("/{tail:.*}", dict.fromkeys(every, unknown_path))
-    app.router.add_get("/oidc/{issuer_id}/.well-known/openid-configuration", public_openid_configuration)
-    app.router.add_get("/oidc/{issuer_id}/openid/v1/jwks", public_jwks)
+def setup(app: web.Application, emu: Any) -> None:
+    """Register before Entra's /{tenant}/… patterns, so the catch-all answers in Kubernetes' shape."""
+    k8s = Kubernetes(emu)
+    _add_routes(app, k8s, BASE)
+    for path, public in k8s.public_routes():
+        app.router.add_get(path, public)
+
+
+def setup_origin(app: web.Application, emu: Any) -> None:
+    """The app of one cluster's own origin (server.CLUSTER names it): the same API at the root."""
+    _add_routes(app, Kubernetes(emu), "")
+
+
+def _add_routes(app: web.Application, k8s: Kubernetes, base: str) -> None:
+    for path, methods in k8s.routes():
+        handler = functools.partial(k8s.dispatch, methods=methods)
+        app.router.add_route("*", base + path, handler)
+        if path in DISCOVERY_PATHS:  # the Python client asks for `/version/`, `/api/`, `/apis/` and `/api/v1/`
+            app.router.add_route("*", base + path + "/", handler)
+
+
+def _unchanged(new: dict[str, Any], current: dict[str, Any]) -> bool:
+    """A no-op write (the API server stores nothing): same content, same owners of the same fields."""
+
+    def content(obj: dict[str, Any]) -> dict[str, Any]:
+        return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
+
+    def owners(obj: dict[str, Any]) -> list[Any]:
+        return [(e["manager"], e["operation"], e["fieldsV1"]) for e in obj["metadata"].get("managedFields") or []]
+
+    return content(new) == content(current) and owners(new) == owners(current)
 
 
 def _ordered_meta(meta: dict[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from . import k8s
 from .k8s_validate import object_meta_errors
 
 GROUP, VERSION = "aadpodidentity.k8s.io", "v1"
@@ -41,31 +41,29 @@ def key(cluster: str, ns: str, name: str, plural: str = "pods") -> str:
 
 
 def _meta_for_new(emu: Any, meta: dict[str, Any], ns: str, generation: bool) -> dict[str, Any]:
-    from .k8s import _ordered_meta, timestamp
 
     meta = {k: v for k, v in meta.items() if k not in ("selfLink", "managedFields", "deletionTimestamp")}
     meta |= {
         "namespace": ns,
         "uid": str(uuid.uuid4()),
         "resourceVersion": emu.store.next_resource_version(),
-        "creationTimestamp": timestamp(emu.now()),
+        "creationTimestamp": k8s.timestamp(emu.now()),
     }
     if generation:
         meta["generation"] = 1  # custom resources count spec changes from 1
-    return _ordered_meta(meta)
+    return k8s._ordered_meta(meta)
 
 
 def validate_custom(body: Any, ns: str, plural: str) -> dict[str, Any]:
     """A custom resource body as the API server checks it before storing (raises k8s.Fail)."""
-    from .k8s import bad_request, invalid
 
     kind = KINDS[plural]
     if not isinstance(body, dict):
-        raise bad_request(f"the body of the request must be a {kind} object")
+        raise k8s.bad_request(f"the body of the request must be a {kind} object")
     if not body.get("kind"):
-        raise bad_request("Object 'Kind' is missing in '" + str(body)[:200] + "'")
+        raise k8s.bad_request("Object 'Kind' is missing in '" + str(body)[:200] + "'")
     if body.get("apiVersion") != API_VERSION or body.get("kind") != kind:
-        raise bad_request(
+        raise k8s.bad_request(
             f"the API version in the data ({body.get('apiVersion')}) does not match the expected API version "
             f"({API_VERSION})"
             if body.get("apiVersion") != API_VERSION
@@ -73,15 +71,15 @@ def validate_custom(body: Any, ns: str, plural: str) -> dict[str, Any]:
         )
     meta = body.get("metadata")
     if not isinstance(meta, dict):
-        raise bad_request("metadata must be an object")
+        raise k8s.bad_request("metadata must be an object")
     if meta.get("namespace") not in (None, "", ns):
-        raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        raise k8s.bad_request("the namespace of the provided object does not match the namespace sent on the request")
     errors = object_meta_errors(meta)
     if "spec" in body and not isinstance(body["spec"], dict):
         detail = f'spec in body must be of type object: "{type(body["spec"]).__name__}"'
         errors.append(("spec", body["spec"], detail, "FieldValueInvalid"))
     if errors:
-        raise invalid(kind, meta.get("name") or "", errors, group=GROUP)
+        raise k8s.invalid(kind, meta.get("name") or "", errors, group=GROUP)
     return copy.deepcopy(body)
 
 
@@ -106,7 +104,6 @@ def validate_pod(body: Any) -> dict[str, Any]:
 
 def seed(emu: Any, cluster: str, body: Any) -> dict[str, Any]:
     """Put one Pod, AzureIdentity or AzureIdentityBinding on a cluster (the control API). Raises ValueError."""
-    from .k8s import Fail
 
     if not isinstance(body, dict):
         raise ValueError("expected an object")
@@ -124,110 +121,121 @@ def seed(emu: Any, cluster: str, body: Any) -> dict[str, Any]:
     plural = PLURALS[kind]
     try:
         obj = validate_custom(body, ns, plural)
-    except Fail as e:
+    except k8s.Fail as e:
         raise ValueError(e.response.text) from None
     obj["metadata"] = _meta_for_new(emu, obj["metadata"], ns, generation=True)
     emu.store.custom_objects[key(cluster, ns, obj["metadata"]["name"], plural)] = obj
     return obj
 
 
-def setup(route: Callable[..., None], emu: Any, select: Callable[..., list[dict[str, Any]]]) -> None:
-    """Register the routes (called by k8s.setup before its catch-all)."""
-    from .k8s import already_exists, is_dry_run, not_found, read_body
+META_FIELDS = {
+    "metadata.name": lambda o: o["metadata"]["name"],
+    "metadata.namespace": lambda o: o["metadata"].get("namespace", ""),
+}
+POD_FIELDS = {
+    **META_FIELDS,
+    "spec.serviceAccountName": lambda o: o["spec"].get("serviceAccountName", ""),
+    "spec.nodeName": lambda o: o["spec"].get("nodeName", ""),
+    "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
+}
 
-    def store() -> Any:
-        return emu.store
 
-    meta_fields = {
-        "metadata.name": lambda o: o["metadata"]["name"],
-        "metadata.namespace": lambda o: o["metadata"].get("namespace", ""),
-    }
-    pod_fields = {
-        **meta_fields,
-        "spec.serviceAccountName": lambda o: o["spec"].get("serviceAccountName", ""),
-        "spec.nodeName": lambda o: o["spec"].get("nodeName", ""),
-        "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
-    }
+class PodIdentity:
+    """The custom resources' and the pods' part of a cluster's API; `k8s.Kubernetes` dispatches to it."""
 
-    def list_body(kind: str, api_version: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def __init__(self, api: Any):
+        self.api = api  # the cluster API (k8s.Kubernetes): label and field selection
+        self.emu = api.emu
+
+    def routes(self) -> list[tuple[str, dict[str, Any]]]:
+        base = f"/apis/{GROUP}/{VERSION}"
+        return [
+            (base, {"GET": self.group_resources}),
+            (base + "/{plural}", {"GET": self.list_custom}),
+            (base + "/namespaces/{ns}/{plural}", {"GET": self.list_custom, "POST": self.create_custom}),
+            (base + "/namespaces/{ns}/{plural}/{name}", {"GET": self.get_custom, "DELETE": self.delete_custom}),
+            ("/api/v1/pods", {"GET": self.list_pods}),
+            ("/api/v1/namespaces/{ns}/pods", {"GET": self.list_pods}),
+            ("/api/v1/namespaces/{ns}/pods/{name}", {"GET": self.get_pod}),
+        ]
+
+    def list_body(self, kind: str, api_version: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "apiVersion": api_version,
             "items": [copy.deepcopy(o) for o in items],
             "kind": kind,
-            "metadata": {"resourceVersion": str(store().resource_version)},
+            "metadata": {"resourceVersion": str(self.emu.store.resource_version)},
         }
 
     # -- pods (read-only) --
 
-    async def list_pods(request: web.Request, cluster: Any) -> web.Response:
+    async def list_pods(self, request: web.Request, cluster: Any) -> web.Response:
         ns = request.match_info.get("ns")
         prefix = f"{cluster.name}/{ns}/pods/" if ns else f"{cluster.name}/"
-        objs = [o for k, o in sorted(store().pods.items()) if k.startswith(prefix)]
-        return web.json_response(list_body("PodList", "v1", select(request, objs, pod_fields)))
+        objs = [o for k, o in sorted(self.emu.store.pods.items()) if k.startswith(prefix)]
+        return web.json_response(self.list_body("PodList", "v1", self.api.select(request, objs, POD_FIELDS)))
 
-    async def get_pod(request: web.Request, cluster: Any) -> web.Response:
+    async def get_pod(self, request: web.Request, cluster: Any) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
-        obj = store().pods.get(key(cluster.name, ns, name))
+        obj = self.emu.store.pods.get(key(cluster.name, ns, name))
         if obj is None:
-            raise not_found("pods", name)
+            raise k8s.not_found("pods", name)
         return web.json_response({"kind": "Pod", "apiVersion": "v1", **copy.deepcopy(obj)})
 
     # -- the custom resources --
 
-    def plural_of(request: web.Request) -> str:
+    def plural_of(self, request: web.Request) -> str:
         plural = request.match_info["plural"]
         if plural not in KINDS:
-            from .k8s import path_not_found
-
-            raise path_not_found()
+            raise k8s.path_not_found()
         return plural
 
-    async def list_custom(request: web.Request, cluster: Any) -> web.Response:
-        plural, ns = plural_of(request), request.match_info.get("ns")
+    async def list_custom(self, request: web.Request, cluster: Any) -> web.Response:
+        plural, ns = self.plural_of(request), request.match_info.get("ns")
         objs = [
             o
-            for k, o in sorted(store().custom_objects.items())
+            for k, o in sorted(self.emu.store.custom_objects.items())
             if k.startswith(f"{cluster.name}/") and k.split("/")[2] == plural and (ns is None or k.split("/")[1] == ns)
         ]
         kind = KINDS[plural] + "List"
-        return web.json_response(list_body(kind, API_VERSION, select(request, objs, meta_fields)))
+        return web.json_response(self.list_body(kind, API_VERSION, self.api.select(request, objs, META_FIELDS)))
 
-    async def get_custom(request: web.Request, cluster: Any) -> web.Response:
-        plural, ns, name = plural_of(request), request.match_info["ns"], request.match_info["name"]
-        obj = store().custom_objects.get(key(cluster.name, ns, name, plural))
+    async def get_custom(self, request: web.Request, cluster: Any) -> web.Response:
+        plural, ns, name = self.plural_of(request), request.match_info["ns"], request.match_info["name"]
+        obj = self.emu.store.custom_objects.get(key(cluster.name, ns, name, plural))
         if obj is None:
-            raise not_found(f"{plural}.{GROUP}", name)
+            raise k8s.not_found(f"{plural}.{GROUP}", name)
         return web.json_response(copy.deepcopy(obj))
 
-    async def create_custom(request: web.Request, cluster: Any) -> web.Response:
-        plural, ns = plural_of(request), request.match_info["ns"]
-        obj = validate_custom(await read_body(request), ns, plural)
-        if f"{cluster.name}/{ns}" not in store().namespaces:
-            raise not_found("namespaces", ns)
+    async def create_custom(self, request: web.Request, cluster: Any) -> web.Response:
+        plural, ns = self.plural_of(request), request.match_info["ns"]
+        obj = validate_custom(await k8s.read_body(request), ns, plural)
+        if f"{cluster.name}/{ns}" not in self.emu.store.namespaces:
+            raise k8s.not_found("namespaces", ns)
         name = obj["metadata"]["name"]
         k = key(cluster.name, ns, name, plural)
-        if k in store().custom_objects:
-            raise already_exists(f"{plural}.{GROUP}", name)
-        obj["metadata"] = _meta_for_new(emu, obj["metadata"], ns, generation=True)
-        if not is_dry_run(request):
-            store().custom_objects[k] = obj
+        if k in self.emu.store.custom_objects:
+            raise k8s.already_exists(f"{plural}.{GROUP}", name)
+        obj["metadata"] = _meta_for_new(self.emu, obj["metadata"], ns, generation=True)
+        if not k8s.is_dry_run(request):
+            self.emu.store.custom_objects[k] = obj
         return web.json_response(copy.deepcopy(obj), status=201)
 
-    async def delete_custom(request: web.Request, cluster: Any) -> web.Response:
-        plural, ns, name = plural_of(request), request.match_info["ns"], request.match_info["name"]
+    async def delete_custom(self, request: web.Request, cluster: Any) -> web.Response:
+        plural, ns, name = self.plural_of(request), request.match_info["ns"], request.match_info["name"]
         k = key(cluster.name, ns, name, plural)
-        obj = store().custom_objects.get(k)
+        obj = self.emu.store.custom_objects.get(k)
         if obj is None:
-            raise not_found(f"{plural}.{GROUP}", name)
-        if not is_dry_run(request):
-            del store().custom_objects[k]
+            raise k8s.not_found(f"{plural}.{GROUP}", name)
+        if not k8s.is_dry_run(request):
+            del self.emu.store.custom_objects[k]
         # Custom resources are not ReturnDeletedObject: the answer is a Status naming group and plural.
         details = {"name": name, "group": GROUP, "kind": plural, "uid": obj["metadata"]["uid"]}
         return web.json_response(
             {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
         )
 
-    async def group_resources(request: web.Request, cluster: Any) -> web.Response:
+    async def group_resources(self, request: web.Request, cluster: Any) -> web.Response:
         resources = [
             {
                 "name": plural,
@@ -241,15 +249,6 @@ def setup(route: Callable[..., None], emu: Any, select: Callable[..., list[dict[
         return web.json_response(
             {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": API_VERSION, "resources": resources}
         )
-
-    base = f"/apis/{GROUP}/{VERSION}"
-    route(base, {"GET": group_resources})
-    route(base + "/{plural}", {"GET": list_custom})
-    route(base + "/namespaces/{ns}/{plural}", {"GET": list_custom, "POST": create_custom})
-    route(base + "/namespaces/{ns}/{plural}/{name}", {"GET": get_custom, "DELETE": delete_custom})
-    route("/api/v1/pods", {"GET": list_pods})
-    route("/api/v1/namespaces/{ns}/pods", {"GET": list_pods})
-    route("/api/v1/namespaces/{ns}/pods/{name}", {"GET": get_pod})
 
 
 def api_group() -> dict[str, Any]:

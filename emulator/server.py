@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import arm, tls
+from . import arm, tls, unrouted
 from . import config as config_mod
 from .errors import arm_error, shaped_error
 from .faults import CallLog, Faults, Throttle, retry_after_header
@@ -35,6 +35,8 @@ log = logging.getLogger("emulator")
 EMU = web.AppKey("emu", "Emulator")
 CLAIMS = web.RequestKey("claims", dict)  # verified token claims, for the call log's `caller`
 CALLER = web.RequestKey("caller", str)  # a caller name when there are no claims (static k8s tokens)
+# The cluster whose own origin (its API at the root of a port of its own) an app serves; see cluster_origin.
+CLUSTER = web.AppKey("cluster", str)
 AKS_AUDIENCE = config_mod.AKS_SERVER_APP_ID
 WRITE_METHODS = {"PUT", "PATCH", "POST", "DELETE"}
 _ARM_SUB = re.compile(r"^/subscriptions/([^/]+)/", re.IGNORECASE)
@@ -104,6 +106,8 @@ class Emulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._cluster_runners: list[web.AppRunner] = []
+        self.cluster_ports: dict[str, int] = {}  # each cluster's own origin (cluster_origin), once started
         self.reset()
         if self.state_file and self.store.load(self.state_file):
             log.info("state loaded from %s", self.state_file)
@@ -152,6 +156,11 @@ class Emulator:
     def cluster_api(self, cluster: config_mod.Cluster) -> str:
         return f"{self.url}/k8s/{cluster.name}"
 
+    def cluster_origin(self, cluster: config_mod.Cluster) -> str:
+        """The same API at the root of an origin of its own, as kubectl expects an API server (paths such as
+        `/.well-known/openid-configuration` and `/openapi/v3` are absolute there). Known once started."""
+        return f"https://{self.public_host}:{self.cluster_ports[cluster.name]}"
+
     def endpoints(self) -> dict[str, Any]:
         return {
             "url": self.url,
@@ -169,7 +178,11 @@ class Emulator:
                 for t in self.config.tenants
             },
             "clusters": {
-                c.name: {"api_server": self.cluster_api(c), "issuer": self.cluster_issuer(c)}
+                c.name: {
+                    "api_server": self.cluster_api(c),
+                    "origin": self.cluster_origin(c) if c.name in self.cluster_ports else None,
+                    "issuer": self.cluster_issuer(c),
+                }
                 for c in self.config.clusters
             },
             "key_vaults": {
@@ -240,6 +253,7 @@ class Emulator:
         for c in self.config.clusters:
             for ns in c.namespaces:
                 self.add_namespace(c.name, ns)
+        self.store.k8s_events_floor = self.store.resource_version  # watches start after the configured world
 
     def add_namespace(self, cluster: str, name: str) -> dict[str, Any]:
         obj = {
@@ -332,10 +346,33 @@ class Emulator:
             self._runner, self.host, self.port, ssl_context=self.tls.server_context(), backlog=1024, reuse_address=True
         )
         await site.start()
+        self.port = self._bound_port(site)
+        await self._start_cluster_origins()
+
+    async def _start_cluster_origins(self) -> None:
+        """Each cluster's API also at the root of a port of its own (cluster_origin), same TLS certificate."""
+        from . import k8s
+
+        for cluster in self.config.clusters:
+            app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
+            app[EMU], app[CLUSTER] = self, cluster.name
+            k8s.setup_origin(app, self)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, 0, ssl_context=self.tls.server_context(), reuse_address=True)
+            await site.start()
+            self._cluster_runners.append(runner)
+            self.cluster_ports[cluster.name] = self._bound_port(site)
+
+    @staticmethod
+    def _bound_port(site: web.TCPSite) -> int:
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1]
+        return sockets[0].getsockname()[1]
 
     async def stop_async(self) -> None:
+        for runner in self._cluster_runners:
+            await runner.cleanup()
+        self._cluster_runners.clear()
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -389,7 +426,8 @@ class Emulator:
     # ----- middleware: call log, latency, faults, throttling ----------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        path = request.path
+        origin_of = request.app.get(CLUSTER)  # a cluster's own origin: logged and faulted as /k8s/{cluster}/…
+        path = f"/k8s/{origin_of}{request.path}" if origin_of else request.path
         surface = surface_of(path)
         method = request.method
         body: Any = None
@@ -423,7 +461,11 @@ class Emulator:
         try:
             response = await self._answer(request, handler, surface, method, path, fault_body, entry)
         except web.HTTPException as exc:
-            response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
+            if exc is request.match_info.http_exception:  # no route: the surface's error shape (unrouted.py)
+                allowed = set(getattr(exc, "allowed_methods", ()))
+                response = unrouted.answer(request, surface, exc.status, allowed)
+            else:
+                response = web.Response(status=exc.status, text=exc.text, headers=exc.headers)
         except ConnectionResetError:
             raise
         except Exception:  # a bug in the emulator: say so loudly, in the surface's shape

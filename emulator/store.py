@@ -46,6 +46,11 @@ class Store:
     auth_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     refresh_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     fic_writes_in_flight: dict[str, int] = field(default_factory=dict)
+    # Kubernetes watch (k8s_watch.py): recent write events, the oldest resourceVersion still watchable from, and
+    # the futures of watches waiting for the next event.
+    k8s_events: list[dict[str, Any]] = field(default_factory=list)
+    k8s_events_floor: int = 1000
+    k8s_waiters: list[Any] = field(default_factory=list)
 
     def next_resource_version(self) -> str:
         self.resource_version += 1
@@ -70,6 +75,7 @@ class Store:
         for name in PERSISTENT:
             setattr(self, name, dict(data.get(name, {})))
         self.resource_version = int(data.get("resource_version", 1000))
+        self.k8s_events_floor = self.resource_version  # no watch can resume from before the restart
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")

@@ -78,7 +78,11 @@ def test_version_and_discovery_answer_like_an_api_server(emu: Emulator, cluster:
         "linux/amd64",
     )
     assert client.CoreApi(api).get_api_versions().versions == ["v1"]
-    assert [g.name for g in client.ApisApi(api).get_api_versions().groups] == ["aadpodidentity.k8s.io"]
+    assert [g.name for g in client.ApisApi(api).get_api_versions().groups] == [
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "aadpodidentity.k8s.io",  # custom resources after the built-in groups, as the API server lists them
+    ]
     resources = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
     assert resources["serviceaccounts"].kind == "ServiceAccount"
     assert resources["serviceaccounts"].namespaced is True
@@ -439,7 +443,7 @@ def test_a_patch_carrying_a_stale_resource_version_is_409(core: client.CoreV1Api
     assert (e.status, status_of(e)["reason"]) == (409, "Conflict")
 
 
-def test_apply_patch_is_refused_with_415(
+def test_an_apply_patch_without_apiversion_and_kind_is_refused(
     core: client.CoreV1Api, emu: Emulator, cluster: Cluster, http: requests.Session, static_token: str
 ) -> None:
     core.create_namespaced_service_account(NS, new_sa("sa1"))
@@ -449,7 +453,22 @@ def test_apply_patch_is_refused_with_415(
         headers={"Authorization": f"Bearer {static_token}", "Content-Type": "application/apply-patch+yaml"},
         timeout=5,
     )
-    assert (r.status_code, r.json()["reason"]) == (415, "UnsupportedMediaType")
+    assert (r.status_code, r.json()["message"]) == (400, "invalid object type: /, Kind=")
+
+
+def test_an_apply_patch_needs_a_field_manager(
+    core: client.CoreV1Api, emu: Emulator, cluster: Cluster, http: requests.Session, static_token: str
+) -> None:
+    r = http.patch(
+        f"{emu.cluster_api(cluster)}/api/v1/namespaces/{NS}/serviceaccounts/sa1",
+        data="apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa1}\n",
+        headers={"Authorization": f"Bearer {static_token}", "Content-Type": "application/apply-patch+yaml"},
+        timeout=5,
+    )
+    assert (r.status_code, r.json()["reason"]) == (422, "Invalid")
+    assert r.json()["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch'
+    )
 
 
 def test_patching_a_missing_service_account_is_404(core: client.CoreV1Api) -> None:

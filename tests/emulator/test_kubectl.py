@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,8 @@ NS = "team-payments"
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture
-def kubectl(emu: Emulator, cluster: Cluster, tmp_path: Path) -> Kubectl:
-    """Run kubectl against the emulated cluster with a static token; nothing touches the real ~/.kube."""
+def make_kubectl(emu: Emulator, cluster: Cluster, tmp_path: Path, server: str) -> Kubectl:
+    """kubectl against `server` with the cluster's static token; nothing touches the real ~/.kube."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         json.dumps(
@@ -39,10 +40,7 @@ def kubectl(emu: Emulator, cluster: Cluster, tmp_path: Path) -> Kubectl:
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [
-                    {
-                        "name": cluster.name,
-                        "cluster": {"server": emu.cluster_api(cluster), "certificate-authority": str(emu.tls.ca_cert)},
-                    }
+                    {"name": cluster.name, "cluster": {"server": server, "certificate-authority": str(emu.tls.ca_cert)}}
                 ],
                 "users": [{"name": "admin", "user": {"token": cluster.static_tokens[0].token}}],
                 "contexts": [{"name": cluster.name, "context": {"cluster": cluster.name, "user": "admin"}}],
@@ -51,20 +49,31 @@ def kubectl(emu: Emulator, cluster: Cluster, tmp_path: Path) -> Kubectl:
         )
     )
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}
-    cache = str(tmp_path / "kube-cache")
+    base = [str(KUBECTL), "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "kube-cache")]
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [str(KUBECTL), "--kubeconfig", str(kubeconfig), "--cache-dir", cache, "--request-timeout", "20s", *args]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    def run(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [*base, "--request-timeout", "20s", *args]
+        done = subprocess.run(cmd, env=env, input=stdin, capture_output=True, text=True, timeout=60, check=False)
         if check and done.returncode != 0:
             pytest.fail(f"{' '.join(args)} failed ({done.returncode}): {done.stderr}")
         return done
 
+    def start(*args: str) -> subprocess.Popen[str]:
+        """A long-running kubectl (watch, wait), its output read as it comes."""
+        return subprocess.Popen([*base, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    run.start = start  # type: ignore[attr-defined]
     return run
 
 
-def sa_json(kubectl: Kubectl, name: str) -> dict[str, Any]:
-    return json.loads(kubectl("-n", NS, "get", "sa", name, "-o", "json").stdout)
+@pytest.fixture
+def kubectl(emu: Emulator, cluster: Cluster, tmp_path: Path) -> Kubectl:
+    """kubectl against the cluster's own origin, where an API server lives (its API at the root)."""
+    return make_kubectl(emu, cluster, tmp_path, emu.cluster_origin(cluster))
+
+
+def sa_json(kubectl: Kubectl, name: str, *flags: str) -> dict[str, Any]:
+    return json.loads(kubectl("-n", NS, "get", "sa", name, "-o", "json", *flags).stdout)
 
 
 def test_kubectl_lists_namespaces(kubectl: Kubectl, cluster: Cluster) -> None:
@@ -148,3 +157,259 @@ def test_kubectl_works_with_an_entra_token_and_not_without_one(
     assert kubectl("--token", token, "get", "ns", NS, "-o", "name").stdout.strip() == f"namespace/{NS}"
     denied = kubectl("--token", "wrong", "get", "ns", NS, check=False)
     assert denied.returncode != 0 and "Unauthorized" in denied.stderr
+
+
+def test_kubectl_also_works_under_the_k8s_path_prefix(emu: Emulator, cluster: Cluster, tmp_path: Path) -> None:
+    kubectl = make_kubectl(emu, cluster, tmp_path, emu.cluster_api(cluster))
+    assert kubectl("get", "ns", NS, "-o", "name").stdout.strip() == f"namespace/{NS}"
+
+
+def test_the_control_api_lists_each_clusters_own_origin(control: Any, emu: Emulator, cluster: Cluster) -> None:
+    listed = control.info()["endpoints"]["clusters"][cluster.name]
+    assert listed["origin"] == emu.cluster_origin(cluster)
+    assert listed["api_server"] == emu.cluster_api(cluster)
+
+
+# ----- apply with validation (the OpenAPI documents) ----------------------------------------------------------
+
+MANIFEST = f"""apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: wi-app
+  namespace: {NS}
+  annotations:
+    azure.workload.identity/client-id: {{client_id}}
+"""
+
+
+def test_kubectl_apply_reads_the_openapi_documents_and_creates_then_configures(
+    kubectl: Kubectl, control: Any, cluster: Cluster
+) -> None:
+    since = control.last_seq()
+    assert kubectl("apply", "-f", "-", stdin=MANIFEST.format(client_id="cid-1")).stdout.strip() == (
+        "serviceaccount/wi-app created"
+    )
+    assert kubectl("apply", "-f", "-", stdin=MANIFEST.format(client_id="cid-1")).stdout.strip() == (
+        "serviceaccount/wi-app unchanged"
+    )
+    assert kubectl("apply", "-f", "-", stdin=MANIFEST.format(client_id="cid-2")).stdout.strip() == (
+        "serviceaccount/wi-app configured"
+    )
+    sa = sa_json(kubectl, "wi-app")
+    assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"] == "cid-2"
+    assert "kubectl.kubernetes.io/last-applied-configuration" in sa["metadata"]["annotations"]
+    paths = [c["path"] for c in control.calls(since=since)]
+    assert f"/k8s/{cluster.name}/openapi/v3" in paths  # the cluster's own origin is logged under its prefix
+    assert f"/k8s/{cluster.name}/openapi/v3/api/v1" in paths
+
+
+def test_kubectl_apply_refuses_an_unknown_field(kubectl: Kubectl) -> None:
+    done = kubectl("apply", "-f", "-", stdin=MANIFEST.format(client_id="c") + "bogus: 1\n", check=False)
+    assert done.returncode != 0
+    assert 'strict decoding error: unknown field "bogus"' in done.stderr
+
+
+def test_kubectl_explain_reads_the_schemas(kubectl: Kubectl) -> None:
+    out = kubectl("explain", "serviceaccount.secrets").stdout
+    assert "KIND:       ServiceAccount" in out and "FIELD: secrets <[]ObjectReference>" in out
+    assert "AzureIdentity" in kubectl("explain", "azureidentities").stdout
+
+
+def test_openapi_v2_is_json_for_json_clients_and_406_for_protobuf_only_ones(
+    kubectl: Kubectl, emu: Emulator, cluster: Cluster, http: Any
+) -> None:
+    doc = json.loads(kubectl("get", "--raw", "/openapi/v2").stdout)
+    assert doc["swagger"] == "2.0"
+    assert doc["definitions"]["io.k8s.api.core.v1.ServiceAccount"]["x-kubernetes-group-version-kind"] == [
+        {"group": "", "kind": "ServiceAccount", "version": "v1"}
+    ]
+    protobuf = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    auth = {"Authorization": f"Bearer {cluster.static_tokens[0].token}", "Accept": protobuf}
+    r = http.get(emu.cluster_origin(cluster) + "/openapi/v2", headers=auth, timeout=5)
+    assert (r.status_code, r.json()["reason"]) == (406, "NotAcceptable")
+
+
+# ----- server-side apply --------------------------------------------------------------------------------------
+
+
+def test_kubectl_server_side_apply_owns_its_fields_and_conflicts_with_other_managers(kubectl: Kubectl) -> None:
+    applied = kubectl("apply", "--server-side", "-f", "-", stdin=MANIFEST.format(client_id="cid-1"))
+    assert applied.stdout.strip() == "serviceaccount/wi-app serverside-applied"
+    owners = {e["manager"]: e for e in sa_json(kubectl, "wi-app", "--show-managed-fields")["metadata"]["managedFields"]}
+    assert owners["kubectl"]["operation"] == "Apply"
+    assert owners["kubectl"]["fieldsV1"] == {
+        "f:metadata": {"f:annotations": {".": {}, "f:azure.workload.identity/client-id": {}}}
+    }
+
+    kubectl("-n", NS, "annotate", "sa", "wi-app", "--overwrite", "azure.workload.identity/client-id=other")
+    refused = kubectl("apply", "--server-side", "-f", "-", stdin=MANIFEST.format(client_id="cid-2"), check=False)
+    assert refused.returncode != 0
+    assert (
+        'Apply failed with 1 conflict: conflict with "kubectl-annotate" using v1: '
+        ".metadata.annotations.azure.workload.identity/client-id" in refused.stderr
+    )
+    assert "--force-conflicts" in refused.stderr  # kubectl recognised the 409 as a field-manager conflict
+
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=MANIFEST.format(client_id="cid-2"))
+    sa = sa_json(kubectl, "wi-app", "--show-managed-fields")
+    assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"] == "cid-2"
+    owners = {e["manager"]: e for e in sa["metadata"]["managedFields"]}
+    assert "f:azure.workload.identity/client-id" in owners["kubectl"]["fieldsV1"]["f:metadata"]["f:annotations"]
+    assert "kubectl-annotate" not in owners  # it owned nothing else
+
+
+def test_server_side_apply_removes_what_the_manager_stops_applying(kubectl: Kubectl) -> None:
+    with_label = MANIFEST.format(client_id="c") + "  labels:\n    azure.workload.identity/use: 'true'\n"
+    kubectl("apply", "--server-side", "-f", "-", stdin=with_label)
+    assert sa_json(kubectl, "wi-app")["metadata"]["labels"] == {"azure.workload.identity/use": "true"}
+    kubectl("apply", "--server-side", "-f", "-", stdin=MANIFEST.format(client_id="c"))
+    assert "labels" not in sa_json(kubectl, "wi-app")["metadata"]
+
+
+# ----- watch ------------------------------------------------------------------------------------------------
+
+
+def read_events(proc: subprocess.Popen[str], count: int) -> list[dict[str, Any]]:
+    """The first `count` JSON documents kubectl prints (pretty-printed, one after another)."""
+    killer = threading.Timer(60, proc.kill)  # a hung watch fails the test instead of hanging it
+    killer.start()
+    decoder, buffer, out = json.JSONDecoder(), "", []
+    try:
+        while len(out) < count:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                pytest.fail(f"kubectl ended after {out}: {proc.stderr.read()}")  # type: ignore[union-attr]
+            buffer += line
+            try:
+                doc, end = decoder.raw_decode(buffer.strip())
+            except ValueError:
+                continue
+            out.append(doc)
+            buffer = buffer.strip()[end:]
+    finally:
+        killer.cancel()
+    return out
+
+
+def test_kubectl_get_watch_prints_each_change(kubectl: Kubectl) -> None:
+    kubectl("-n", NS, "create", "serviceaccount", "a0")
+    proc = kubectl.start("-n", NS, "get", "sa", "-w", "--output-watch-events", "-o", "json")  # type: ignore[attr-defined]
+    try:
+        # The list comes first; the watch then starts from the list's resourceVersion, so what follows is
+        # seen whenever the watch request itself arrives.
+        [listed] = read_events(proc, 1)
+        assert (listed["type"], listed["object"]["metadata"]["name"]) == ("ADDED", "a0")
+        kubectl("-n", NS, "annotate", "sa", "a0", "x=y")
+        kubectl("-n", "team-search", "create", "serviceaccount", "elsewhere")  # another namespace: not watched
+        kubectl("-n", NS, "delete", "sa", "a0")
+        modified, deleted = read_events(proc, 2)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert modified["type"] == "MODIFIED" and modified["object"]["metadata"]["annotations"] == {"x": "y"}
+    assert (deleted["type"], deleted["object"]["metadata"]["name"]) == ("DELETED", "a0")
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in (listed, modified, deleted)]
+    assert rvs == sorted(rvs) and len(set(rvs)) == 3
+
+
+def watching(control: Any, since: int) -> None:
+    """Return once a watch request has reached the emulator (its call log records requests as they arrive)."""
+    for _ in range(600):
+        if any("watch=" in c["query"] for c in control.calls(since=since, method="GET")):
+            return
+        time.sleep(0.05)
+    pytest.fail("kubectl never started watching")
+
+
+def test_kubectl_wait_returns_once_the_condition_holds(kubectl: Kubectl, control: Any) -> None:
+    kubectl("-n", NS, "create", "serviceaccount", "a0")
+    jsonpath = "--for=jsonpath={.metadata.annotations.ready}=yes"
+    waiting = kubectl.start("-n", NS, "wait", "sa/a0", jsonpath, "--timeout=60s")  # type: ignore[attr-defined]
+    kubectl("-n", NS, "annotate", "sa", "a0", "ready=yes")
+    out, err = waiting.communicate(timeout=60)
+    assert (waiting.returncode, out.strip()) == (0, "serviceaccount/a0 condition met"), err
+
+    since = control.last_seq()
+    gone = kubectl.start("-n", NS, "wait", "sa/a0", "--for=delete", "--timeout=60s")  # type: ignore[attr-defined]
+    watching(control, since)  # deleted before kubectl looks, it would find nothing to wait for
+    kubectl("-n", NS, "delete", "sa", "a0")
+    out, err = gone.communicate(timeout=60)
+    assert (gone.returncode, out.strip()) == (0, "serviceaccount/a0 condition met"), err
+
+
+def watch_lines(http: Any, url: str, token: str, count: int) -> list[dict[str, Any]]:
+    with http.get(url, headers={"Authorization": f"Bearer {token}"}, stream=True, timeout=30) as r:
+        assert (r.status_code, r.headers["Content-Type"]) == (200, "application/json")
+        lines = r.iter_lines()
+        return [json.loads(next(lines)) for _ in range(count)]
+
+
+def test_a_watch_from_a_too_old_resource_version_gets_410_expired(emu: Emulator, cluster: Cluster, http: Any) -> None:
+    url = f"{emu.cluster_origin(cluster)}/api/v1/namespaces/{NS}/serviceaccounts?watch=true&resourceVersion=1"
+    [event] = watch_lines(http, url, cluster.static_tokens[0].token, 1)
+    assert event["type"] == "ERROR"
+    assert (event["object"]["code"], event["object"]["reason"]) == (410, "Expired")
+    assert event["object"]["message"].startswith("too old resource version: 1 (")
+
+
+def test_a_watch_sends_the_initial_objects_then_a_bookmark_and_changes_from_the_list_version(
+    kubectl: Kubectl, emu: Emulator, cluster: Cluster, http: Any
+) -> None:
+    kubectl("-n", NS, "create", "serviceaccount", "a0")
+    token = cluster.static_tokens[0].token
+    base = f"{emu.cluster_origin(cluster)}/api/v1/namespaces/{NS}/serviceaccounts"
+    streaming = "?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan"
+    added, bookmark = watch_lines(http, base + streaming, token, 2)
+    assert (added["type"], added["object"]["metadata"]["name"]) == ("ADDED", "a0")
+    assert bookmark["type"] == "BOOKMARK"
+    assert bookmark["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+    listed = http.get(base, headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+    kubectl("-n", NS, "create", "serviceaccount", "a1")
+    rv = listed["metadata"]["resourceVersion"]
+    [event] = watch_lines(http, f"{base}?watch=true&resourceVersion={rv}", token, 1)
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "a1")  # a0 came before rv
+
+
+# ----- who am I, what may I do ------------------------------------------------------------------------------
+
+
+def test_kubectl_auth_whoami_names_the_tokens_caller(
+    kubectl: Kubectl, cluster: Cluster, credential: ClientSecretCredential, portal_app: Any
+) -> None:
+    me = json.loads(kubectl("auth", "whoami", "-o", "json").stdout)
+    assert me["kind"] == "SelfSubjectReview"
+    assert me["status"]["userInfo"] == {"username": cluster.static_tokens[0].user, "groups": ["system:authenticated"]}
+    token = credential.get_token(f"{AKS_SERVER_APP_ID}/.default").token
+    as_app = json.loads(kubectl("--token", token, "auth", "whoami", "-o", "json").stdout)
+    assert as_app["status"]["userInfo"]["username"] == portal_app.object_id  # AKS names a service principal by oid
+    denied = kubectl("--token", "wrong", "auth", "whoami", check=False)
+    assert denied.returncode != 0 and "Unauthorized" in denied.stderr
+
+
+def test_kubectl_auth_can_i_asks_the_server(kubectl: Kubectl, control: Any, cluster: Cluster) -> None:
+    since = control.last_seq()
+    assert kubectl("auth", "can-i", "create", "serviceaccounts", "-n", NS).stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "get", "/healthz").stdout.strip() == "yes"
+    posts = [c for c in control.calls(since=since) if c["method"] == "POST"]
+    assert {c["path"] for c in posts} == {f"/k8s/{cluster.name}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"}
+    denied = kubectl("--token", "wrong", "auth", "can-i", "get", "pods", check=False)
+    assert denied.returncode != 0 and "Unauthorized" in denied.stderr
+
+
+# ----- the issuer's documents, as the API server serves them ------------------------------------------------
+
+
+def test_kubectl_get_raw_reads_the_service_account_issuer_documents(
+    kubectl: Kubectl, emu: Emulator, cluster: Cluster
+) -> None:
+    config = json.loads(kubectl("get", "--raw", "/.well-known/openid-configuration").stdout)
+    assert config["issuer"] == emu.cluster_issuer(cluster)
+    keys = json.loads(kubectl("get", "--raw", "/openid/v1/jwks").stdout)
+    kubectl("-n", NS, "create", "serviceaccount", "wi-app")
+    token = kubectl("-n", NS, "create", "token", "wi-app").stdout.strip()
+    [key] = jwt.PyJWKSet.from_dict(keys).keys
+    claims = jwt.decode(
+        token, key.key, algorithms=["RS256"], audience=emu.cluster_issuer(cluster), options={"verify_exp": False}
+    )
+    assert claims["iss"] == config["issuer"]
