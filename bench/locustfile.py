@@ -32,7 +32,6 @@ MIX = {
         (3, "my requests", "/requests/"),
         (3, "request page", "/requests/{req}/"),
         (4, "live status poll", "/requests/{req}/status/"),
-        (1, "identities", "/identities/"),
     ],
     "devops": [
         (2, "home", "/"),

@@ -212,6 +212,7 @@ def export(stack: _history.Stack, w: dict[str, Any], fmt: str) -> None:
     base_rss, _ = _history.rss_mib(worker.pid)
     expected = AuditEvent.objects.count() + 1  # and the export_requested event the request writes
     samples: list[tuple[float, int, float]] = []
+    peaks: list[float] = []  # VmHWM, read while the job runs (the worker may replace itself once it is done)
     t0 = time.perf_counter()
     export = exports.request_export(w["people"]["alex"], fmt=fmt, filters={}, source_ip="10.0.0.1")
     done = threading.Event()
@@ -219,7 +220,9 @@ def export(stack: _history.Stack, w: dict[str, Any], fmt: str) -> None:
     def sample() -> None:
         while not done.is_set():
             rows = Export.objects.filter(pk=export.pk).values_list("rows", flat=True).get()
-            samples.append((time.perf_counter() - t0, rows, _history.rss_mib(worker.pid)[0]))
+            rss, hwm = _history.rss_mib(worker.pid)
+            peaks.append(hwm)
+            samples.append((time.perf_counter() - t0, rows, rss))
             time.sleep(1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -232,7 +235,8 @@ def export(stack: _history.Stack, w: dict[str, Any], fmt: str) -> None:
     took = time.perf_counter() - t0
     done.set()
     sampler.join()
-    rss, peak = _history.rss_mib(worker.pid)
+    rss, _ = _history.rss_mib(worker.pid)
+    peak = max(peaks, default=0.0)
     path = exports.path_of(export)
     data_rows = 0
     if path is not None:
@@ -251,7 +255,10 @@ def export(stack: _history.Stack, w: dict[str, Any], fmt: str) -> None:
         f" ({'complete' if data_rows == expected else 'INCOMPLETE'}) |"
     )
     print(f"| file size | {export.size / 2**20:,.1f} MiB |")
-    print(f"| worker resident memory: before / peak (VmHWM) / after | {base_rss:.0f} / {peak:.0f} / {rss:.0f} MiB |")
+    print(
+        f"| worker resident memory: before / peak while exporting (VmHWM) / after | {base_rss:.0f} / {peak:.0f} / "
+        f"{rss:.0f} MiB |"
+    )
     marks = [s for s in samples if s[1]]
     if marks:
         picks = [marks[int(len(marks) * q)] for q in (0.1, 0.5, 0.9)] + [marks[-1]]
