@@ -235,8 +235,9 @@ def export(stack: _history.Stack, w: dict[str, Any], fmt: str) -> None:
     took = time.perf_counter() - t0
     done.set()
     sampler.join()
-    rss, _ = _history.rss_mib(worker.pid)
-    peak = max(peaks, default=0.0)
+    rss, hwm = _history.rss_mib(worker.pid)
+    # The peak after the job counts unless the worker replaced itself meanwhile (exec: a fresh peak, below the start).
+    peak = max([*peaks, hwm if hwm >= base_rss else 0.0])
     path = exports.path_of(export)
     data_rows = 0
     if path is not None:
