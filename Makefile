@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test emulator-only bench bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages \
+.PHONY: run test emulator-only bench bench-requirements bench-load bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages \
 	bench-lifecycle bench-refederation audit clean
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 ## make bench: every benchmark; figures go to stdout (and by hand into bench/README.md)
-bench: bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages \
+bench: bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages bench-load \
 	bench-lifecycle bench-refederation
 
 bench-emulator: $(STAMP)
@@ -48,9 +48,20 @@ bench-throughput: $(STAMP)
 bench-audit: $(STAMP)
 	$(BIN)/python bench/audit_checkpoints.py
 
-## make bench-pages: the identities, request and home pages at 1,000 and 20,000 requests (needs PostgreSQL)
-bench-pages: $(STAMP)
-	$(BIN)/python bench/pages.py
+## make bench-pages: every page served by gunicorn (production settings) at 100,000 requests and 1,000,000 audit
+## events, and the export of them all (needs PostgreSQL and Redis; ~15 min, most of it seeding; ARGS="--keep" keeps
+## the database, ARGS="--requests 10000 --events 100000" for a quick try)
+bench-pages: $(STAMP) bench-requirements
+	$(BIN)/python bench/pages.py $(ARGS)
+
+## make bench-load: 50 users for 2 minutes on a mix of pages and approvals (locust), then on /healthz alone
+## (needs PostgreSQL and Redis; ARGS="--database-url URL" reuses a database kept by bench-pages)
+bench-load: $(STAMP) bench-requirements
+	$(BIN)/python bench/load.py $(ARGS)
+
+# What only the benchmarks need (locust), installed into the project venv on demand; the tests never need it.
+bench-requirements: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 
 ## make bench-lifecycle: lifecycle.run_checks (reminders, suspensions, revocations) at 2,000 and 20,000 identities
 ## (needs PostgreSQL and Redis; under a minute)

@@ -1,251 +1,269 @@
-"""What the pages of issue 10 cost at the size of real use, and whether their query counts stay flat as data grows.
+"""Issue 13's done-when benchmark: every page at 100,000 requests and 1,000,000 audit events, served as in production.
 
-A scratch PostgreSQL database (on BENCH_DATABASE_ADMIN_URL's server, default postgres://postgres@127.0.0.1:5432/
-postgres; created, migrated, dropped) is filled in two stages: first --small requests, then up to --large, over
-three clusters, 2,000 people and every status (60 % ready, one or two role grants each). After each stage every
-page below is fetched --rounds times through Django's test client in this process with production settings (DEBUG
-off), as the person who would look at it, after three warm-up fetches; it prints p50/p95 and the query count of
-each page at both sizes, next to a reference from the same run: the sign-in page, which reads no table.
+A scratch PostgreSQL database (BENCH_DATABASE_ADMIN_URL's server, default postgres://postgres@127.0.0.1:5432/postgres)
+is migrated and seeded with COPY (bench/_history.py: --requests requests, --events audit events over three years, the
+audit chains hashed so that verify_audit passes), then ANALYZEd. Then gunicorn serves the portal on
+deploy/gunicorn.conf.py with production settings (DEBUG off, --workers, default 2 on this 2-core machine) from that
+database and a Redis database of its own (BENCH_REDIS_DB, default 7), beside the emulator (Graph: admin pages read the
+admin's roles again on every view; ARM and Kubernetes for provisioning). Each person signs in with a session as the
+sign-in callback leaves it. Every page is fetched --rounds times over HTTP, one at a time, after 3 warm-ups, as the
+person who would open it: p50, p95 and the SQL statements the request ran (counted server-side: bench/_querycount.py),
+next to /healthz measured the same way at the start and at the end of the run.
 
-Usage: python bench/pages.py [--small 1000] [--large 20000] [--rounds 50]
+Then a warm RQ worker (as `make run` starts it) exports every audit event through the real export job
+(requests_app/exports.py): the time from asking to the file, the worker's resident memory before, during and at its
+peak, the file's size and its rows (checked against the events in the table: complete or not).
+
+Usage: python bench/pages.py [--requests 100000] [--events 1000000] [--rounds 50] [--keep]
+       python bench/pages.py --database-url URL   # a database kept by --keep: no seeding
+
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import csv
+import html
+import re
 import statistics
 import sys
+import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._stack import admin_url, drop_database, scratch_database  # noqa: E402
-
-DEVOPS = "0f1e2d3c-0003-4000-8000-000000000003"
-TEAM = "0f1e2d3c-0004-4000-8000-000000000004"
-SUB = "3f6a1c2e-8d4b-4e5f-9a0b-1c2d3e4f5a6b"
-VAULT = f"/subscriptions/{SUB}/resourceGroups/rg-team-payments/providers/Microsoft.KeyVault/vaults/kv-payments-demo"
-STORAGE = f"/subscriptions/{SUB}/resourceGroups/rg-team-payments/providers/Microsoft.Storage/storageAccounts/stpay"
-STATUSES = ["ready"] * 12 + ["revoked"] * 3 + ["rejected", "cancelled", "failed", "submitted", "provisioning"]
+from bench import _history  # noqa: E402
+from bench._stack import percentile  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--small", type=int, default=1_000)
-    p.add_argument("--large", type=int, default=20_000)
+    p.add_argument("--requests", type=int, default=100_000)
+    p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--rounds", type=int, default=50)
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers (deploy/gunicorn.conf.py says 3)")
+    p.add_argument("--deep", type=int, default=200, help="'older' links followed for the deep audit page")
+    p.add_argument("--export-format", default="csv", choices=["csv", "jsonl", "none"])
+    p.add_argument("--keep", action="store_true", help="keep the seeded database and print its URL")
+    p.add_argument("--database-url", help="an already seeded database (from --keep): no seeding")
+    p.add_argument("--redis-db", type=int, default=7)
     args = p.parse_args()
-    admin = admin_url()
-    url = scratch_database(admin, prefix="bench_pages")
+    stack = _history.Stack(redis_db=args.redis_db, workers=args.workers, database_url=args.database_url)
     try:
-        return run(url, args)
+        stack.django(migrate=args.database_url is None)
+        if args.database_url is None:
+            print(f"seeding {args.requests:,} requests and {args.events:,} audit events …", file=sys.stderr)
+            t0 = time.perf_counter()
+            _history.seed(args.requests, args.events, log=lambda m: print(m, file=sys.stderr))
+            print(f"SEED {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return run(stack, args)
     finally:
-        from django.db import connections
-
-        connections.close_all()
-        drop_database(admin, url)
+        stack.stop(keep=args.keep)
 
 
-def run(url: str, args: argparse.Namespace) -> int:
-    os.environ.update(
-        {
-            "DATABASE_URL": url,
-            "ENTRA_TENANT_ID": "7d2c6e1a-5b4f-4c3e-9a8d-1f2e3d4c5b6a",
-            "ENTRA_CLIENT_ID": "9a8b7c6d-0000-4000-8000-00000000a001",
-            "ENTRA_CLIENT_SECRET": "bench",
-            "PORTAL_DEBUG": "0",
-            "PORTAL_SECURE_COOKIES": "0",
-            "PORTAL_ROLES_MAX_AGE_SECONDS": "86400",
-            "PORTAL_LOG_LEVEL": "ERROR",
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-        }
-    )
-    import django
+def world() -> dict[str, Any]:
+    """What the pages are opened on, read back from the database (seeded now or kept from before)."""
+    from requests_app.models import AuditEvent, Cluster, IdentityRequest, User
 
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
+    found = User.objects.filter(username__in=[f"{k}@contoso.example" for k in _history.DEMO_PEOPLE])
+    people = {u.username.split("@")[0]: u for u in found}
+    demo = Cluster.objects.get(name="aks-demo")
+    ready = IdentityRequest.objects.filter(cluster=demo, status="ready", requester=people["riley"])
+    oldest = AuditEvent.objects.order_by("created_at", "id").values_list("created_at", flat=True).first()
+    return {
+        "people": people,
+        "demo": demo,
+        "other": Cluster.objects.exclude(pk=demo.pk).order_by("name").first(),
+        "request": ready.order_by("-created_at").first(),
+        "revoked": IdentityRequest.objects.filter(status="revoked").order_by("-created_at").first(),
+        "oldest": oldest,
+        "requests": IdentityRequest.objects.count(),
+        "events": AuditEvent.objects.count(),
+    }
 
-    settings.ALLOWED_HOSTS = ["*"]
-    call_command("migrate", verbosity=0, interactive=False)
-    world = seed_people_and_clusters()
-    rows: dict[str, dict[str, Any]] = {}
-    for label, size in (("small", args.small), ("large", args.large)):
+
+def sessions(people: dict[str, Any]) -> dict[str, Any]:
+    import requests
+    from django.utils import timezone
+
+    from requests_app.models import User
+
+    User.objects.filter(pk__in=[u.pk for u in people.values()]).update(roles_checked_at=timezone.now())
+    out = {}
+    for key, user in people.items():
+        s = requests.Session()
+        s.cookies.set("sessionid", _history.session_for(user))
+        out[key] = s
+    out["anonymous"] = requests.Session()
+    return out
+
+
+def pages(w: dict[str, Any], base: str, s: dict[str, Any], deep: int) -> list[tuple[str, str, str]]:
+    """(label, who, path) of every page measured."""
+    from datetime import timedelta
+
+    req, revoked, oldest = w["request"], w["revoked"], w["oldest"]
+    year_ago = (oldest + timedelta(days=365 * 2)).date()
+    deep_path = follow_older(base, s["alex"], "/audit/", deep)
+    return [
+        ("home", "dana", "/"),
+        ("home (requester)", "riley", "/"),
+        ("my requests", "riley", "/requests/"),
+        ("a ready request, its history and handoff", "riley", f"/requests/{req.pk}/"),
+        ("a revoked request (admin)", "alex", f"/requests/{revoked.pk}/"),
+        ("live status poll", "riley", f"/requests/{req.pk}/status/"),
+        ("identities (DevOps)", "dana", "/identities/"),
+        ("identities, search `app-1`", "dana", "/identities/?q=app-1"),
+        ("identities, namespace filter", "dana", "/identities/?namespace=team-search"),
+        ("identities, all clusters (admin)", "alex", "/identities/"),
+        ("approvals queue", "avery", "/approvals/"),
+        ("audit, first page", "alex", "/audit/"),
+        ("audit by actor", "alex", "/audit/?actor=riley%40contoso.example"),
+        ("audit by action", "alex", "/audit/?action=request.approved"),
+        ("audit by cluster", "alex", f"/audit/?cluster={w['other'].pk}"),
+        (
+            "audit by date range (one month)",
+            "alex",
+            f"/audit/?date_from={year_ago}&date_to={year_ago + timedelta(days=30)}",
+        ),
+        ("audit by request", "alex", f"/audit/?request={req.pk}"),
+        ("audit by identity name", "alex", f"/audit/?identity={req.identity_name}"),
+        (f"audit, {deep} pages back (cursor)", "alex", deep_path),
+        ("audit, the oldest days (date)", "alex", f"/audit/?date_to={(oldest + timedelta(days=3)).date()}"),
+        ("drift", "alex", "/drift/"),
+        ("exports page", "alex", "/audit/exports/"),
+        ("admin: requests", "alex", "/admin/requests_app/identityrequest/"),
+        ("admin: requests, search", "alex", f"/admin/requests_app/identityrequest/?q={req.identity_name}"),
+        ("admin: audit events", "alex", "/admin/requests_app/auditevent/"),
+        ("admin: users", "alex", "/admin/requests_app/user/"),
+    ]
+
+
+def follow_older(base: str, session: Any, path: str, n: int) -> str:
+    for _ in range(n):
+        r = session.get(base + path, allow_redirects=False)
+        m = re.search(r'<a href="([^"]*)" rel="next"', r.text)
+        if r.status_code != 200 or not m:
+            break
+        found = html.unescape(m.group(1))
+        path = found if found.startswith("/") else "/audit/" + found
+    return path
+
+
+def measure(base: str, session: Any, path: str, rounds: int) -> dict[str, Any]:
+    statuses, counts, times = set(), set(), []
+    for i in range(3 + rounds):
         t0 = time.perf_counter()
-        fill(world, size)
-        fill_s = time.perf_counter() - t0
-        for name, result in measure(world, args.rounds).items():
-            rows.setdefault(name, {})[label] = result
-        print(f"filled to {size:,} requests in {fill_s:.1f} s", file=sys.stderr)
-    print(f"\n{args.small:,} → {args.large:,} requests (60 % ready), PostgreSQL, {args.rounds} fetches per page\n")
-    print("| page (who) | p50 ms | p95 ms | queries | at " + f"{args.small:,}: p50 ms | queries |")
-    print("|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        big, small = r["large"], r["small"]
+        r = session.get(base + path, allow_redirects=False)
+        ms = (time.perf_counter() - t0) * 1000
+        statuses.add(r.status_code)
+        counts.add(int(r.headers.get("X-Bench-Queries", -1)))
+        if i >= 3:
+            times.append(ms)
+    return {
+        "p50": statistics.median(times),
+        "p95": percentile(times, 95),
+        "queries": "/".join(str(c) for c in sorted(counts)),
+        "status": "/".join(str(c) for c in sorted(statuses)),
+        "bytes": len(r.content),
+    }
+
+
+def run(stack: _history.Stack, args: argparse.Namespace) -> int:
+    w = world()
+    base = stack.start_web()
+    s = sessions(w["people"])
+    print(
+        f"gunicorn ({args.workers} workers) at {base}; {w['requests']:,} requests, {w['events']:,} events",
+        file=sys.stderr,
+    )
+    rows = [("`/healthz` (reference, start)", "anonymous", measure(base, s["anonymous"], "/healthz", args.rounds))]
+    for label, who, path in pages(w, base, s, args.deep):
+        result = measure(base, s[who], path, args.rounds)
+        rows.append((label, who, result))
+        print(f"  {label}: p95 {result['p95']:.1f} ms, {result['queries']} queries", file=sys.stderr)
+    rows.append(("`/healthz` (reference, end)", "anonymous", measure(base, s["anonymous"], "/healthz", args.rounds)))
+
+    print(
+        f"\n{w['requests']:,} requests, {w['events']:,} audit events; gunicorn {args.workers} workers; "
+        f"{args.rounds} fetches a page\n"
+    )
+    print("| page | who | p50 ms | p95 ms | queries | status | KiB |")
+    print("|---|---|---|---|---|---|---|")
+    for label, who, r in rows:
         print(
-            f"| {name} | {big['p50']:.1f} | {big['p95']:.1f} | {big['queries']} | {small['p50']:.1f} | "
-            f"{small['queries']} |"
+            f"| {label} | {who} | {r['p50']:.1f} | {r['p95']:.1f} | {r['queries']} | {r['status']} | "
+            f"{r['bytes'] / 1024:.0f} |"
         )
+    if args.export_format != "none":
+        export(stack, w, args.export_format)
     return 0
 
 
-def seed_people_and_clusters() -> dict[str, Any]:
-    from django.utils import timezone
+def export(stack: _history.Stack, w: dict[str, Any], fmt: str) -> None:
+    from requests_app import exports
+    from requests_app.models import AuditEvent, Export
 
-    from requests_app.models import AllowedRole, Cluster, User
+    worker = stack.start_worker()
+    time.sleep(2)  # the worker settles (imports done) before its baseline is read
+    base_rss, _ = _history.rss_mib(worker.pid)
+    expected = AuditEvent.objects.count() + 1  # and the export_requested event the request writes
+    samples: list[tuple[float, int, float]] = []
+    peaks: list[float] = []  # VmHWM, read while the job runs (the worker may replace itself once it is done)
+    t0 = time.perf_counter()
+    export = exports.request_export(w["people"]["alex"], fmt=fmt, filters={}, source_ip="10.0.0.1")
+    done = threading.Event()
 
-    now = timezone.now()
-    clusters = []
-    for i, name in enumerate(["aks-demo", "aks-prod-weu", "aks-prod-neu"]):
-        c = Cluster.objects.create(
-            name=name,
-            subscription_id=SUB,
-            resource_group=f"rg-{name}-identities",
-            location="westeurope",
-            oidc_issuer_url=f"https://oidc.example/{name}/",
-            api_server_url=f"https://{name}.example:443",
-            devops_group_id=DEVOPS if i == 0 else str(uuid.uuid4()),
-            devops_group_name=f"{name}-devops",
-            allowed_namespaces=["team-payments", "team-search", "team-orders"],
-            namespace_owners={ns: TEAM for ns in ["team-payments", "team-search", "team-orders"]},
-        )
-        AllowedRole.objects.create(
-            cluster=c,
-            role_name="Key Vault Secrets User",
-            role_definition_id="4633458b-17de-408a-b874-0445c86b69e6",
-            scope_patterns=["/subscriptions/*/resourceGroups/*/providers/Microsoft.KeyVault/vaults/*"],
-        )
-        clusters.append(c)
-    people = User.objects.bulk_create(
-        [
-            User(username=f"user{i}", display_name=f"Person {i}", email=f"user{i}@contoso.example", entra_groups=[TEAM])
-            for i in range(2_000)
-        ]
+    def sample() -> None:
+        while not done.is_set():
+            rows = Export.objects.filter(pk=export.pk).values_list("rows", flat=True).get()
+            rss, hwm = _history.rss_mib(worker.pid)
+            peaks.append(hwm)
+            samples.append((time.perf_counter() - t0, rows, rss))
+            time.sleep(1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    while True:
+        export.refresh_from_db()
+        if export.status in (Export.State.DONE, Export.State.FAILED):
+            break
+        time.sleep(0.2)
+    took = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    rss, hwm = _history.rss_mib(worker.pid)
+    # The peak after the job counts unless the worker replaced itself meanwhile (exec: a fresh peak, below the start).
+    peak = max([*peaks, hwm if hwm >= base_rss else 0.0])
+    path = exports.path_of(export)
+    data_rows = 0
+    if path is not None:
+        with path.open(encoding="utf-8", newline="") as f:
+            if fmt == "csv":
+                data_rows = sum(1 for row in csv.reader(line for line in f if not line.startswith("#"))) - 1
+            else:
+                data_rows = sum(1 for line in f if line.startswith('{"event"'))
+    print(f"\nexport of every audit event ({fmt}), by the export job in a warm RQ worker:\n")
+    print("| figure | result |")
+    print("|---|---|")
+    print(f"| status | {export.status} {export.error[:200]} |")
+    print(f"| asked → file complete | {took:.1f} s ({export.rows / took:,.0f} rows/s) |")
+    print(
+        f"| rows: recorded / in the file / events in the table | {export.rows:,} / {data_rows:,} / {expected:,}"
+        f" ({'complete' if data_rows == expected else 'INCOMPLETE'}) |"
     )
-    dana = User.objects.create(
-        username="dana", display_name="Dana DevOps", entra_groups=[DEVOPS, TEAM], roles_checked_at=now
+    print(f"| file size | {export.size / 2**20:,.1f} MiB |")
+    print(
+        f"| worker resident memory: before / peak while exporting (VmHWM) / after | {base_rss:.0f} / {peak:.0f} / "
+        f"{rss:.0f} MiB |"
     )
-    alex = User.objects.create(
-        username="alex", display_name="Alex Admin", is_portal_admin=True, is_staff=True, roles_checked_at=now
-    )
-    return {"clusters": clusters, "people": people, "dana": dana, "alex": alex, "made": 0}
-
-
-def fill(world: dict[str, Any], size: int) -> None:
-    from django.utils import timezone
-
-    from requests_app.models import IdentityRequest, RoleGrant, Step
-
-    now = timezone.now()
-    clusters, people = world["clusters"], world["people"]
-    batch: list[IdentityRequest] = []
-    for i in range(world["made"], size):
-        cluster = clusters[i % 3]
-        ns = ["team-payments", "team-search", "team-orders"][i % 7 % 3]
-        status = STATUSES[i % len(STATUSES)]
-        ready = status == "ready"
-        batch.append(
-            IdentityRequest(
-                cluster=cluster,
-                namespace=ns,
-                service_account=f"app-{i}",
-                purpose=f"Workload {i} reads its secrets",
-                identity_name=f"{cluster.name}_{ns}_app-{i}",
-                fic_name=f"{cluster.name}-{ns}-app-{i}",
-                requester=people[i % len(people)],
-                status=status,
-                ready_at=now if ready else None,
-                client_id=str(uuid.uuid4()) if ready else "",
-                principal_id=str(uuid.uuid4()) if ready else "",
-                tenant_id="7d2c6e1a-5b4f-4c3e-9a8d-1f2e3d4c5b6a" if ready else "",
-                identity_resource_id=f"/subscriptions/{SUB}/resourceGroups/rg/providers/"
-                f"Microsoft.ManagedIdentity/userAssignedIdentities/id-{i}"
-                if ready
-                else "",
-            )
-        )
-    made = IdentityRequest.objects.bulk_create(batch, batch_size=2_000)
-    grants = []
-    for n, req in enumerate(made):
-        grants.append(
-            RoleGrant(request=req, role_name="Key Vault Secrets User", role_definition_id="4633", scope=VAULT)
-        )
-        if n % 2:
-            grants.append(
-                RoleGrant(request=req, role_name="Storage Blob Data Reader", role_definition_id="2a2b", scope=STORAGE)
-            )
-    RoleGrant.objects.bulk_create(grants, batch_size=5_000)
-    if not world["made"]:
-        # The request pages measured: a ready identity on Dana's cluster, with its five finished steps.
-        target = next(r for r in made if r.status == "ready" and r.cluster_id == clusters[0].pk)
-        Step.objects.bulk_create(
-            [
-                Step(
-                    request=target,
-                    name=name,
-                    position=pos,
-                    state="succeeded",
-                    attempts=1,
-                    started_at=now,
-                    finished_at=now,
-                )
-                for pos, name in enumerate(["identity", "service_account", "fic", "roles", "verify"])
-            ]
-        )
-        world["target"] = target
-    world["made"] = size
-
-
-def measure(world: dict[str, Any], rounds: int) -> dict[str, dict[str, Any]]:
-    from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
-
-    dana, alex = Client(), Client()
-    dana.force_login(world["dana"])
-    alex.force_login(world["alex"])
-    anonymous = Client()
-    target = world["target"]
-    pages = [
-        ("reference: sign-in page (anonymous)", anonymous, "/login/"),
-        ("identities, first page (Dana, DevOps)", dana, "/identities/"),
-        ("identities, search `app-1` (Dana)", dana, "/identities/?q=app-1"),
-        ("identities, namespace filter (Dana)", dana, "/identities/?namespace=team-search"),
-        ("identities, page 20 (Dana)", dana, "/identities/?page=20"),
-        ("identities, all clusters (Alex, admin)", alex, "/identities/"),
-        ("home (Dana)", dana, "/"),
-        ("ready request page with handoff (Dana)", dana, f"/requests/{target.pk}/"),
-        ("live status poll (Dana)", dana, f"/requests/{target.pk}/status/"),
-    ]
-    status_path = f"/requests/{target.pk}/status/"
-    tag = dana.get(status_path)["ETag"]
-    pages.append(("live status poll, nothing changed: 304 (Dana)", dana, status_path, {"HTTP_IF_NONE_MATCH": tag}))
-    out = {}
-    for name, client, path, *extra in pages:
-        headers = extra[0] if extra else {}
-        expected = 304 if headers else 200
-        for _ in range(3):
-            resp = client.get(path, **headers)
-            assert resp.status_code == expected, (path, resp.status_code)
-        times = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            client.get(path, **headers)
-            times.append((time.perf_counter() - t0) * 1000)
-        with CaptureQueriesContext(connection) as ctx:
-            client.get(path, **headers)
-        times.sort()
-        out[name] = {
-            "p50": statistics.median(times),
-            "p95": times[max(0, round(len(times) * 0.95) - 1)],
-            "queries": len(ctx.captured_queries),
-        }
-    return out
+    marks = [s for s in samples if s[1]]
+    if marks:
+        picks = [marks[int(len(marks) * q)] for q in (0.1, 0.5, 0.9)] + [marks[-1]]
+        print("| worker memory as rows go by | " + ", ".join(f"{r:,} rows: {m:.0f} MiB" for _, r, m in picks) + " |")
 
 
 if __name__ == "__main__":
