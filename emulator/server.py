@@ -55,7 +55,7 @@ def surface_of(path: str) -> str:
     if path.startswith("/webhooks/"):
         return "webhooks"
     lower = path.lower()
-    if lower.startswith("/subscriptions") or lower.startswith("/providers"):
+    if lower.startswith(("/subscriptions", "/providers", "/tenants", "/metadata/")):
         return "arm"
     return "entra"
 
@@ -319,7 +319,7 @@ class Emulator:
     def build_app(self) -> web.Application:
         from . import arm, control, entra, k8s, keyvault, webhooks
 
-        app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
+        app = web.Application(middlewares=[merge_slashes, self._middleware], client_max_size=4 * 1024 * 1024)
         app[EMU] = self
         for surface in (control, k8s, keyvault, webhooks, arm, entra):
             surface.setup(app, self)
@@ -495,6 +495,25 @@ class Emulator:
         for k, v in headers.items():
             response.headers.setdefault(k, v)
         return response
+
+
+# ----- `//` in paths ---------------------------------------------------------------------------------------
+_SLASHES = re.compile(r"/{2,}")
+
+
+@web.middleware
+async def merge_slashes(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer `//metadata/endpoints` as `/metadata/endpoints`, as Azure's front doors do: clients join a base URL
+    ending in "/" with a path starting with one (`az cloud register --endpoint-resource-manager https://…/`).
+    The request is routed again under the merged path; no redirect, since ARM sends none."""
+    if "//" not in request.path:
+        return await handler(request)
+    path = _SLASHES.sub("/", request.path)
+    merged = request.clone(rel_url=request.rel_url.with_path(path).with_query(request.rel_url.query))
+    match = await request.app.router.resolve(merged)
+    match.add_app(request.app)
+    merged._match_info = match  # what aiohttp's own normalize_path_middleware does before it redirects
+    return await request.app[EMU]._middleware(merged, match.handler)
 
 
 def _peer(request: web.Request) -> str:
