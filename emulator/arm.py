@@ -473,7 +473,9 @@ class Arm:
                 "identityProvider": "AAD",
             },
             "resourceManager": f"{emu.url}/",
-            "microsoftGraphResourceId": "https://graph.microsoft.com/",
+            # az calls Graph at this URL and asks for tokens with it as the resource; Graph accepts the emulator's
+            # own URL as an audience (emulator/graph.py own_graph_urls).
+            "microsoftGraphResourceId": f"{emu.url}/graph/",
             "graph": f"{emu.url}/graph/",
             "graphAudience": "https://graph.windows.net/",
             "activeDirectoryDataLake": "https://datalake.azure.net/",

@@ -255,6 +255,53 @@ class Graph:
             info["email"] = user.email
         return web.json_response(info)
 
+    # --- directory objects by id (az role assignment list names the principals with it) -------------------
+    async def get_by_ids(self, request: web.Request) -> web.Response:
+        """POST /v1.0/directoryObjects/getByIds `{"ids": [...], "types": [...]}`: the objects found, in the order
+        asked, unknown ids left out (as Graph does); `types` narrows to user, group, servicePrincipal."""
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        _claims, tenant = known
+        try:
+            body = await request.json()
+        except ValueError:
+            return graph_error(request, 400, "BadRequest", "Unable to read JSON request payload.")
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            return graph_error(request, 400, "Request_BadRequest", "Invalid value specified for property 'ids'.")
+        types = {str(t).lower() for t in body.get("types") or ["user", "group", "serviceprincipal"]}
+        found = [self.directory_object(tenant, i) for i in ids]
+        value = [o for o in found if o and o["@odata.type"].split(".")[-1].lower() in types]
+        context = f"{self.emu.url}/graph/v1.0/$metadata#directoryObjects"
+        return web.json_response({"@odata.context": context, "value": value})
+
+    def directory_object(self, tenant: Tenant, oid: str) -> dict[str, Any] | None:
+        user = next((u for u in tenant.users if u.oid.lower() == oid.lower()), None)
+        if user is not None:
+            props = {k: v for k, v in user_json(self.emu, user).items() if not k.startswith("@")}
+            return {"@odata.type": "#microsoft.graph.user", **props}
+        group = next((g for g in tenant.groups if g.id.lower() == oid.lower()), None)
+        if group is not None:
+            return {"@odata.type": "#microsoft.graph.group", **group_properties(group)}
+        app = next((a for a in tenant.apps if a.object_id.lower() == oid.lower()), None)
+        if app is not None:
+            return {"@odata.type": "#microsoft.graph.servicePrincipal", **self.sp_properties(app, tenant)}
+        principal = self.emu.store.principals.get(oid)
+        if principal and principal.get("managed_identity") and principal.get("tenant", "").lower() == tenant.id.lower():
+            mi = principal["managed_identity"]
+            return {
+                "@odata.type": "#microsoft.graph.servicePrincipal",
+                "id": oid,
+                "appId": principal.get("app_id"),
+                "displayName": mi.rsplit("/", 1)[-1],
+                "accountEnabled": True,
+                "servicePrincipalType": "ManagedIdentity",
+                "alternativeNames": ["isExplicit=True", mi],
+                "appRoles": [],
+            }
+        return None
+
     # --- service principals and their app roles ----------------------------------------------------------
     def sp_properties(self, app: App, tenant: Tenant) -> dict[str, Any]:
         return {
@@ -441,6 +488,7 @@ def setup(app: web.Application, emu: Any) -> None:
     for action in ("getMemberObjects", "getMemberGroups"):
         r.add_post(f"{v1}/me/{action}", graph.member_objects)
         r.add_post(f"{v1}/users/{{id}}/{action}", graph.member_objects)
+    r.add_post(f"{v1}/directoryObjects/getByIds", graph.get_by_ids)
     r.add_get(f"{v1}/me", graph.get_user)
     r.add_get(f"{v1}/users/{{id}}", graph.get_user)
     r.add_get(f"{v1}/servicePrincipals(appId='{{app_id}}')", graph.get_service_principal)
