@@ -1,0 +1,135 @@
+"""The real az CLI (azure-cli from PyPI, in .venv-az: `make test` installs it), unchanged, against the emulator.
+
+Each test gets its own AZURE_CONFIG_DIR, registers the emulator as a cloud with endpoint discovery (az reads
+`GET /metadata/endpoints`) and trusts the emulator CA through REQUESTS_CA_BUNDLE. Configuration only:
+`core.instance_discovery=false` (AZURE_CORE_INSTANCE_DISCOVERY), as for Azure Stack, since msal would otherwise
+ask login.microsoftonline.com whether the emulator's authority is known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator import Emulator
+from emulator.config import App, Tenant
+
+AZ = Path(__file__).resolve().parents[2] / ".venv-az" / "bin" / "az"
+if not AZ.exists():
+    if os.environ.get("CI"):
+        pytest.fail("the az CLI must be in .venv-az in CI (make test installs requirements-az.txt)", pytrace=False)
+    pytest.skip("the az CLI is not in .venv-az; `make test` installs it", allow_module_level=True)
+
+pytestmark = pytest.mark.azcli
+RG = "rg-aks-demo-identities"
+Az = Callable[..., Any]
+
+
+@pytest.fixture
+def az(emu: Emulator, tmp_path: Path) -> Az:
+    """Run az with a config dir of its own; returns parsed JSON output (or the CompletedProcess when check=False)."""
+    env = {
+        "PATH": f"{AZ.parent}:{os.environ.get('PATH', '')}",
+        "HOME": str(tmp_path),
+        "AZURE_CONFIG_DIR": str(tmp_path / "azure"),
+        "REQUESTS_CA_BUNDLE": str(emu.tls.ca_bundle),
+        "AZURE_CORE_COLLECT_TELEMETRY": "no",
+        "AZURE_CORE_INSTANCE_DISCOVERY": "false",
+        "AZURE_CORE_NO_COLOR": "true",
+    }
+
+    def run(*args: str, check: bool = True) -> Any:
+        done = subprocess.run([str(AZ), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+        if not check:
+            return done
+        if done.returncode != 0:
+            pytest.fail(f"az {' '.join(args)} failed ({done.returncode}): {done.stderr[-3000:]}")
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    # A base URL ending in "/": az asks for //metadata/endpoints, which the emulator answers as ARM does.
+    run("cloud", "register", "-n", "Emulator", "--endpoint-resource-manager", f"{emu.url}/")
+    run("cloud", "set", "-n", "Emulator")
+    return run
+
+
+@pytest.fixture
+def logged_in(az: Az, tenant: Tenant, portal_app: App) -> Az:
+    az("login", "--service-principal", "-u", portal_app.client_id, "-p", portal_app.secrets[0], "--tenant", tenant.id)
+    return az
+
+
+def test_cloud_register_discovers_the_emulator_endpoints(az: Az, emu: Emulator) -> None:
+    cloud = az("cloud", "show", "-n", "Emulator")
+    assert cloud["endpoints"]["resourceManager"] == f"{emu.url}/"
+    assert cloud["endpoints"]["activeDirectory"] == emu.url
+    assert cloud["endpoints"]["microsoftGraphResourceId"] == f"{emu.url}/graph/"
+
+
+def test_login_with_a_secret_lists_and_sets_the_account(logged_in: Az, emu: Emulator, tenant: Tenant) -> None:
+    sub = emu.config.subscriptions[0]
+    account = logged_in("account", "show")
+    assert (account["id"], account["tenantId"], account["user"]["type"]) == (sub.id, tenant.id, "servicePrincipal")
+    assert [a["id"] for a in logged_in("account", "list")] == [s.id for s in emu.config.subscriptions]
+    logged_in("account", "set", "--subscription", sub.name)
+    assert logged_in("account", "show")["name"] == sub.name
+
+
+def test_group_show_and_list(logged_in: Az, emu: Emulator) -> None:
+    groups = emu.config.subscriptions[0].resource_groups
+    assert logged_in("group", "show", "-n", RG)["name"] == RG
+    assert [g["name"] for g in logged_in("group", "list")] == [g.name for g in groups]
+
+
+def test_identity_and_federated_credential_lifecycle(logged_in: Az) -> None:
+    made = logged_in("identity", "create", "-g", RG, "-n", "id-az", "-l", "westeurope")
+    assert logged_in("identity", "show", "-g", RG, "-n", "id-az")["clientId"] == made["clientId"]
+    assert [i["name"] for i in logged_in("identity", "list", "-g", RG)] == ["id-az"]
+    fic = ["identity", "federated-credential"]
+    where = ["-g", RG, "--identity-name", "id-az"]
+    logged_in(
+        *fic, "create", *where, "-n", "fic-az", "--issuer", "https://issuer.example/",
+        "--subject", "system:serviceaccount:ns:sa", "--audiences", "api://AzureADTokenExchange",
+    )  # fmt: skip
+    shown = logged_in(*fic, "show", *where, "-n", "fic-az")
+    assert (shown["issuer"], shown["subject"]) == ("https://issuer.example/", "system:serviceaccount:ns:sa")
+    assert [f["name"] for f in logged_in(*fic, "list", *where)] == ["fic-az"]
+    logged_in(*fic, "delete", *where, "-n", "fic-az", "--yes")
+    assert logged_in(*fic, "list", *where) == []
+    logged_in("identity", "delete", "-g", RG, "-n", "id-az")
+    assert logged_in("identity", "list", "-g", RG) == []
+
+
+def test_role_definition_by_name_and_assignment_create_list_delete(logged_in: Az, emu: Emulator) -> None:
+    [role] = logged_in("role", "definition", "list", "--name", "Key Vault Secrets User")
+    assert role["roleName"] == "Key Vault Secrets User"
+    pipeline = emu.config.tenants[0].apps[1]
+    sub = emu.config.subscriptions[0].id
+    scope = f"/subscriptions/{sub}/resourceGroups/rg-team-payments/providers/Microsoft.KeyVault/vaults/kv-payments-demo"
+    made = logged_in(
+        "role", "assignment", "create", "--role", "Key Vault Secrets User", "--assignee-object-id",
+        pipeline.object_id, "--assignee-principal-type", "ServicePrincipal", "--scope", scope,
+    )  # fmt: skip
+    assert made["roleDefinitionId"].endswith("/" + role["name"])
+    listed = logged_in("role", "assignment", "list", "--scope", scope)
+    # The principal's name comes from Graph (POST /v1.0/directoryObjects/getByIds).
+    assert [(a["principalName"], a["roleDefinitionName"]) for a in listed] == [
+        (pipeline.name, "Key Vault Secrets User")
+    ]
+    logged_in("role", "assignment", "delete", "--ids", made["id"])
+    assert logged_in("role", "assignment", "list", "--scope", scope) == []
+
+
+def test_aks_show_gives_the_oidc_issuer(logged_in: Az, emu: Emulator) -> None:
+    cluster = emu.config.clusters[0]
+    rg = next(
+        g.name for s in emu.config.subscriptions for g in s.resource_groups
+        if any(r.name == cluster.name for r in g.resources)
+    )  # fmt: skip
+    issuer = logged_in("aks", "show", "-g", rg, "-n", cluster.name, "--query", "oidcIssuerProfile.issuerUrl")
+    assert issuer == emu.cluster_issuer(cluster)
