@@ -35,6 +35,7 @@ from .server import CALLER, audience_of_scope
 from .tokens import TokenError, unverified_claims
 
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
+MULTI_TENANT = ("organizations", "common")
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -244,10 +245,11 @@ class Entra:
 
     # --- discovery -----------------------------------------------------------------------------------
     async def openid_configuration(self, request: web.Request) -> web.Response:
-        t = self.tenant_or_error(request)
+        emu = self.emu
+        multi = request.match_info["tenant"].lower() in MULTI_TENANT
+        t = emu.config.tenants[0] if multi and emu.config.tenants else self.tenant_or_error(request)
         if isinstance(t, web.Response):
             return t
-        emu = self.emu
         # msal derives the tenant from token_endpoint's first path segment, so keep the caller's segment.
         base = f"{emu.url}/{request.match_info['tenant']}"
         return web.json_response(
@@ -264,7 +266,9 @@ class Entra:
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
                 "scopes_supported": list(OIDC_SCOPES),
-                "issuer": emu.entra_issuer(t.id),
+                # `organizations` and `common` (where az builds its public client) name no tenant: Entra writes
+                # the placeholder `{tenantid}` in their issuer.
+                "issuer": emu.entra_issuer("{tenantid}" if multi else t.id),
                 "request_uri_parameter_supported": False,
                 "userinfo_endpoint": f"{emu.url}/graph/oidc/userinfo",
                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",

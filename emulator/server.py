@@ -498,17 +498,18 @@ class Emulator:
 
 
 # ----- `//` in paths ---------------------------------------------------------------------------------------
-_SLASHES = re.compile(r"/{2,}")
+_LEADING_SLASHES = re.compile(r"^/{2,}")
 
 
 @web.middleware
 async def merge_slashes(request: web.Request, handler: Any) -> web.StreamResponse:
     """Answer `//metadata/endpoints` as `/metadata/endpoints`, as Azure's front doors do: clients join a base URL
     ending in "/" with a path starting with one (`az cloud register --endpoint-resource-manager https://…/`).
-    The request is routed again under the merged path; no redirect, since ARM sends none."""
-    if "//" not in request.path:
+    The request is routed again under the merged path; no redirect, since ARM sends none. Only the leading ones:
+    inside a path `//` can mean something (Key Vault's `keys/{name}//sign`, an empty version)."""
+    if not request.path.startswith("//"):
         return await handler(request)
-    path = _SLASHES.sub("/", request.path)
+    path = _LEADING_SLASHES.sub("/", request.path)
     merged = request.clone(rel_url=request.rel_url.with_path(path).with_query(request.rel_url.query))
     match = await request.app.router.resolve(merged)
     match.add_app(request.app)

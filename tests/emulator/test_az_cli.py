@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from emulator import Emulator
 from emulator.config import App, Tenant
@@ -133,3 +134,39 @@ def test_aks_show_gives_the_oidc_issuer(logged_in: Az, emu: Emulator) -> None:
     )  # fmt: skip
     issuer = logged_in("aks", "show", "-g", rg, "-n", cluster.name, "--query", "oidcIssuerProfile.issuerUrl")
     assert issuer == emu.cluster_issuer(cluster)
+
+
+def test_login_with_a_federated_token_from_the_cluster(
+    logged_in: Az, az: Az, emu: Emulator, http: requests.Session, tenant: Tenant
+) -> None:
+    """The tutorial's login: a ServiceAccount token of the cluster, exchanged for the identity it is federated to."""
+    cluster = emu.config.clusters[0]
+    ns, sa = "team-payments", "wi-az"
+    ident = logged_in("identity", "create", "-g", RG, "-n", "id-fed", "-l", "westeurope")
+    logged_in(
+        "identity", "federated-credential", "create", "-g", RG, "--identity-name", "id-fed", "-n", "fic-fed",
+        "--issuer", emu.cluster_issuer(cluster), "--subject", f"system:serviceaccount:{ns}:{sa}",
+        "--audiences", "api://AzureADTokenExchange",
+    )  # fmt: skip
+    api = f"{emu.cluster_api(cluster)}/api/v1/namespaces/{ns}/serviceaccounts"
+    headers = {"Authorization": f"Bearer {cluster.static_tokens[0].token}"}
+    http.post(api, json={"metadata": {"name": sa}}, headers=headers, timeout=10).raise_for_status()
+    request = {"spec": {"audiences": ["api://AzureADTokenExchange"]}}
+    made = http.post(f"{api}/{sa}/token", json=request, headers=headers, timeout=10)
+    made.raise_for_status()
+    token = made.json()["status"]["token"]
+    az("logout")
+    az("login", "--service-principal", "-u", ident["clientId"], "--federated-token", token, "--tenant", tenant.id)
+    assert az("account", "show")["user"]["name"] == ident["clientId"]
+    assert [g["name"] for g in az("group", "list")][:1] == [emu.config.subscriptions[0].resource_groups[0].name]
+
+
+def test_unknown_api_versions_are_refused_as_arm_does(logged_in: Az, emu: Emulator) -> None:
+    sub = emu.config.subscriptions[0].id
+    url = (
+        f"{emu.url}/subscriptions/{sub}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities"
+    )
+    done = logged_in("rest", "--url", f"{url}?api-version=2099-01-01", check=False)
+    assert done.returncode != 0 and "NoRegisteredProviderFound" in done.stderr
+    done = logged_in("rest", "--url", f"{emu.url}/metadata/endpoints?api-version=1999-01-01", check=False)
+    assert done.returncode != 0 and "InvalidApiVersionParameter" in done.stderr
