@@ -48,7 +48,7 @@ def surface_of(path: str) -> str:
         return "k8s"
     if path.startswith("/oidc/"):
         return "oidc"
-    if path.startswith("/keyvault/") or path.startswith("/keys/"):
+    if path.startswith(("/keyvault/", "/keys/", "/secrets/")):
         return "keyvault"
     if path.startswith("/graph/"):
         return "graph"

@@ -170,3 +170,29 @@ def test_unknown_api_versions_are_refused_as_arm_does(logged_in: Az, emu: Emulat
     assert done.returncode != 0 and "NoRegisteredProviderFound" in done.stderr
     done = logged_in("rest", "--url", f"{emu.url}/metadata/endpoints?api-version=1999-01-01", check=False)
     assert done.returncode != 0 and "InvalidApiVersionParameter" in done.stderr
+
+
+def test_keyvault_secret_set_and_show_by_id(logged_in: Az, emu: Emulator, portal_app: App) -> None:
+    """az's Key Vault client meets the 401 challenge, fetches a vault token and follows the secret's id back.
+
+    `--vault-name` becomes `https://{name}.vault.azure.net` (the cloud's suffix), which has no host here, so the
+    vault name given is the emulator's path to the vault: az appends the suffix, the emulator accepts it."""
+    sub = emu.config.subscriptions[0].id
+    vault = "kv-payments-demo"
+    scope = f"/subscriptions/{sub}/resourceGroups/rg-team-payments/providers/Microsoft.KeyVault/vaults/{vault}"
+    where = ["--vault-name", f"{emu.url.removeprefix('https://')}/keyvault/{vault}"]
+    refused = logged_in("keyvault", "secret", "set", *where, "-n", "api-token", "--value", "v1", check=False)
+    assert refused.returncode != 0 and "ForbiddenByRbac" in refused.stderr
+    logged_in(
+        "role", "assignment", "create", "--role", "Key Vault Secrets Officer", "--assignee-object-id",
+        portal_app.object_id, "--assignee-principal-type", "ServicePrincipal", "--scope", scope,
+    )  # fmt: skip
+    first = logged_in("keyvault", "secret", "set", *where, "-n", "api-token", "--value", "v1")
+    second = logged_in("keyvault", "secret", "set", *where, "-n", "api-token", "--value", "v2")
+    assert second["id"].startswith(f"{emu.url}/secrets/api-token/") and second["id"] != first["id"]
+    assert logged_in("keyvault", "secret", "show", "--id", first["id"])["value"] == "v1"
+    assert logged_in("keyvault", "secret", "show", "--id", second["id"])["value"] == "v2"
+    current = logged_in("keyvault", "secret", "show", "--id", f"{emu.url}/secrets/api-token")
+    assert (current["value"], current["id"]) == ("v2", second["id"])
+    configured = logged_in("keyvault", "secret", "show", "--id", f"{emu.url}/secrets/db-password")
+    assert configured["value"] == "correct-horse-battery-staple"
