@@ -15,6 +15,10 @@
 - `GET /v1.0/groups/{id}/transitiveMembers` and its cast `…/transitiveMembers/microsoft.graph.user` (with
   `$select`, `$top`, paged with `@odata.nextLink`): everyone in a group, nested groups flattened (a group is
   nested through its `groups` in the config, or the control API).
+- `GET /v1.0/users?$filter=userPrincipalName eq '…'` and
+  `GET /v1.0/servicePrincipals?$filter=servicePrincipalNames/any(c:c eq '…')` (apps and managed identities):
+  how `az role assignment create|delete --assignee` finds an object id (azure-cli's `_resolve_object_id`).
+  Other filters get 400 `Request_UnsupportedQuery` (recalled wording).
 
 Every call needs an Entra access token for Graph (aud `00000003-0000-0000-c000-000000000000`,
 `https://graph.microsoft.com`, or this emulator's own Graph URL) from the tenant that owns the object;
@@ -31,6 +35,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -60,6 +65,9 @@ GROUP_READERS = frozenset(
 USER_READERS = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
 USER_BASIC_READERS = frozenset({"User.ReadBasic.All"})
 BASIC_USER_PROPERTIES = frozenset({"id", "displayName", "givenName", "surname", "mail", "userPrincipalName"})
+# The two list filters az sends to resolve an assignee; a quote inside the literal is doubled ('').
+UPN_FILTER = re.compile(r"\s*userPrincipalName\s+eq\s+'((?:[^']|'')*)'\s*", re.IGNORECASE)
+SPN_FILTER = re.compile(r"\s*servicePrincipalNames/any\((\w+):\s*\1\s+eq\s+'((?:[^']|'')*)'\)\s*", re.IGNORECASE)
 DENIED = "Insufficient privileges to complete the operation."
 
 
@@ -297,10 +305,45 @@ class Graph:
                 "displayName": mi.rsplit("/", 1)[-1],
                 "accountEnabled": True,
                 "servicePrincipalType": "ManagedIdentity",
+                "servicePrincipalNames": [principal.get("app_id")],
                 "alternativeNames": ["isExplicit=True", mi],
                 "appRoles": [],
             }
         return None
+
+    # --- lists filtered the way az resolves an assignee ------------------------------------------------------
+    async def list_users(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        _claims, tenant = known
+        users = [{k: v for k, v in user_json(self.emu, u).items() if not k.startswith("@")} for u in tenant.users]
+        if "$filter" in request.query:
+            match = UPN_FILTER.fullmatch(request.query["$filter"])
+            if match is None:
+                return graph_error(request, 400, "Request_UnsupportedQuery", "Unsupported Query.")
+            upn = match.group(1).replace("''", "'").lower()
+            users = [u for u in users if u["userPrincipalName"].lower() == upn]
+        return self.page(request, users, f"{self.emu.url}{request.path}", f"{self.emu.url}/graph/v1.0/$metadata#users")
+
+    async def list_service_principals(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        _claims, tenant = known
+        ids = [a.object_id for a in tenant.apps] + [
+            oid for oid, p in self.emu.store.principals.items() if p.get("managed_identity")
+        ]
+        sps = [o for o in (self.directory_object(tenant, i) for i in ids) if o is not None]
+        if "$filter" in request.query:
+            match = SPN_FILTER.fullmatch(request.query["$filter"])
+            if match is None:
+                return graph_error(request, 400, "Request_UnsupportedQuery", "Unsupported Query.")
+            name = match.group(2).replace("''", "'").lower()
+            sps = [o for o in sps if name in (str(n).lower() for n in o["servicePrincipalNames"])]
+        context = f"{self.emu.url}/graph/v1.0/$metadata#servicePrincipals"
+        items = [{k: v for k, v in o.items() if k != "@odata.type"} for o in sps]
+        return self.page(request, items, f"{self.emu.url}{request.path}", context)
 
     # --- service principals and their app roles ----------------------------------------------------------
     def sp_properties(self, app: App, tenant: Tenant) -> dict[str, Any]:
@@ -310,6 +353,7 @@ class Graph:
             "displayName": app.name,
             "accountEnabled": True,
             "servicePrincipalType": "Application",
+            "servicePrincipalNames": [app.client_id],
             "appRoleAssignmentRequired": False,
             "appRoles": [
                 {
@@ -489,6 +533,8 @@ def setup(app: web.Application, emu: Any) -> None:
         r.add_post(f"{v1}/me/{action}", graph.member_objects)
         r.add_post(f"{v1}/users/{{id}}/{action}", graph.member_objects)
     r.add_post(f"{v1}/directoryObjects/getByIds", graph.get_by_ids)
+    r.add_get(f"{v1}/users", graph.list_users)
+    r.add_get(f"{v1}/servicePrincipals", graph.list_service_principals)
     r.add_get(f"{v1}/me", graph.get_user)
     r.add_get(f"{v1}/users/{{id}}", graph.get_user)
     r.add_get(f"{v1}/servicePrincipals(appId='{{app_id}}')", graph.get_service_principal)

@@ -196,3 +196,25 @@ def test_keyvault_secret_set_and_show_by_id(logged_in: Az, emu: Emulator, portal
     assert (current["value"], current["id"]) == ("v2", second["id"])
     configured = logged_in("keyvault", "secret", "show", "--id", f"{emu.url}/secrets/db-password")
     assert configured["value"] == "correct-horse-battery-staple"
+
+
+def test_role_assignment_by_assignee_resolved_through_graph(logged_in: Az, emu: Emulator, tenant: Tenant) -> None:
+    """`--assignee` is an appId or a UPN: az finds its object id with Graph list filters, then deletes by role."""
+    pipeline, user = emu.config.tenants[0].apps[1], tenant.users[0]
+    sub = emu.config.subscriptions[0].id
+    scope = f"/subscriptions/{sub}/resourceGroups/rg-team-payments/providers/Microsoft.KeyVault/vaults/kv-payments-demo"
+    for assignee in (pipeline.client_id, user.upn):
+        logged_in("role", "assignment", "create", "--role", "Key Vault Secrets User", "--assignee", assignee,
+                  "--scope", scope)  # fmt: skip
+    listed = logged_in("role", "assignment", "list", "--scope", scope)
+    assert sorted(a["principalId"] for a in listed) == sorted([pipeline.object_id, user.oid])
+    logged_in("role", "assignment", "delete", "--role", "Key Vault Secrets User", "--assignee", pipeline.client_id,
+              "--scope", scope)  # fmt: skip
+    assert [a["principalId"] for a in logged_in("role", "assignment", "list", "--scope", scope)] == [user.oid]
+    logged_in("role", "assignment", "delete", "--role", "Key Vault Secrets User", "--assignee", user.upn,
+              "--scope", scope)  # fmt: skip
+    assert logged_in("role", "assignment", "list", "--scope", scope) == []
+    unknown = logged_in(
+        "role", "assignment", "delete", "--assignee", "nobody@example.com", "--scope", scope, check=False
+    )
+    assert unknown.returncode != 0 and "Cannot find user or service principal" in unknown.stderr
