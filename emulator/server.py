@@ -317,11 +317,11 @@ class Emulator:
 
     # ----- running ----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
-        from . import arm, control, entra, k8s, keyvault, webhooks
+        from . import arm, control, entra, entra_device, k8s, keyvault, webhooks
 
         app = web.Application(middlewares=[merge_slashes, self._middleware], client_max_size=4 * 1024 * 1024)
         app[EMU] = self
-        for surface in (control, k8s, keyvault, webhooks, arm, entra):
+        for surface in (control, k8s, keyvault, webhooks, arm, entra, entra_device):
             surface.setup(app, self)
         return app
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import requests
 
 from emulator import Emulator
+from emulator.client import EmulatorClient
 from emulator.config import App, Tenant
 
 AZ = Path(__file__).resolve().parents[2] / ".venv-az" / "bin" / "az"
@@ -33,9 +35,8 @@ Az = Callable[..., Any]
 
 
 @pytest.fixture
-def az(emu: Emulator, tmp_path: Path) -> Az:
-    """Run az with a config dir of its own; returns parsed JSON output (or the CompletedProcess when check=False)."""
-    env = {
+def az_env(emu: Emulator, tmp_path: Path) -> dict[str, str]:
+    return {
         "PATH": f"{AZ.parent}:{os.environ.get('PATH', '')}",
         "HOME": str(tmp_path),
         "AZURE_CONFIG_DIR": str(tmp_path / "azure"),
@@ -44,6 +45,12 @@ def az(emu: Emulator, tmp_path: Path) -> Az:
         "AZURE_CORE_INSTANCE_DISCOVERY": "false",
         "AZURE_CORE_NO_COLOR": "true",
     }
+
+
+@pytest.fixture
+def az(emu: Emulator, az_env: dict[str, str]) -> Az:
+    """Run az with a config dir of its own; returns parsed JSON output (or the CompletedProcess when check=False)."""
+    env = az_env
 
     def run(*args: str, check: bool = True) -> Any:
         done = subprocess.run([str(AZ), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -218,3 +225,36 @@ def test_role_assignment_by_assignee_resolved_through_graph(logged_in: Az, emu: 
         "role", "assignment", "delete", "--assignee", "nobody@example.com", "--scope", scope, check=False
     )
     assert unknown.returncode != 0 and "Cannot find user or service principal" in unknown.stderr
+
+
+def test_login_as_a_demo_user_with_a_device_code(
+    az: Az, az_env: dict[str, str], emu: Emulator, http: requests.Session, control: EmulatorClient, tenant: Tenant
+) -> None:
+    """`az login --use-device-code`: az prints the emulator's /devicelogin and a code; the person enters the code
+    there and picks their account while az polls; az then lists the user's tenants and subscriptions."""
+    control.settings(device_code_interval_seconds=1)
+    user = tenant.users[0]
+    login = subprocess.Popen(
+        [str(AZ), "login", "--use-device-code", "--allow-no-subscriptions"],
+        env=az_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert login.stderr is not None
+        line = login.stderr.readline()
+        shown = re.search(r"open the page (\S+) and enter the code (\w+)", line)
+        assert shown, line
+        assert shown.group(1) == f"{emu.url}/devicelogin"
+        wrong = http.post(f"{emu.url}/devicelogin", data={"otc": "NOTACODE"}, timeout=10)
+        assert wrong.status_code == 400 and "Check the code and try again" in wrong.text
+        picker = http.post(f"{emu.url}/devicelogin", data={"otc": shown.group(2)}, timeout=10)
+        assert picker.ok and f'data-upn="{user.upn}"' in picker.text
+        done = http.post(f"{emu.url}/devicelogin", data={"otc": shown.group(2), "user": user.oid}, timeout=10)
+        assert done.ok and "signed in" in done.text
+        out, err = login.communicate(timeout=120)
+    finally:
+        login.kill()
+    assert login.returncode == 0, err
+    account = az("account", "show")
+    assert (account["user"]["name"], account["user"]["type"], account["tenantId"]) == (user.upn, "user", tenant.id)
+    token = az("account", "get-access-token", "--query", "accessToken", "-o", "tsv", check=False)
+    assert token.returncode == 0, token.stderr
