@@ -125,9 +125,10 @@ def test_role_definition_by_name_and_assignment_create_list_delete(logged_in: Az
     )  # fmt: skip
     assert made["roleDefinitionId"].endswith("/" + role["name"])
     listed = logged_in("role", "assignment", "list", "--scope", scope)
-    # The principal's name comes from Graph (POST /v1.0/directoryObjects/getByIds).
+    # The principal's name comes from Graph (POST /v1.0/directoryObjects/getByIds): for a service principal, az
+    # shows its first servicePrincipalNames entry, the appId.
     assert [(a["principalName"], a["roleDefinitionName"]) for a in listed] == [
-        (pipeline.name, "Key Vault Secrets User")
+        (pipeline.client_id, "Key Vault Secrets User")
     ]
     logged_in("role", "assignment", "delete", "--ids", made["id"])
     assert logged_in("role", "assignment", "list", "--scope", scope) == []
