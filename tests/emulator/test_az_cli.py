@@ -251,6 +251,8 @@ def test_login_as_a_demo_user_with_a_device_code(
         assert picker.ok and f'data-upn="{user.upn}"' in picker.text
         done = http.post(f"{emu.url}/devicelogin", data={"otc": shown.group(2), "user": user.oid}, timeout=10)
         assert done.ok and "signed in" in done.text
+        again = http.post(f"{emu.url}/devicelogin", data={"otc": shown.group(2), "user": user.oid}, timeout=10)
+        assert again.status_code == 400  # a code approves one sign-in
         out, err = login.communicate(timeout=120)
     finally:
         login.kill()
