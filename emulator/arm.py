@@ -28,7 +28,9 @@ from .errors import arm_error
 from .tokens import TokenError
 
 ARM_AUDIENCES = ["https://management.azure.com", "https://management.core.windows.net"]
-ROUTE = "/{root:(?i:subscriptions|providers)}{tail:(?:/.*)?}"
+ROUTE = "/{root:(?i:subscriptions|providers|tenants)}{tail:(?:/.*)?}"
+METADATA_ROUTE = "/metadata/endpoints"
+METADATA_API_VERSIONS = ("2022-09-01", "2020-06-01", "2019-05-01", "2018-01-01", "2015-01-01")
 
 MSI_NS = "microsoft.managedidentity"
 UAI = "userassignedidentities"
@@ -40,9 +42,26 @@ RA_TYPE = "Microsoft.Authorization/roleAssignments"
 AKS_NS = "microsoft.containerservice"
 
 # The versions ARM serves for each resource type (the SDKs pin theirs client-side; see wire notes §1, §3).
-IDENTITY_API_VERSIONS = ("2024-11-30", "2023-01-31", "2022-01-31-preview", "2021-09-30-preview", "2018-11-30")
-FIC_API_VERSIONS = ("2024-11-30", "2023-01-31", "2022-01-31-preview")  # FICs do not exist in 2018-11-30
+# az 2.91 sends 2025-05-31-preview (identities) and 2025-01-31-preview (FICs); the previews answer the 2024-11-30
+# shapes (specification/msi/resource-manager/Microsoft.ManagedIdentity/preview/2025-01-31-preview).
+IDENTITY_API_VERSIONS = (
+    "2025-05-31-preview",
+    "2025-01-31-preview",
+    "2024-11-30",
+    "2023-01-31",
+    "2022-01-31-preview",
+    "2021-09-30-preview",
+    "2018-11-30",
+)
+FIC_API_VERSIONS = (  # FICs do not exist in 2018-11-30
+    "2025-05-31-preview",
+    "2025-01-31-preview",
+    "2024-11-30",
+    "2023-01-31",
+    "2022-01-31-preview",
+)
 AUTHZ_API_VERSIONS = (
+    "2022-05-01-preview",  # az role definition list
     "2022-04-01",
     "2022-01-01-preview",
     "2020-10-01-preview",
@@ -334,6 +353,10 @@ class Arm:
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
         low = [s.lower() for s in segments]
+        if low == ["tenants"]:
+            return self.list_tenants(request, claims, version)
+        if low == ["subscriptions"]:
+            return self.list_subscriptions(request, query, claims, version)
         # Extension resources: {scope}/providers/Microsoft.Authorization/{type}[/{name}]
         for i in range(len(low) - 2, -1, -1):
             if low[i] == "providers" and low[i + 1] == AUTHZ_NS:
@@ -427,30 +450,113 @@ class Arm:
             out["nextLink"] = f"{self.emu.url}{path}?api-version={version}{extra}&$skiptoken={start + size}"
         return out
 
+    # --- the cloud's own description, tenants and subscriptions (what `az cloud register` and `az login` read) ---
+    async def metadata_endpoints(self, request: web.Request) -> web.Response:
+        """GET /metadata/endpoints: anonymous, as ARM serves it. 2022-09-01 describes this cloud (one object, what
+        `az cloud register` reads); 2019-05-01 lists every cloud ARM knows, here just this one."""
+        version = request.query.get("api-version", "")
+        if version not in METADATA_API_VERSIONS:
+            return arm_error(
+                400,
+                "InvalidApiVersionParameter",
+                f"The api-version '{version}' is invalid. The supported versions are "
+                f"'{','.join(METADATA_API_VERSIONS)}'.",
+            )
+        emu = self.emu
+        cloud = {
+            "name": "AzureEmulator",
+            "portal": emu.url,
+            "authentication": {
+                "loginEndpoint": emu.url,
+                "audiences": [f"{ARM_AUDIENCES[1]}/", f"{ARM_AUDIENCES[0]}/"],
+                "tenant": "common",
+                "identityProvider": "AAD",
+            },
+            "resourceManager": f"{emu.url}/",
+            # az calls Graph at this URL and asks for tokens with it as the resource; Graph accepts the emulator's
+            # own URL as an audience (emulator/graph.py own_graph_urls).
+            "microsoftGraphResourceId": f"{emu.url}/graph/",
+            "graph": f"{emu.url}/graph/",
+            "graphAudience": "https://graph.windows.net/",
+            "activeDirectoryDataLake": "https://datalake.azure.net/",
+            "batch": "https://batch.core.windows.net/",
+            "gallery": "https://gallery.azure.com/",
+            "media": "https://rest.media.azure.net",
+            "sqlManagement": "https://management.core.windows.net:8443/",
+            "vmImageAliasDoc": "https://raw.githubusercontent.com/Azure/azure-rest-api-specs/master/arm-compute/"
+            "quickstart-templates/aliases.json",
+            # The emulator's vaults are not hosts of their own under this suffix (see emulator/keyvault.py).
+            "suffixes": {
+                "keyVaultDns": "vault.azure.net",
+                "storage": "core.windows.net",
+                "acrLoginServer": "azurecr.io",
+            },
+        }
+        return web.json_response(cloud if version >= "2020" else [cloud])
+
+    def list_tenants(self, request: web.Request, claims: dict[str, Any], version: str) -> web.Response:
+        """GET /tenants: the caller's own tenant (the emulator has no guest accounts in other tenants)."""
+        if request.method != "GET":
+            raise self.method_not_allowed(request.method)
+        self.check_generic_version(version, "2022-12-01, 2021-01-01, 2020-01-01")
+        tenant = self.emu.config.tenant(str(claims.get("tid", "")))
+        return web.json_response(
+            {
+                "value": [
+                    {
+                        "id": f"/tenants/{tenant.id}",
+                        "tenantId": tenant.id,
+                        "countryCode": "US",
+                        "displayName": tenant.name,
+                        "domains": [tenant.domain],
+                        "tenantCategory": "Home",
+                        "defaultDomain": tenant.domain,
+                        "tenantType": "AAD",
+                    }
+                ]
+            }
+        )
+
+    def list_subscriptions(
+        self, request: web.Request, query: dict[str, str], claims: dict[str, Any], version: str
+    ) -> web.Response:
+        """GET /subscriptions: those of the token's tenant. The emulator does not evaluate ARM RBAC, so every
+        subscription of the tenant is listed (ARM lists the ones the caller holds a role in)."""
+        if request.method != "GET":
+            raise self.method_not_allowed(request.method)
+        self.check_generic_version(version, "2022-12-01, 2021-01-01, 2020-01-01")
+        tid = str(claims.get("tid", "")).lower()
+        items = [self.subscription_json(s) for s in self.emu.config.subscriptions if s.tenant.lower() == tid]
+        return web.json_response(
+            {**self.page(items, query, "/subscriptions", version), "count": {"type": "Total", "value": len(items)}}
+        )
+
+    @staticmethod
+    def subscription_json(sub: Any) -> dict[str, Any]:
+        return {
+            "id": f"/subscriptions/{sub.id}",
+            "authorizationSource": "RoleBased",
+            "managedByTenants": [],
+            "subscriptionId": sub.id,
+            "tenantId": sub.tenant,
+            "displayName": sub.name or sub.id,
+            "state": "Enabled",
+            "subscriptionPolicies": {
+                "locationPlacementId": "Public_2014-09-01",
+                "quotaId": "EnterpriseAgreement_2014-09-01",
+                "spendingLimit": "Off",
+            },
+        }
+
     # --- subscriptions, resource groups, configured resources ---
     def subscription_or_group(self, request: web.Request, segments: list[str], version: str) -> web.Response:
         if request.method != "GET":
             raise self.method_not_allowed(request.method)
         self.check_generic_version(version, "2022-12-01, 2021-04-01, 2020-01-01")
         scope = resolve_scope(self.emu, segments)
-        sub = scope.sub
         if scope.kind == "subscription":
-            return web.json_response(
-                {
-                    "id": f"/subscriptions/{sub.id}",
-                    "authorizationSource": "RoleBased",
-                    "subscriptionId": sub.id,
-                    "tenantId": sub.tenant,
-                    "displayName": sub.name or sub.id,
-                    "state": "Enabled",
-                    "subscriptionPolicies": {
-                        "locationPlacementId": "Public_2014-09-01",
-                        "quotaId": "EnterpriseAgreement_2014-09-01",
-                        "spendingLimit": "Off",
-                    },
-                }
-            )
-        return web.json_response(self.group_json(sub, scope.rg))
+            return web.json_response(self.subscription_json(scope.sub))
+        return web.json_response(self.group_json(scope.sub, scope.rg))
 
     @staticmethod
     def group_json(sub: Any, rg: Any) -> dict[str, Any]:
@@ -601,7 +707,7 @@ class Arm:
     @staticmethod
     def identity_view(ident: dict[str, Any], version: str) -> dict[str, Any]:
         view = public(ident)
-        if version != "2024-11-30":  # isolationScope only exists from 2024-11-30
+        if version[:10] < "2024-11-30":  # isolationScope only exists from 2024-11-30
             view = {**view, "properties": {k: v for k, v in view["properties"].items() if k != "isolationScope"}}
         return view
 
@@ -1150,3 +1256,4 @@ class Arm:
 def setup(app: web.Application, emu: Any) -> None:
     arm = Arm(emu)
     app.router.add_route("*", ROUTE, arm.dispatch)
+    app.router.add_get(METADATA_ROUTE, arm.metadata_endpoints)

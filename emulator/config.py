@@ -161,6 +161,8 @@ class Settings:
     # Graph's page size for collections (appRoleAssignedTo); past it, `@odata.nextLink`.
     graph_page_size: int = 100
     auth_code_lifetime_seconds: int = 600
+    # How long a device-code client waits between polls (Entra says 5; tests say 1 so az's poll comes soon).
+    device_code_interval_seconds: int = 5
     # Entra's id_tokens have one audience (the app) and no azp. OpenID Connect allows more: an `aud` array and an
     # `azp` naming the party the token was issued to. These make the sign-in issue such tokens, so a relying
     # party's checks of them can be tested (OIDC Core 3.1.3.7): audiences added after the app's client ID, and

@@ -23,7 +23,7 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from aiohttp import web
@@ -35,6 +35,7 @@ from .server import CALLER, audience_of_scope
 from .tokens import TokenError, unverified_claims
 
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
+MULTI_TENANT = ("organizations", "common")
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -71,8 +72,21 @@ def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
+# Microsoft's first-party public client for az: it exists in every tenant, and az signs users in as it (device
+# code, or the authorization code flow with a loopback redirect). It has no credentials, so it is a public client.
+AZURE_CLI = App(
+    client_id="04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+    name="Microsoft Azure CLI",
+    object_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "emulator:first-party/azure-cli")),
+    redirect_uris=["http://localhost"],
+)
+
+
 def find_app(t: Tenant, client_id: str) -> App | None:
-    return next((a for a in t.apps if a.client_id.lower() == client_id.lower()), None)
+    found = next((a for a in t.apps if a.client_id.lower() == client_id.lower()), None)
+    if found is None and client_id.lower() == AZURE_CLI.client_id:
+        return AZURE_CLI
+    return found
 
 
 def find_user(t: Tenant, key: str) -> User | None:
@@ -223,9 +237,16 @@ def respond_to_client(redirect_uri: str, mode: str, params: dict[str, str]) -> w
 
 
 # ----- the surface ----------------------------------------------------------------------------------------
+class Grant(Protocol):
+    """A grant type served by a module of its own (entra_device.py), registered in `Entra.grants`."""
+
+    def token(self, form: dict[str, str]) -> web.Response: ...
+
+
 class Entra:
     def __init__(self, emu: Any):
         self.emu = emu
+        self.grants: dict[str, Grant] = {}
 
     # --- tenants -------------------------------------------------------------------------------------
     def tenant_or_error(self, request: web.Request) -> Tenant | web.Response:
@@ -244,10 +265,11 @@ class Entra:
 
     # --- discovery -----------------------------------------------------------------------------------
     async def openid_configuration(self, request: web.Request) -> web.Response:
-        t = self.tenant_or_error(request)
+        emu = self.emu
+        multi = request.match_info["tenant"].lower() in MULTI_TENANT
+        t = emu.config.tenants[0] if multi and emu.config.tenants else self.tenant_or_error(request)
         if isinstance(t, web.Response):
             return t
-        emu = self.emu
         # msal derives the tenant from token_endpoint's first path segment, so keep the caller's segment.
         base = f"{emu.url}/{request.match_info['tenant']}"
         return web.json_response(
@@ -264,7 +286,9 @@ class Entra:
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
                 "scopes_supported": list(OIDC_SCOPES),
-                "issuer": emu.entra_issuer(t.id),
+                # `organizations` and `common` (where az builds its public client) name no tenant: Entra writes
+                # the placeholder `{tenantid}` in their issuer.
+                "issuer": emu.entra_issuer("{tenantid}" if multi else t.id),
                 "request_uri_parameter_supported": False,
                 "userinfo_endpoint": f"{emu.url}/graph/oidc/userinfo",
                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
@@ -504,9 +528,6 @@ class Entra:
 
     # --- token ---------------------------------------------------------------------------------------
     async def token(self, request: web.Request) -> web.Response:
-        t = self.tenant_or_error(request)
-        if isinstance(t, web.Response):
-            return t
         form = {k: str(v) for k, v in (await request.post()).items()}
         basic = basic_credentials(request)
         if basic:  # client_secret_basic
@@ -514,6 +535,16 @@ class Entra:
             form.setdefault("client_secret", basic[1])
         grant = form.get("grant_type", "")
         request[CALLER] = form.get("client_id", "")  # the call log says which app asked for a token
+        if grant in self.grants:
+            # `organizations`/`common` name no tenant: the grant's record says whose the user is.
+            if request.match_info["tenant"].lower() not in MULTI_TENANT:
+                t = self.tenant_or_error(request)
+                if isinstance(t, web.Response):
+                    return t
+            return self.grants[grant].token(form)
+        t = self.tenant_or_error(request)
+        if isinstance(t, web.Response):
+            return t
         if grant == "client_credentials":
             return self.client_credentials(t, form)
         if grant == "authorization_code":
@@ -1022,8 +1053,12 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
     return unquote_plus(cid), unquote_plus(secret)
 
 
+ENTRA = web.AppKey("entra", Entra)
+
+
 def setup(app: web.Application, emu: Any) -> None:
     entra = Entra(emu)
+    app[ENTRA] = entra  # for the grants in modules of their own (entra_device.py)
     r = app.router
     r.add_get("/{tenant}/v2.0/.well-known/openid-configuration", entra.openid_configuration)
     r.add_get("/{tenant}/discovery/v2.0/keys", entra.jwks)

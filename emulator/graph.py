@@ -15,6 +15,10 @@
 - `GET /v1.0/groups/{id}/transitiveMembers` and its cast `…/transitiveMembers/microsoft.graph.user` (with
   `$select`, `$top`, paged with `@odata.nextLink`): everyone in a group, nested groups flattened (a group is
   nested through its `groups` in the config, or the control API).
+- `GET /v1.0/users?$filter=userPrincipalName eq '…'` and
+  `GET /v1.0/servicePrincipals?$filter=servicePrincipalNames/any(c:c eq '…')` (apps and managed identities):
+  how `az role assignment create|delete --assignee` finds an object id (azure-cli's `_resolve_object_id`).
+  Other filters get 400 `Request_UnsupportedQuery` (recalled wording).
 
 Every call needs an Entra access token for Graph (aud `00000003-0000-0000-c000-000000000000`,
 `https://graph.microsoft.com`, or this emulator's own Graph URL) from the tenant that owns the object;
@@ -31,6 +35,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -60,6 +65,9 @@ GROUP_READERS = frozenset(
 USER_READERS = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
 USER_BASIC_READERS = frozenset({"User.ReadBasic.All"})
 BASIC_USER_PROPERTIES = frozenset({"id", "displayName", "givenName", "surname", "mail", "userPrincipalName"})
+# The two list filters az sends to resolve an assignee; a quote inside the literal is doubled ('').
+UPN_FILTER = re.compile(r"\s*userPrincipalName\s+eq\s+'((?:[^']|'')*)'\s*", re.IGNORECASE)
+SPN_FILTER = re.compile(r"\s*servicePrincipalNames/any\((\w+):\s*\1\s+eq\s+'((?:[^']|'')*)'\)\s*", re.IGNORECASE)
 DENIED = "Insufficient privileges to complete the operation."
 
 
@@ -255,6 +263,88 @@ class Graph:
             info["email"] = user.email
         return web.json_response(info)
 
+    # --- directory objects by id (az role assignment list names the principals with it) -------------------
+    async def get_by_ids(self, request: web.Request) -> web.Response:
+        """POST /v1.0/directoryObjects/getByIds `{"ids": [...], "types": [...]}`: the objects found, in the order
+        asked, unknown ids left out (as Graph does); `types` narrows to user, group, servicePrincipal."""
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        _claims, tenant = known
+        try:
+            body = await request.json()
+        except ValueError:
+            return graph_error(request, 400, "BadRequest", "Unable to read JSON request payload.")
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            return graph_error(request, 400, "Request_BadRequest", "Invalid value specified for property 'ids'.")
+        types = {str(t).lower() for t in body.get("types") or ["user", "group", "serviceprincipal"]}
+        found = [self.directory_object(tenant, i) for i in ids]
+        value = [o for o in found if o and o["@odata.type"].split(".")[-1].lower() in types]
+        context = f"{self.emu.url}/graph/v1.0/$metadata#directoryObjects"
+        return web.json_response({"@odata.context": context, "value": value})
+
+    def directory_object(self, tenant: Tenant, oid: str) -> dict[str, Any] | None:
+        user = next((u for u in tenant.users if u.oid.lower() == oid.lower()), None)
+        if user is not None:
+            props = {k: v for k, v in user_json(self.emu, user).items() if not k.startswith("@")}
+            return {"@odata.type": "#microsoft.graph.user", **props}
+        group = next((g for g in tenant.groups if g.id.lower() == oid.lower()), None)
+        if group is not None:
+            return {"@odata.type": "#microsoft.graph.group", **group_properties(group)}
+        app = next((a for a in tenant.apps if a.object_id.lower() == oid.lower()), None)
+        if app is not None:
+            return {"@odata.type": "#microsoft.graph.servicePrincipal", **self.sp_properties(app, tenant)}
+        principal = self.emu.store.principals.get(oid)
+        if principal and principal.get("managed_identity") and principal.get("tenant", "").lower() == tenant.id.lower():
+            mi = principal["managed_identity"]
+            return {
+                "@odata.type": "#microsoft.graph.servicePrincipal",
+                "id": oid,
+                "appId": principal.get("app_id"),
+                "displayName": mi.rsplit("/", 1)[-1],
+                "accountEnabled": True,
+                "servicePrincipalType": "ManagedIdentity",
+                "servicePrincipalNames": [principal.get("app_id")],
+                "alternativeNames": ["isExplicit=True", mi],
+                "appRoles": [],
+            }
+        return None
+
+    # --- lists filtered the way az resolves an assignee ------------------------------------------------------
+    async def list_users(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        _claims, tenant = known
+        users = [{k: v for k, v in user_json(self.emu, u).items() if not k.startswith("@")} for u in tenant.users]
+        if "$filter" in request.query:
+            match = UPN_FILTER.fullmatch(request.query["$filter"])
+            if match is None:
+                return graph_error(request, 400, "Request_UnsupportedQuery", "Unsupported Query.")
+            upn = match.group(1).replace("''", "'").lower()
+            users = [u for u in users if u["userPrincipalName"].lower() == upn]
+        return self.page(request, users, f"{self.emu.url}{request.path}", f"{self.emu.url}/graph/v1.0/$metadata#users")
+
+    async def list_service_principals(self, request: web.Request) -> web.Response:
+        known = self.caller(request)
+        if isinstance(known, web.Response):
+            return known
+        _claims, tenant = known
+        ids = [a.object_id for a in tenant.apps] + [
+            oid for oid, p in self.emu.store.principals.items() if p.get("managed_identity")
+        ]
+        sps = [o for o in (self.directory_object(tenant, i) for i in ids) if o is not None]
+        if "$filter" in request.query:
+            match = SPN_FILTER.fullmatch(request.query["$filter"])
+            if match is None:
+                return graph_error(request, 400, "Request_UnsupportedQuery", "Unsupported Query.")
+            name = match.group(2).replace("''", "'").lower()
+            sps = [o for o in sps if name in (str(n).lower() for n in o["servicePrincipalNames"])]
+        context = f"{self.emu.url}/graph/v1.0/$metadata#servicePrincipals"
+        items = [{k: v for k, v in o.items() if k != "@odata.type"} for o in sps]
+        return self.page(request, items, f"{self.emu.url}{request.path}", context)
+
     # --- service principals and their app roles ----------------------------------------------------------
     def sp_properties(self, app: App, tenant: Tenant) -> dict[str, Any]:
         return {
@@ -263,6 +353,7 @@ class Graph:
             "displayName": app.name,
             "accountEnabled": True,
             "servicePrincipalType": "Application",
+            "servicePrincipalNames": [app.client_id],
             "appRoleAssignmentRequired": False,
             "appRoles": [
                 {
@@ -441,6 +532,9 @@ def setup(app: web.Application, emu: Any) -> None:
     for action in ("getMemberObjects", "getMemberGroups"):
         r.add_post(f"{v1}/me/{action}", graph.member_objects)
         r.add_post(f"{v1}/users/{{id}}/{action}", graph.member_objects)
+    r.add_post(f"{v1}/directoryObjects/getByIds", graph.get_by_ids)
+    r.add_get(f"{v1}/users", graph.list_users)
+    r.add_get(f"{v1}/servicePrincipals", graph.list_service_principals)
     r.add_get(f"{v1}/me", graph.get_user)
     r.add_get(f"{v1}/users/{{id}}", graph.get_user)
     r.add_get(f"{v1}/servicePrincipals(appId='{{app_id}}')", graph.get_service_principal)

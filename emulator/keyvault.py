@@ -14,6 +14,13 @@ CryptographyClient built from a key id sends its operations to that base URL, so
 at the root as well (`{emu.url}/keys/…`), finding the vault by the key's name: key names are unique across the
 emulator's vaults (the config refuses duplicates). Under `{emu.url}/keyvault/{vault}/keys/…` it answers the same.
 
+Secrets are read and written (PUT `secrets/{name}` adds a version; configured values are each secret's first
+version). Their ids are `{emu.url}/secrets/{name}/{version}` for the same reason, and the root answers them: a
+version names one vault (configured versions are derived from the vault's name, written ones are random). Without
+a version, the root finds the vault by the secret's name when one vault holds it. The vault segment of
+`/keyvault/{vault}/…` may carry the cloud's vault DNS suffix (`kv-x.vault.azure.net`): that is the URL
+`az keyvault secret set --vault-name 127.0.0.1:{port}/keyvault/kv-x` builds, since az appends the suffix.
+
 Keys are EC P-256 (ES256), one version each, generated on first use and kept in `<data-dir>/keys/` so a
 restarted emulator keeps them (and signatures it made stay verifiable). The version is derived from the public
 key. Only the public part is ever served.
@@ -54,6 +61,7 @@ VAULT_AUDIENCE = "https://vault.azure.net"
 API_VERSIONS = ("2026-04-01", "2025-07-01", "7.6", "7.5", "7.4", "7.3", "7.2", "7.1", "7.0", "2016-10-01")
 GET_SECRET = "Microsoft.KeyVault/vaults/secrets/getSecret/action"  # nosec B105 # an RBAC action name
 READ_METADATA = "Microsoft.KeyVault/vaults/secrets/readMetadata/action"
+SET_SECRET = "Microsoft.KeyVault/vaults/secrets/setSecret/action"  # nosec B105 # an RBAC action name
 READ_KEY = "Microsoft.KeyVault/vaults/keys/read"
 SIGN = "Microsoft.KeyVault/vaults/keys/sign/action"
 VERIFY = "Microsoft.KeyVault/vaults/keys/verify/action"
@@ -61,15 +69,19 @@ VERIFY = "Microsoft.KeyVault/vaults/keys/verify/action"
 POLICY_WORDS = {
     GET_SECRET: "secrets get",
     READ_METADATA: "secrets list",
+    SET_SECRET: "secrets set",
     READ_KEY: "keys get",
     SIGN: "keys sign",
     VERIFY: "keys verify",
 }
 # Secrets come from the config, so their timestamps are fixed (2024-01-01T00:00:00Z).
 SECRET_CREATED = 1704067200
+SECRET_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 ES256 = "ES256"
 DIGEST_BYTES = 32
 _AUDIENCE_HINT = re.compile(r"audience", re.IGNORECASE)
+# The cloud's keyVaultDns suffix (ARM /metadata/endpoints), accepted after a vault's name in `/keyvault/{vault}`.
+VAULT_DNS_SUFFIX = ".vault.azure.net"
 _RECOVERY = {"recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90}
 
 
@@ -96,6 +108,8 @@ def unb64url(text: str) -> bytes:
 
 def find_vault(emu: Any, name: str) -> tuple[Any, Any, Any] | None:
     """(subscription, resource group, vault) of a configured vault, by name (vault names are global)."""
+    if name.lower().endswith(VAULT_DNS_SUFFIX):
+        name = name[: -len(VAULT_DNS_SUFFIX)]
     for s, g, r in _vaults(emu):
         if r.name.lower() == name.lower():
             return s, g, r
@@ -189,13 +203,21 @@ class KeyVault:
             return self.not_found("key", parts[1] if len(parts) > 1 else "").response
         return await self._answer(request, found, parts)
 
+    async def secrets_route(self, request: web.Request) -> web.StreamResponse:
+        """`/secrets/{name}[/{version}]` at the root, where secret ids point (see the module docstring)."""
+        named = [p for p in request.match_info["tail"].split("/") if p]
+        found = self.vault_of_secret(named[0], named[1] if len(named) > 1 else None) if named else None
+        if found is None:
+            return self.not_found("secret", "/".join(named)).response
+        return await self._answer(request, found, ["secrets", *named])
+
     async def _answer(self, request: web.Request, found: tuple[Any, Any, Any], rest: list[str]) -> web.StreamResponse:
         try:
             claims = self.authenticate(request, found[0])
             self.check_version(request)
             named = [p for p in rest if p]
-            if named and named[0].lower() == "secrets" and request.method == "GET" and len(named) <= 3:
-                return self.secrets(claims, found, named)
+            if named and named[0].lower() == "secrets":
+                return await self.secrets(request, claims, found, named)
             if rest and rest[0].lower() == "keys" and len(rest) >= 2 and rest[1]:
                 return await self.keys(request, claims, found, rest)
             return kv_error(405, "BadRequest", f"The emulator does not implement {request.method} {request.path}.")
@@ -294,34 +316,113 @@ class KeyVault:
         )
 
     # --- secrets ---
-    def secrets(self, claims: dict[str, Any], found: tuple[Any, Any, Any], rest: list[str]) -> web.Response:
+    async def secrets(
+        self, request: web.Request, claims: dict[str, Any], found: tuple[Any, Any, Any], named: list[str]
+    ) -> web.Response:
+        """`secrets` (GET: list), `secrets/{name}` (GET: current version; PUT: a new version) and
+        `secrets/{name}/{version}` (GET)."""
         vault = found[2]
-        if len(rest) == 1:
+        if len(named) == 1 and request.method == "GET":
             self.authorize(claims, found, READ_METADATA, None)
+            names = list(vault.secrets) + [k.split("/", 1)[1] for k in self.emu.store.secrets if self._of(vault, k)]
             items = [
-                {"id": f"{self.emu.url}/secrets/{n}", "attributes": self.secret_attributes()} for n in vault.secrets
+                {"id": f"{self.emu.url}/secrets/{n}", "attributes": self.attributes(self.versions(vault, n)[-1])}
+                for n in dict.fromkeys(names)
             ]
             return web.json_response({"value": items, "nextLink": None})
-        name = rest[1]
+        if len(named) == 2 and request.method == "PUT":
+            self.authorize(claims, found, SET_SECRET, f"secrets/{named[1]}")
+            return web.json_response(
+                self.bundle(named[1], self.write(vault, named[1], await self.secret_body(request)))
+            )
+        if len(named) not in (2, 3) or request.method != "GET":
+            return kv_error(405, "BadRequest", f"The emulator does not implement {request.method} {request.path}.")
+        name = named[1]
         self.authorize(claims, found, GET_SECRET, f"secrets/{name}")
-        if name not in vault.secrets:
-            raise self.not_found("secret", name)
-        value = vault.secrets[name]
-        current = secret_version(vault.name, name, value)
-        if len(rest) == 3 and rest[2].lower() != current:
-            raise self.not_found("secret", f"{name}/{rest[2]}")
-        return web.json_response(
-            {
-                "value": value,
-                "id": f"{self.emu.url}/secrets/{name}/{current}",
-                "attributes": self.secret_attributes(),
-                "tags": {},
-            }
-        )
+        versions = self.versions(vault, name)
+        if len(named) == 3:
+            versions = [v for v in versions if v["version"] == named[2].lower()]
+        if not versions:
+            raise self.not_found("secret", "/".join(named[1:]))
+        if not versions[-1]["enabled"]:
+            raise KvFailure(
+                kv_error(403, "Forbidden", "Operation get is not allowed on a disabled secret.", inner="SecretDisabled")
+            )
+        return web.json_response(self.bundle(name, versions[-1]))
+
+    def versions(self, vault: Any, name: str) -> list[dict[str, Any]]:
+        """The secret's versions, oldest first: the configured value, then what PUT wrote."""
+        configured = vault.secrets.get(name)
+        first = []
+        if configured is not None:
+            version = secret_version(vault.name, name, configured)
+            first = [{"version": version, "value": configured, "created": SECRET_CREATED, "enabled": True, "tags": {}}]
+        return first + self.emu.store.secrets.get(f"{vault.name}/{name}".lower(), [])
 
     @staticmethod
-    def secret_attributes() -> dict[str, Any]:
-        return {"enabled": True, "created": SECRET_CREATED, "updated": SECRET_CREATED, **_RECOVERY}
+    def _of(vault: Any, key: str) -> bool:
+        return key.split("/", 1)[0] == vault.name.lower()
+
+    def vault_of_secret(self, name: str, version: str | None) -> tuple[Any, Any, Any] | None:
+        """The one vault holding that secret version (or, without a version, that secret name), else None."""
+        hits = [
+            found
+            for found in _vaults(self.emu)
+            if any(version is None or v["version"] == version.lower() for v in self.versions(found[2], name))
+        ]
+        return hits[0] if len(hits) == 1 else None
+
+    @staticmethod
+    async def secret_body(request: web.Request) -> dict[str, Any]:
+        """The SetSecret body: `value` (required), `contentType`, `tags`, `attributes.enabled|nbf|exp`."""
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("value"), str):
+            # Recalled wording.
+            raise KvFailure(kv_error(400, "BadParameter", "Property 'value' is required and must be a string."))
+        return body
+
+    def write(self, vault: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not SECRET_NAME.fullmatch(name):
+            raise KvFailure(kv_error(400, "BadParameter", f"The request URI contains an invalid name: {name}"))
+        attributes = body.get("attributes") if isinstance(body.get("attributes"), dict) else {}
+        version: dict[str, Any] = {
+            "version": uuid.uuid4().hex,
+            "value": body["value"],
+            "created": int(self.emu.now()),
+            "enabled": attributes.get("enabled") is not False,
+            "tags": body.get("tags") if isinstance(body.get("tags"), dict) else {},
+        }
+        version.update({k: attributes[k] for k in ("nbf", "exp") if isinstance(attributes.get(k), int)})
+        if isinstance(body.get("contentType"), str):
+            version["contentType"] = body["contentType"]
+        self.emu.store.secrets.setdefault(f"{vault.name}/{name}".lower(), []).append(version)
+        return version
+
+    def bundle(self, name: str, version: dict[str, Any]) -> dict[str, Any]:
+        """A SecretBundle; its id points at the root, which answers it (see the module docstring)."""
+        made = {
+            "value": version["value"],
+            "id": f"{self.emu.url}/secrets/{name}/{version['version']}",
+            "attributes": self.attributes(version),
+            "tags": version["tags"],
+        }
+        if "contentType" in version:
+            made["contentType"] = version["contentType"]
+        return made
+
+    @staticmethod
+    def attributes(version: dict[str, Any]) -> dict[str, Any]:
+        extra = {k: version[k] for k in ("nbf", "exp") if k in version}
+        return {
+            "enabled": version["enabled"],
+            **extra,
+            "created": version["created"],
+            "updated": version["created"],
+            **_RECOVERY,
+        }
 
     @staticmethod
     def not_found(kind: str, name: str) -> KvFailure:
@@ -433,3 +534,4 @@ def setup(app: web.Application, emu: Any) -> None:
     kv = KeyVault(emu)
     app.router.add_route("*", "/keyvault/{tail:.*}", kv.vault_route)
     app.router.add_route("*", "/keys/{tail:.*}", kv.keys_route)
+    app.router.add_route("*", "/secrets/{tail:.*}", kv.secrets_route)

@@ -50,14 +50,14 @@ def surface_of(path: str) -> str:
         return "k8s"
     if path.startswith("/oidc/"):
         return "oidc"
-    if path.startswith("/keyvault/") or path.startswith("/keys/"):
+    if path.startswith(("/keyvault/", "/keys/", "/secrets/")):
         return "keyvault"
     if path.startswith("/graph/"):
         return "graph"
     if path.startswith("/webhooks/"):
         return "webhooks"
     lower = path.lower()
-    if lower.startswith("/subscriptions") or lower.startswith("/providers"):
+    if lower.startswith(("/subscriptions", "/providers", "/tenants", "/metadata/")):
         return "arm"
     return "entra"
 
@@ -331,11 +331,11 @@ class Emulator:
 
     # ----- running ----------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
-        from . import arm, control, entra, k8s, keyvault, webhooks
+        from . import arm, control, entra, entra_device, k8s, keyvault, webhooks
 
-        app = web.Application(middlewares=[self._middleware], client_max_size=4 * 1024 * 1024)
+        app = web.Application(middlewares=[merge_slashes, self._middleware], client_max_size=4 * 1024 * 1024)
         app[EMU] = self
-        for surface in (control, k8s, keyvault, webhooks, arm, entra):
+        for surface in (control, k8s, keyvault, webhooks, arm, entra, entra_device):
             surface.setup(app, self)
         return app
 
@@ -537,6 +537,26 @@ class Emulator:
         for k, v in headers.items():
             response.headers.setdefault(k, v)
         return response
+
+
+# ----- `//` in paths ---------------------------------------------------------------------------------------
+_LEADING_SLASHES = re.compile(r"^/{2,}")
+
+
+@web.middleware
+async def merge_slashes(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer `//metadata/endpoints` as `/metadata/endpoints`, as Azure's front doors do: clients join a base URL
+    ending in "/" with a path starting with one (`az cloud register --endpoint-resource-manager https://…/`).
+    The request is routed again under the merged path; no redirect, since ARM sends none. Only the leading ones:
+    inside a path `//` can mean something (Key Vault's `keys/{name}//sign`, an empty version)."""
+    if not request.path.startswith("//"):
+        return await handler(request)
+    path = _LEADING_SLASHES.sub("/", request.path)
+    merged = request.clone(rel_url=request.rel_url.with_path(path).with_query(request.rel_url.query))
+    match = await request.app.router.resolve(merged)
+    match.add_app(request.app)
+    merged._match_info = match  # what aiohttp's own normalize_path_middleware does before it redirects
+    return await request.app[EMU]._middleware(merged, match.handler)
 
 
 def _peer(request: web.Request) -> str:

@@ -22,6 +22,7 @@ PERSISTENT = (
     "service_accounts",
     "pods",
     "custom_objects",
+    "secrets",
 )
 
 
@@ -40,6 +41,8 @@ class Store:
     # an aad-pod-identity custom resource (k8s_podid.py)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     custom_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Key Vault: "vault/name" (lower-cased) -> the secret's written versions, oldest first (emulator/keyvault.py)
+    secrets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     resource_version: int = 1000
 
     # Ephemeral
