@@ -433,6 +433,10 @@ PORTAL_EXPORT_DIR = env_str("PORTAL_EXPORT_DIR", str(BASE_DIR / ".run" / "export
 PORTAL_EXPORT_DAYS = env_int("PORTAL_EXPORT_DAYS", 7)
 PORTAL_EXPORT_CHUNK_ROWS = env_int("PORTAL_EXPORT_CHUNK_ROWS", 2000)
 PORTAL_EXPORT_TIMEOUT_SECONDS = env_int("PORTAL_EXPORT_TIMEOUT_SECONDS", 6 * 3600)
+# issue 13 exports ops: a running export not heard from (one heartbeat a chunk) for this long lost its worker: the
+# sweep queues it again, up to PORTAL_EXPORT_MAX_ATTEMPTS runs; its leftover temporary file goes after as long.
+PORTAL_EXPORT_STALE_SECONDS = env_int("PORTAL_EXPORT_STALE_SECONDS", 600)
+PORTAL_EXPORT_MAX_ATTEMPTS = env_int("PORTAL_EXPORT_MAX_ATTEMPTS", 3)
 # /audit.csv streams at most this many events at once; a larger filtered view is sent to the exports page.
 PORTAL_AUDIT_CSV_MAX_ROWS = env_int("PORTAL_AUDIT_CSV_MAX_ROWS", 10_000)
 

@@ -142,6 +142,9 @@ WORDS: dict[str, Callable[[EventLike], str]] = {
         f"(export {_d(e).get('export')})"
     ),
     "audit.export_failed": lambda e: f"The audit export {_d(e).get('export')} failed",
+    "audit.export_resumed": lambda e: (  # issue 13 exports ops
+        f"The audit export {_d(e).get('export')} lost its worker and was started again"
+    ),
     "audit.export_downloaded": lambda e: f"{actor(e)} downloaded the audit export {_d(e).get('export')}",
     "user.sign_in_failed": lambda e: "A sign-in failed",
     "user.roles_changed": lambda e: f"{actor(e)}'s groups or roles changed in Entra ID",

@@ -7,6 +7,13 @@ memory and every query stay the same size whatever the log holds, and the row co
 when complete: a file under its final name is always whole. The scheduler deletes exports past their
 `expires_at` (`expire`).
 
+A worker killed mid-export (issue 13 exports ops) leaves the row "running" with a heartbeat that stops moving: the
+sweep (`sweep_lost`) queues it again, to start afresh into a new temporary file, and the row says so; after
+PORTAL_EXPORT_MAX_ATTEMPTS runs it fails instead, with the reason. Each run claims the row by raising `attempts`
+and writes only while the row still carries its number, so a run thought dead that wakes up stops quietly. A
+temporary file is named `.partial-<export>-<run>-…`: the expiry round (`clean_partials`) removes those that belong
+to no running export's current run once they are older than PORTAL_EXPORT_STALE_SECONDS.
+
 Every file starts with the audit chain heads as they were when the job started, so an auditor can check it
 offline (README "Audit exports"):
 
@@ -29,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -36,7 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Collate
 from django.utils import timezone
@@ -78,6 +86,11 @@ CSV_HEADER = [
     "hash",
 ]
 EXTENSIONS = {Export.Format.CSV: "csv", Export.Format.JSONL: "jsonl"}
+PARTIAL = re.compile(r"\.partial-(\d+)-(\d+)-")  # .partial-<export>-<run>-<random>.tmp
+
+
+class Superseded(Exception):
+    """The row no longer carries this run's number: the sweep gave the export to another run (or failed it)."""
 
 
 def export_dir() -> Path:
@@ -151,37 +164,55 @@ def _heads_of(qs: QuerySet[AuditEvent]) -> Iterator[tuple[str, int, str]]:
 
 def run(export_id: int) -> str:
     """The job: write the export's file and record it. Idempotent: a job run again after a worker died starts
-    the file afresh; a finished export is left alone."""
+    the file afresh; a finished export is left alone, and so is one another run has claimed since."""
     export = Export.objects.select_related("requested_by").get(pk=export_id)
     if export.status in (Export.State.DONE, Export.State.FAILED):
         return export.status
-    Export.objects.filter(pk=export.pk).update(status=Export.State.RUNNING, rows=0)
+    attempt = export.attempts + 1
+    claimed = (
+        Export.objects.filter(pk=export.pk, attempts=export.attempts)
+        .exclude(status__in=[Export.State.DONE, Export.State.FAILED])
+        .update(status=Export.State.RUNNING, rows=0, attempts=attempt, heartbeat_at=timezone.now())
+    )
+    if not claimed:  # a second job for the same export got there first
+        return "skipped"
+    mine = Export.objects.filter(pk=export.pk, attempts=attempt)
     directory = export_dir()
     directory.mkdir(parents=True, exist_ok=True)
     started = timezone.now()
-    name = f"audit-{export.pk}-{started:%Y%m%d-%H%M%S}.{EXTENSIONS[export.format]}"
+    name = f"audit-{export.pk}-{started:%Y%m%d-%H%M%S}-{attempt}.{EXTENSIONS[export.format]}"
     tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed below, renamed or removed)
-        "w", encoding="utf-8", newline="", dir=directory, prefix=".partial-", suffix=".tmp", delete=False
+        "w",
+        encoding="utf-8",
+        newline="",
+        dir=directory,
+        prefix=f".partial-{export.pk}-{attempt}-",
+        suffix=".tmp",
+        delete=False,
     )
     try:
         with tmp:
+            qs = events_of(export.filters)
+            mine.update(estimated_rows=estimate(qs))
             count, digest = heads_now()
-            written = _write(export, tmp, started=started, heads=(count, digest))
+            written = _write(export, tmp, mine, started=started, heads=(count, digest))
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp.name, directory / name)  # atomic: the final name only ever holds a whole file
+    except Superseded:
+        Path(tmp.name).unlink(missing_ok=True)
+        log.warning("audit export %s: run %d was superseded, its file removed", export.pk, attempt)
+        return "superseded"
     except Exception as e:
         Path(tmp.name).unlink(missing_ok=True)
         log.exception("audit export %s failed", export.pk)
         with transaction.atomic():
-            Export.objects.filter(pk=export.pk).update(
-                status=Export.State.FAILED, error=str(e)[:2000], finished_at=timezone.now()
-            )
-            audit.record("audit.export_failed", actor=None, details={"export": export.pk, "error": str(e)[:500]})
+            if mine.update(status=Export.State.FAILED, error=str(e)[:2000], finished_at=timezone.now()):
+                audit.record("audit.export_failed", actor=None, details={"export": export.pk, "error": str(e)[:500]})
         return Export.State.FAILED
     size = (directory / name).stat().st_size
     with transaction.atomic():
-        Export.objects.filter(pk=export.pk).update(
+        finished = mine.update(
             status=Export.State.DONE,
             rows=written,
             file_name=name,
@@ -190,6 +221,9 @@ def run(export_id: int) -> str:
             heads_digest=digest,
             finished_at=timezone.now(),
         )
+        if not finished:  # superseded between the last chunk and now: the other run's file counts
+            (directory / name).unlink(missing_ok=True)
+            return "superseded"
         audit.record(
             "audit.exported",
             actor=None,
@@ -205,7 +239,21 @@ def run(export_id: int) -> str:
     return Export.State.DONE
 
 
-def _write(export: Export, out: TextIO, *, started: datetime, heads: tuple[int, str]) -> int:
+def estimate(qs: QuerySet[AuditEvent]) -> int | None:
+    """The planner's estimate of how many events `qs` selects (EXPLAIN, nothing counted), for the progress shown
+    while the export runs; None where there is no such estimate (SQLite) or it could not be had."""
+    if connection.vendor != "postgresql":
+        return None
+    try:
+        plan = json.loads(qs.order_by().explain(format="json"))
+        return int(plan[0]["Plan"]["Plan Rows"])
+    except (DatabaseError, KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _write(export: Export, out: TextIO, mine: QuerySet[Export], *, started: datetime, heads: tuple[int, str]) -> int:
+    """Write the file; after every chunk record the progress on the row (`mine`: the row while this run owns it),
+    or raise Superseded when it no longer does."""
     qs = events_of(export.filters)
     count, digest = heads
     about = {
@@ -234,8 +282,10 @@ def _write(export: Export, out: TextIO, *, started: datetime, heads: tuple[int, 
         else:
             writer.writerows(_csv_row(row) for row in rows)
         written += len(rows)
-        # Progress for the exports page; a separate short UPDATE, not a transaction held across the export.
-        Export.objects.filter(pk=export.pk).update(rows=written)
+        # Progress for the exports page and the heartbeat the sweep watches: one short UPDATE a chunk (a bounded
+        # rate, never a row), not a transaction held across the export.
+        if not mine.update(rows=written, heartbeat_at=timezone.now()):
+            raise Superseded(f"export {export.pk}")
     return written
 
 
@@ -304,4 +354,87 @@ def expire(now: datetime | None = None) -> int:
         removed += 1
     if removed:
         log.info("exports: deleted %d expired export(s)", removed)
+    clean_partials(now)
     return removed
+
+
+def clean_partials(now: datetime | None = None) -> int:
+    """Remove the temporary files of runs that will never finish (their worker died, or they were superseded):
+    every `.partial-*` file in PORTAL_EXPORT_DIR older than PORTAL_EXPORT_STALE_SECONDS that is not the current
+    run's of a running export. A running export's file stays, however old. Returns how many were removed."""
+    directory = export_dir()
+    if not directory.is_dir():
+        return 0
+    now = now or timezone.now()
+    # Read before listing: a run that starts meanwhile claims its row first, and its new file is too young anyway.
+    running = set(Export.objects.filter(status=Export.State.RUNNING).values_list("pk", "attempts"))
+    cutoff = now.timestamp() - settings.PORTAL_EXPORT_STALE_SECONDS
+    removed = 0
+    for path in directory.glob(".partial-*"):
+        owner = PARTIAL.match(path.name)
+        if owner and (int(owner[1]), int(owner[2])) in running:
+            continue
+        try:
+            if path.stat().st_mtime > cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:  # removed by another round meanwhile
+            continue
+        removed += 1
+    if removed:
+        log.info("exports: removed %d leftover temporary file(s)", removed)
+    return removed
+
+
+def sweep_lost(now: datetime | None = None) -> int:
+    """Exports whose job is gone, put back on the queue (the sweep's part for exports). Returns how many.
+
+    - Running, with a heartbeat older than PORTAL_EXPORT_STALE_SECONDS: its worker died mid-export. It is queued
+      again to start afresh (the row's `note` says why), or failed once it has had PORTAL_EXPORT_MAX_ATTEMPTS runs.
+    - Queued for longer than PORTAL_SWEEP_SECONDS: queued again unless its job is waiting (Redis lost it).
+    """
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.PORTAL_EXPORT_STALE_SECONDS)
+    found = 0
+    for export in Export.objects.filter(status=Export.State.RUNNING, heartbeat_at__lt=stale):
+        found += _restart_or_fail(export, now)
+    settled = now - timedelta(seconds=settings.PORTAL_SWEEP_SECONDS)
+    waiting = Export.objects.filter(status=Export.State.QUEUED).filter(
+        Q(heartbeat_at__lt=settled) | Q(heartbeat_at__isnull=True, created_at__lt=settled)
+    )
+    for pk in waiting.values_list("pk", flat=True):
+        queueing.enqueue_or_keep("export", pk)  # nothing if its job is still waiting
+        found += 1
+    if found:
+        log.info("sweep: %d audit export(s) queued again or given up", found)
+    return found
+
+
+def _restart_or_fail(export: Export, now: datetime) -> int:
+    """Queue a lost run's export again from the beginning, or fail it after its last allowed run. Compare-and-swap
+    on (status, attempts): of two sweeps at once, or a run that woke up, one wins."""
+    lost = Export.objects.filter(pk=export.pk, status=Export.State.RUNNING, attempts=export.attempts)
+    with transaction.atomic():
+        if export.attempts >= settings.PORTAL_EXPORT_MAX_ATTEMPTS:
+            reason = (
+                f"The worker stopped in the middle of the export {export.attempts} times "
+                f"(last heard from at {export.heartbeat_at:%Y-%m-%d %H:%M:%S %Z}); it is not tried again."
+            )
+            if not lost.update(status=Export.State.FAILED, error=reason, note="", finished_at=now):
+                return 0
+            audit.record("audit.export_failed", actor=None, details={"export": export.pk, "error": reason})
+            return 1
+        note = (
+            f"The worker stopped in the middle of run {export.attempts} of "
+            f"{settings.PORTAL_EXPORT_MAX_ATTEMPTS} after {export.rows} events; started again from the beginning."
+        )
+        if not lost.update(status=Export.State.QUEUED, rows=0, note=note, heartbeat_at=now):
+            return 0
+        audit.record(
+            "audit.export_resumed",
+            actor=None,
+            details={"export": export.pk, "attempt": export.attempts, "rows": export.rows},
+        )
+        # The dead run's job may still be marked "started" in RQ: queue a new one regardless.
+        transaction.on_commit(lambda: queueing.enqueue_or_keep("export_again", export.pk))
+    return 1

@@ -852,6 +852,15 @@ class Export(models.Model):
     error = models.TextField(blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(db_index=True)
+    # issue 13 exports ops: `attempts` counts the job's runs (each claims the row by raising it; a run whose
+    # number is no longer the row's stops writing). `heartbeat_at` moves on with every chunk: a running export
+    # whose heartbeat is older than PORTAL_EXPORT_STALE_SECONDS lost its worker, and the sweep queues it again
+    # (`note` says so) or, after PORTAL_EXPORT_MAX_ATTEMPTS runs, fails it. `estimated_rows`: the planner's
+    # estimate of the events the filter selects, for the progress shown while it runs (None: no estimate).
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    estimated_rows = models.PositiveBigIntegerField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

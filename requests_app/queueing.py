@@ -178,16 +178,22 @@ def enqueue_again_at(func: str, kind: str, request_id: uuid.UUID, when: datetime
     django_rq.get_queue(QUEUE).enqueue_at(when, func, str(request_id), *args, job_id=job_id, meta=_meta())
 
 
-def enqueue_export(export_id: int) -> None:  # issue 13 exports
-    """Write one audit export (exports.run): one job per export, with a timeout sized for the whole log."""
+def enqueue_export(export_id: int, *, resume: bool = False) -> None:  # issue 13 exports
+    """Write one audit export (exports.run): one job per export, with a timeout sized for the whole log.
+    `resume`: the sweep found its run dead (exports.sweep_lost), so a job still marked "started" is queued anew."""
     queue = django_rq.get_queue(DEFAULT_QUEUE)
     job_id = f"{settings.PORTAL_REDIS_PREFIX}export-{export_id}"
     existing = queue.fetch_job(job_id)
-    if existing is not None and existing.get_status(refresh=True) in _ALIVE:
+    alive = tuple(s for s in _ALIVE if not (resume and s == "started"))
+    if existing is not None and existing.get_status(refresh=True) in alive:
         return
     # The default queue's 10 minutes would cut a long export short: it gets its own timeout.
     timeout = settings.PORTAL_EXPORT_TIMEOUT_SECONDS
     queue.enqueue(EXPORT_AUDIT, int(export_id), job_id=job_id, job_timeout=timeout, meta=_meta())
+
+
+def enqueue_export_again(export_id: int) -> None:  # issue 13 exports ops
+    enqueue_export(export_id, resume=True)
 
 
 def _enqueue_reconcile_all() -> None:
@@ -210,6 +216,7 @@ ENQUEUERS: dict[str, Callable[..., object]] = {
     "suspend": enqueue_suspend,  # issue 11 lifecycle
     "resume": enqueue_resume,
     "export": enqueue_export,  # issue 13 exports
+    "export_again": enqueue_export_again,  # issue 13 exports ops: its last run's worker died
 }
 
 

@@ -12,6 +12,9 @@ again (`queueing.enqueue_change(resume=True)`), and the engine resumes it where 
 re-federations (issue 11) likewise: a move approved a while ago or being applied, and a re-federation whose steps
 are pending, running or due again, on a request nobody leases and whose steps wait for nothing. A re-federation
 stopped by a failed step is not: an admin retries it from its page (the old credential is kept meanwhile).
+
+Audit exports (issue 13) too: one whose worker died mid-file is queued again or, after its last run, failed
+(exports.sweep_lost).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from redis.exceptions import RedisError
 
 from portal import request_ids
 
-from . import audit, moves, queueing, refederation
+from . import audit, exports, moves, queueing, refederation
 from .models import ChangeRequest, IdentityRequest, MoveRequest, OutboxJob, Status, Step
 
 log = logging.getLogger(__name__)
@@ -192,4 +195,5 @@ def sweep(now: datetime | None = None) -> int:
         queueing.enqueue_or_keep(name, request_id)
     if lost:
         log.info("sweep: re-enqueued %d suspension(s) or resumption(s)", len(lost))
-    return flushed + len(found) + len(lost_changes) + len(resumed) + len(lost)
+    lost_exports = exports.sweep_lost(now)  # issue 13 exports ops: an export whose worker died mid-file
+    return flushed + len(found) + len(lost_changes) + len(resumed) + len(lost) + lost_exports

@@ -109,6 +109,7 @@ urlpatterns = [
     # issue 13 exports
     path("audit/exports/", ratelimits.action(exports.export_list, group="export"), name="audit_exports"),
     path("audit/exports/<int:pk>/download/", exports.export_download, name="audit_export_download"),
+    path("audit/exports/status/", exports.export_status, name="audit_exports_status"),  # issue 13 exports ops
     # issue 11 podid: moving from aad-pod-identity
     path(
         "clusters/<slug:name>/pod-identity/",

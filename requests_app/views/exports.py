@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 
+from portal import sessions
 from portal.methods import serves
 
-from .. import audit, exports
+from .. import audit, exports, live
 from ..auth.middleware import fresh_roles
 from ..models import Export
 from .admin_audit import _require_admin
@@ -36,13 +39,38 @@ def export_list(request: HttpRequest) -> HttpResponse:
             export = exports.request_export(request.user, fmt=fmt, filters=filters, source_ip=audit.client_ip(request))
             messages.success(request, f"Export {export.pk} is queued: it appears below with its progress.")
             return redirect(reverse("audit_exports"))
-    context = {
-        "exports": Export.objects.select_related("requested_by")[:LISTED],
+    context = _live_context() | {
         "filters": filters,
         "formats": Export.Format.choices,
         "query": request.GET.urlencode(),
     }
     return render(request, "audit/exports.html", context)
+
+
+def _live_context() -> dict[str, object]:
+    """The exports table (`#exports-live`), and how often the page polls it: every PORTAL_LIVE_POLL_SECONDS while
+    an export listed is queued or running, not at all (0) once every one has finished."""
+    listed = list(Export.objects.select_related("requested_by")[:LISTED])
+    busy = any(x.status in (Export.State.QUEUED, Export.State.RUNNING) for x in listed)
+    return {"exports": listed, "poll_ms": round(settings.PORTAL_LIVE_POLL_SECONDS * 1000) if busy else 0}
+
+
+@serves("GET", "HEAD")
+@never_cache
+@fresh_roles
+@login_required
+def export_status(request: HttpRequest) -> HttpResponse:
+    """The exports table alone, for the page's poller (requests_app/live.py's mechanism): progress while an export
+    runs, the download link once it is done. 304 with no body when it is what If-None-Match names. A poll is the
+    page's doing, not the person's: it does not extend the session's idle timeout."""
+    sessions.not_activity(request)
+    _require_admin(request.user)
+    response = render(request, "audit/_exports_live.html", _live_context())
+    tag = live.etag(response.content)
+    if live.matches(request.headers.get("If-None-Match", ""), tag):
+        response = HttpResponseNotModified()
+    response["ETag"] = tag
+    return response
 
 
 @serves("GET", "HEAD")

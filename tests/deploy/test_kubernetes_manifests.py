@@ -239,6 +239,39 @@ def test_the_portal_writes_only_to_its_volumes(name):
     )
 
 
+def claim_at(name: str, deployment: str, path: str) -> tuple[str | None, bool]:
+    """The PersistentVolumeClaim a Deployment's first container has mounted at `path`, and whether read-only."""
+    spec = one(name, "Deployment", deployment)["spec"]["template"]["spec"]
+    mounts = [m for m in spec["containers"][0].get("volumeMounts", []) if m["mountPath"] == path]
+    if not mounts:
+        return None, False
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts[0]["name"])
+    return volume.get("persistentVolumeClaim", {}).get("claimName"), bool(mounts[0].get("readOnly"))
+
+
+@pytest.mark.parametrize("name", PORTAL_RENDERS)
+def test_web_worker_and_scheduler_mount_one_exports_claim_at_portal_export_dir(name):
+    """issue 13 exports: workers write the files, web serves them, the scheduler expires them: one volume, at
+    PORTAL_EXPORT_DIR in all three, shared between nodes (ReadWriteMany) except in the one-node demo."""
+    export_dir = one(name, "ConfigMap", "portal-settings")["data"]["PORTAL_EXPORT_DIR"]
+    mounted = {d: claim_at(name, d, export_dir) for d in ("web", "worker", "scheduler")}
+    claims = {claim for claim, _ in mounted.values()}
+    assert len(claims) == 1 and None not in claims, f"{name}: not one claim at {export_dir}: {mounted}"
+    assert mounted["worker"][1] is False and mounted["scheduler"][1] is False, f"{name}: they write there"
+    assert mounted["web"][1] is True, f"{name}: web only reads the files it serves"
+    access = one(name, "PersistentVolumeClaim", claims.pop())["spec"]["accessModes"]
+    assert access == (["ReadWriteOnce"] if name.startswith("demo") else ["ReadWriteMany"]), f"{name}: {access}"
+
+
+def test_docker_compose_shares_one_exports_volume_at_portal_export_dir():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for piece in ("web", "worker", "scheduler"):
+        service = compose["services"][piece]
+        export_dir = service["environment"]["PORTAL_EXPORT_DIR"]
+        assert f"exports:{export_dir}" in service["volumes"], f"{piece} has no exports volume at {export_dir}"
+    assert "exports" in compose["volumes"]
+
+
 # ---- probes, images, the pieces ----------------------------------------------------------------------------
 
 

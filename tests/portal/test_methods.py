@@ -45,6 +45,7 @@ OWN = {
     "audit.csv": PAGE,
     "audit/exports/": FORM,  # issue 13 exports
     "audit/exports/<int:pk>/download/": PAGE,
+    "audit/exports/status/": PAGE,  # issue 13 exports ops: the exports table for the page's poller
     "clusters/<slug:name>/pod-identity/": PAGE,  # issue 11 podid
     "clusters/<slug:name>/pod-identity/adopt/": FORM,
     # issue 11 changes

@@ -87,6 +87,8 @@ PAGES = {
     ("audit/exports/", "POST"): "*  302 403 403 403 403 403 200",  # no format chosen: the page says so
     ("audit/exports/<int:pk>/download/", "GET"): "*  302 403 403 403 403 403 404",  # no such export
     ("audit/exports/<int:pk>/download/", "POST"): NOT_SERVED,
+    ("audit/exports/status/", "GET"): "*  302 403 403 403 403 403 200",  # issue 13 exports ops: the live table
+    ("audit/exports/status/", "POST"): NOT_SERVED,
     # DevOps members of any cluster (each sees only their clusters' ready identities) and admins.
     ("identities/", "GET"): "*  302 403 403 403 200 200 200",
     ("identities/", "POST"): NOT_SERVED,

@@ -63,9 +63,9 @@ class Workers:
         self.env, self.logs = env, logs
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *, burst: bool = False) -> subprocess.Popen:
+    def start(self, *, burst: bool = False, queue: str = jobs.QUEUE) -> subprocess.Popen:
         # As deployed: with the scheduler, which queues a step's next attempt when it is due.
-        args = [sys.executable, str(ROOT / "manage.py"), "rqworker", jobs.QUEUE, "--with-scheduler"]
+        args = [sys.executable, str(ROOT / "manage.py"), "rqworker", queue, "--with-scheduler"]
         args += ["--burst"] if burst else []
         with open(self.logs / f"worker-{len(self.procs)}.log", "w") as log:  # the child keeps its own copy
             proc = subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
