@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('requests_app', '0028_exports_audit'),
+        ('requests_app', '0029_search_trigram_indexes'),
     ]
 
     operations = [
