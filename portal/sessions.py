@@ -21,6 +21,7 @@ Redis is down, and a sign-out whose cache delete failed would leave the ended se
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -52,6 +53,12 @@ class IdleTimeoutMiddleware:
             # Saved by SessionMiddleware with a fresh expiry: the person was here.
             request.session[LAST_SEEN] = now
         return response
+
+
+def stamp_sign_in(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+    """`user_logged_in`: signing in is the person's doing; the session is saved with it anyway."""
+    if request is not None and hasattr(request, "session"):
+        request.session[LAST_SEEN] = timezone.now().timestamp()
 
 
 def touch_seconds() -> int:
