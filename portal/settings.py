@@ -128,6 +128,9 @@ WHITENOISE_USE_FINDERS = True  # serve static/ directly where collectstatic has 
 
 SESSION_COOKIE_AGE = env_int("PORTAL_SESSION_IDLE_SECONDS", 8 * 3600)
 SESSION_SAVE_EVERY_REQUEST = False  # the age above is an idle timeout, moved on by portal/sessions.py
+# issue 13 cheap: the idle timeout's stamp is moved on (the session row written) at most this often, so a page read
+# inside the interval writes nothing; the idle timeout is then precise to within it (portal/sessions.py).
+PORTAL_SESSION_TOUCH_SECONDS = env_int("PORTAL_SESSION_TOUCH_SECONDS", 300)
 # However active, a session ends this long after sign-in (requests_app/auth/middleware.py).
 PORTAL_SESSION_MAX_SECONDS = env_int("PORTAL_SESSION_MAX_SECONDS", 12 * 3600)
 SESSION_COOKIE_HTTPONLY = True

@@ -64,13 +64,23 @@ def can_view(user: User, req: IdentityRequest) -> bool:
     )
 
 
+# issue 13 cheap: where the answer is kept on the user object. A page asks several times (the view, the navigation's
+# links); a User object lives for one request (or job), and a change of groups asks again.
+_DEVOPS_MEMO = "_portal_devops_cluster_ids"
+
+
 def devops_cluster_ids(user: User) -> list[int]:
-    """The clusters whose DevOps group `user` is in (their groups as last read): one query, whatever the count."""
+    """The clusters whose DevOps group `user` is in (their groups as last read): one query per request, whatever
+    the count."""
     if not user.is_authenticated or not user.entra_groups:
         return []
-    groups = {g.lower() for g in user.entra_groups}
-    pairs = Cluster.objects.values_list("pk", "devops_group_id")
-    return [pk for pk, group in pairs if group and group.lower() in groups]
+    groups = frozenset(g.lower() for g in user.entra_groups)
+    memo = getattr(user, _DEVOPS_MEMO, None)
+    if memo is None or memo[0] != groups:
+        pairs = Cluster.objects.values_list("pk", "devops_group_id")
+        memo = (groups, [pk for pk, group in pairs if group and group.lower() in groups])
+        setattr(user, _DEVOPS_MEMO, memo)
+    return list(memo[1])
 
 
 def devops_clusters(user: User) -> QuerySet[Cluster]:

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -239,6 +240,9 @@ def retry(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 def _page_context(request: HttpRequest, req: IdentityRequest) -> dict[str, Any]:
     """Everything the request page shows, for the page and its status endpoint alike."""
     user = request.user
+    # issue 13 cheap: the steps and grants once, for every part of the page that reads them (plan, steps, lifecycle,
+    # handoff, re-federation), not once per part.
+    prefetch_related_objects([req], "steps", "grants")
     show_ids = access.can_see_ids(user, req)
     redact = None if show_ids else functools.partial(redact_ids, req=req)
     # Only what the timeline shows (not through req.events: its related manager reads each row's request_id).

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from django.test import Client
 
 from requests_app import workflow
+from requests_app.auth.middleware import mark_signed_in
 from requests_app.models import Cluster, IdentityRequest, User
 
 from ..portal_fixtures import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
@@ -24,8 +27,13 @@ def submitted(cluster: Cluster, requester: User, sa: str = "payments-api") -> Id
 
 
 def client_for(user: User) -> Client:
+    """A client signed in as `user`, its session as the sign-in callback leaves it (with the sign-in time, so the
+    first page read writes no session row: portal/sessions.py)."""
     c = Client()
     c.force_login(user)
+    session = c.session
+    mark_signed_in(SimpleNamespace(session=session))
+    session.save()
     return c
 
 
