@@ -11,6 +11,9 @@ generation 1) and delete (answered with a Status naming the group and the plural
 aad-pod-identity keep unknown fields, and its Go types decode field names case-insensitively, so manifests in
 the wild spell them `resourceID`, `ResourceID` or `resourceid`: stored and served as written.
 
+Lists of both answer `?watch=true` as every list of the API does (k8s_watch.py): seeds, creates and deletes are
+its events, so `kubectl get pods -w` and `kubectl get azureidentities -w` follow them.
+
 Pods: list (all namespaces, or one; label and field selectors) and get, `kind: PodList`. Pods are not created
 through this API (the emulator runs no workloads): the control API seeds them (POST /_emulator/k8s/{cluster}/
 objects), as it seeds custom resources too. Wire shapes: shared notes §6.
@@ -24,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import k8s
+from . import k8s, k8s_watch
 from .k8s_validate import object_meta_errors
 
 GROUP, VERSION = "aadpodidentity.k8s.io", "v1"
@@ -114,7 +117,10 @@ def seed(emu: Any, cluster: str, body: Any) -> dict[str, Any]:
     if kind == "Pod":
         pod = validate_pod(body)
         pod["metadata"] = _meta_for_new(emu, pod["metadata"], ns, generation=False)
-        emu.store.pods[key(cluster, ns, pod["metadata"]["name"])] = pod
+        k = key(cluster, ns, pod["metadata"]["name"])
+        event = "MODIFIED" if k in emu.store.pods else "ADDED"
+        emu.store.pods[k] = pod
+        k8s_watch.record(emu.store, cluster, "pods", ns, "Pod", event, pod)
         return {"kind": "Pod", "apiVersion": "v1", **pod}
     if kind not in PLURALS:
         raise ValueError("kind must be Pod, AzureIdentity or AzureIdentityBinding")
@@ -124,7 +130,10 @@ def seed(emu: Any, cluster: str, body: Any) -> dict[str, Any]:
     except k8s.Fail as e:
         raise ValueError(e.response.text) from None
     obj["metadata"] = _meta_for_new(emu, obj["metadata"], ns, generation=True)
-    emu.store.custom_objects[key(cluster, ns, obj["metadata"]["name"], plural)] = obj
+    k = key(cluster, ns, obj["metadata"]["name"], plural)
+    event = "MODIFIED" if k in emu.store.custom_objects else "ADDED"
+    emu.store.custom_objects[k] = obj
+    k8s_watch.record(emu.store, cluster, plural, ns, kind, event, obj)
     return obj
 
 
@@ -173,7 +182,32 @@ class PodIdentity:
         ns = request.match_info.get("ns")
         prefix = f"{cluster.name}/{ns}/pods/" if ns else f"{cluster.name}/"
         objs = [o for k, o in sorted(self.emu.store.pods.items()) if k.startswith(prefix)]
+        if k8s_watch.is_watch(request):
+            return await self.watch(request, cluster, "pods", ns, objs, POD_FIELDS, "Pod", "v1")
         return web.json_response(self.list_body("PodList", "v1", self.api.select(request, objs, POD_FIELDS)))
+
+    async def watch(
+        self, request: web.Request, cluster: Any, resource: str, ns: str | None, objs: list[dict[str, Any]],
+        fields: dict[str, Any], kind: str, api_version: str,
+    ) -> web.StreamResponse:  # fmt: skip
+        """A watch on a list path (k8s_watch.py); objects served as `get` serves them."""
+        selected = self.api.select(request, objs, fields)  # a bad selector is refused before the stream starts
+
+        def render(obj: dict[str, Any]) -> dict[str, Any]:
+            return {"kind": kind, "apiVersion": api_version, **copy.deepcopy(obj)}
+
+        return await k8s_watch.stream(
+            request,
+            self.emu,
+            cluster=cluster.name,
+            resource=resource,
+            ns=ns,
+            current=selected,
+            matches=lambda e: bool(self.api.select(request, [e["object"]], fields)),
+            render=render,
+            kind=kind,
+            api_version=api_version,
+        )
 
     async def get_pod(self, request: web.Request, cluster: Any) -> web.Response:
         ns, name = request.match_info["ns"], request.match_info["name"]
@@ -197,6 +231,8 @@ class PodIdentity:
             for k, o in sorted(self.emu.store.custom_objects.items())
             if k.startswith(f"{cluster.name}/") and k.split("/")[2] == plural and (ns is None or k.split("/")[1] == ns)
         ]
+        if k8s_watch.is_watch(request):
+            return await self.watch(request, cluster, plural, ns, objs, META_FIELDS, KINDS[plural], API_VERSION)
         kind = KINDS[plural] + "List"
         return web.json_response(self.list_body(kind, API_VERSION, self.api.select(request, objs, META_FIELDS)))
 
@@ -219,6 +255,7 @@ class PodIdentity:
         obj["metadata"] = _meta_for_new(self.emu, obj["metadata"], ns, generation=True)
         if not k8s.is_dry_run(request):
             self.emu.store.custom_objects[k] = obj
+            k8s_watch.record(self.emu.store, cluster.name, plural, ns, KINDS[plural], "ADDED", obj)
         return web.json_response(copy.deepcopy(obj), status=201)
 
     async def delete_custom(self, request: web.Request, cluster: Any) -> web.Response:
@@ -229,6 +266,9 @@ class PodIdentity:
             raise k8s.not_found(f"{plural}.{GROUP}", name)
         if not k8s.is_dry_run(request):
             del self.emu.store.custom_objects[k]
+            gone = copy.deepcopy(obj)
+            gone["metadata"]["resourceVersion"] = self.emu.store.next_resource_version()  # a delete is a write
+            k8s_watch.record(self.emu.store, cluster.name, plural, ns, KINDS[plural], "DELETED", gone)
         # Custom resources are not ReturnDeletedObject: the answer is a Status naming group and plural.
         details = {"name": name, "group": GROUP, "kind": plural, "uid": obj["metadata"]["uid"]}
         return web.json_response(
@@ -242,7 +282,7 @@ class PodIdentity:
                 "singularName": kind.lower(),
                 "namespaced": True,
                 "kind": kind,
-                "verbs": ["create", "delete", "get", "list"],
+                "verbs": ["create", "delete", "get", "list", "watch"],
             }
             for plural, kind in KINDS.items()
         ]

@@ -312,10 +312,45 @@ def test_kubectl_get_watch_prints_each_change(kubectl: Kubectl) -> None:
     assert rvs == sorted(rvs) and len(set(rvs)) == 3
 
 
-def watching(control: Any, since: int) -> None:
-    """Return once a watch request has reached the emulator (its call log records requests as they arrive)."""
+def test_kubectl_get_watch_follows_pods_and_custom_resources(kubectl: Kubectl, control: Any) -> None:
+    """Pods (seeded: the emulator runs no workloads) and aad-pod-identity's custom resources stream too."""
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "api-1", "namespace": NS},
+        "spec": {"containers": [{"name": "app", "image": "app"}]},
+    }
+    azid = {
+        "apiVersion": "aadpodidentity.k8s.io/v1",
+        "kind": "AzureIdentity",
+        "metadata": {"name": "payments-id", "namespace": NS},
+        "spec": {"type": 0, "resourceID": "/x", "clientID": "c"},
+    }
+    since = control.last_seq()
+    pods = kubectl.start("-n", NS, "get", "pods", "-w", "--output-watch-events", "-o", "json")  # type: ignore[attr-defined]
+    custom = kubectl.start(  # type: ignore[attr-defined]
+        "-n", NS, "get", "azureidentities", "-w", "--output-watch-events", "-o", "json"
+    )
+    try:
+        watching(control, since, count=2)  # a delete before the watches begin would never be seen
+        control.seed_k8s_object("aks-demo", pod)
+        control.seed_k8s_object("aks-demo", azid)
+        kubectl("-n", NS, "delete", "azureidentity", "payments-id")
+        [seeded] = read_events(pods, 1)
+        added, deleted = read_events(custom, 2)
+    finally:
+        for proc in (pods, custom):
+            proc.kill()
+            proc.communicate()
+    assert (seeded["type"], seeded["object"]["kind"], seeded["object"]["metadata"]["name"]) == ("ADDED", "Pod", "api-1")
+    assert (added["type"], added["object"]["kind"]) == ("ADDED", "AzureIdentity")
+    assert (deleted["type"], deleted["object"]["metadata"]["name"]) == ("DELETED", "payments-id")
+    assert int(deleted["object"]["metadata"]["resourceVersion"]) > int(added["object"]["metadata"]["resourceVersion"])
+
+
+def watching(control: Any, since: int, count: int = 1) -> None:
+    """Return once `count` watch requests have reached the emulator (its call log records requests as they arrive)."""
     for _ in range(600):
-        if any("watch=" in c["query"] for c in control.calls(since=since, method="GET")):
+        if sum("watch=" in c["query"] for c in control.calls(since=since, method="GET")) >= count:
             return
         time.sleep(0.05)
     pytest.fail("kubectl never started watching")
