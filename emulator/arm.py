@@ -485,7 +485,7 @@ class Arm:
             "sqlManagement": "https://management.core.windows.net:8443/",
             "vmImageAliasDoc": "https://raw.githubusercontent.com/Azure/azure-rest-api-specs/master/arm-compute/"
             "quickstart-templates/aliases.json",
-            # The emulator's vaults are not hosts of their own under this suffix (see emulator/keyvault.py).
+            # The emulator's vaults are origins of their own (a port each), not hosts under this suffix.
             "suffixes": {
                 "keyVaultDns": "vault.azure.net",
                 "storage": "core.windows.net",
@@ -621,10 +621,9 @@ class Arm:
         res = scope.resource
         if isinstance(res, tuple):  # a key vault secret's or key's ARM view
             kind, vault, name = res
-            uri = {"secretUri": f"{self.emu.url}/keyvault/{vault.name}/secrets/{name}"}
+            uri = {"secretUri": f"{self.emu.vault_url(vault.name)}/secrets/{name}"}
             if kind == "key":
-                # The keys data plane answers where key ids point: the emulator's root (emulator/keyvault.py).
-                uri = {"keyUri": f"{self.emu.url}/keys/{name}", "kty": "EC", "curveName": "P-256"}
+                uri = {"keyUri": f"{self.emu.vault_url(vault.name)}/keys/{name}", "kty": "EC", "curveName": "P-256"}
             return web.json_response(
                 {
                     "id": scope.path,
@@ -659,8 +658,9 @@ class Arm:
                 "enableSoftDelete": True,
                 "softDeleteRetentionInDays": 90,
                 "enableRbacAuthorization": res.rbac,
-                # Real vault URIs end in "/" (https://name.vault.azure.net/); the SDK strips it.
-                "vaultUri": f"{self.emu.url}/keyvault/{res.name}/",
+                # Real vault URIs end in "/" (https://name.vault.azure.net/); the SDK strips it. The vault's own
+                # origin, as Key Vault gives each vault a host: ids under it parse (emulator/keyvault.py).
+                "vaultUri": f"{self.emu.vault_url(res.name)}/",
                 "publicNetworkAccess": "Enabled",
                 "provisioningState": "Succeeded",
             }

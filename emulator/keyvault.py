@@ -1,18 +1,23 @@
 """The Key Vault data plane for configured vaults: read secrets; get, sign and verify with keys. Authorised by
 Azure RBAC (data actions) or, for access-policy vaults, refused.
 
-A vault lives at `{emu.url}/keyvault/{name}` (its ARM `vaultUri`). Like Key Vault, the first request of an SDK
-carries no token and gets a 401 challenge naming the authority (`{emu.url}/{tenant}`) and resource
-(`https://vault.azure.net`); the SDK then retries with a token for that resource. Clients must pass
-`verify_challenge_resource=False`, because the challenge's resource domain is not the emulator's host.
+A vault lives at the root of an origin of its own (`emu.vault_origin(name)`: a port of its own on 127.0.0.1, its
+ARM `vaultUri`), as Key Vault gives each vault a host, and at `{emu.url}/keyvault/{name}` on the main port, for
+callers configured with that. Its ids name the origin the request came to: on the vault's origin they are
+`{origin}/secrets|keys/{name}/{version}`, which the SDKs and az parse as that vault (`az keyvault secret show
+--id "${KEYVAULT_URL}secrets/<name>"`). Like Key Vault, the first request of an SDK carries no token and gets a
+401 challenge naming the authority (`{emu.url}/{tenant}`) and resource (`https://vault.azure.net`); the SDK then
+retries with a token for that resource. Clients must pass `verify_challenge_resource=False`, because the
+challenge's resource domain is not the emulator's host.
 
-Ids: the SDKs parse `KeyVaultSecret.id` and `JsonWebKey.kid` assuming the vault is the whole host (the path must
-be exactly `/secrets|keys/{name}[/{version}]`, see azure.keyvault.*._shared.parse_key_vault_id) and raise
-ValueError on anything longer. So ids are `{emu.url}/secrets/{name}/{version}` and `{emu.url}/keys/{name}/{version}`
-without the `/keyvault/{vault}` prefix; the SDK then reports `vault_url` as the emulator's base URL. A
-CryptographyClient built from a key id sends its operations to that base URL, so the keys data plane answers
-at the root as well (`{emu.url}/keys/…`), finding the vault by the key's name: key names are unique across the
-emulator's vaults (the config refuses duplicates). Under `{emu.url}/keyvault/{vault}/keys/…` it answers the same.
+Ids on the main port: the SDKs parse `KeyVaultSecret.id` and `JsonWebKey.kid` assuming the vault is the whole
+host (the path must be exactly `/secrets|keys/{name}[/{version}]`, see azure.keyvault.*._shared.parse_key_vault_id)
+and raise ValueError on anything longer. So ids are `{emu.url}/secrets/{name}/{version}` and
+`{emu.url}/keys/{name}/{version}` without the `/keyvault/{vault}` prefix; the SDK then reports `vault_url` as the
+emulator's base URL. A CryptographyClient built from a key id sends its operations to that base URL, so the keys
+data plane answers at the root as well (`{emu.url}/keys/…`), finding the vault by the key's name: key names are
+unique across the emulator's vaults (the config refuses duplicates). Under `{emu.url}/keyvault/{vault}/keys/…` it
+answers the same.
 
 Secrets are read and written (PUT `secrets/{name}` adds a version; configured values are each secret's first
 version). Their ids are `{emu.url}/secrets/{name}/{version}` for the same reason, and the root answers them: a
@@ -55,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from . import roles
 from .arm import assignments_at_or_above, principal_and_groups
+from .server import VAULT
 from .tokens import TokenError
 
 VAULT_AUDIENCE = "https://vault.azure.net"
@@ -110,7 +116,7 @@ def find_vault(emu: Any, name: str) -> tuple[Any, Any, Any] | None:
     """(subscription, resource group, vault) of a configured vault, by name (vault names are global)."""
     if name.lower().endswith(VAULT_DNS_SUFFIX):
         name = name[: -len(VAULT_DNS_SUFFIX)]
-    for s, g, r in _vaults(emu):
+    for s, g, r in vaults(emu):
         if r.name.lower() == name.lower():
             return s, g, r
     return None
@@ -118,13 +124,13 @@ def find_vault(emu: Any, name: str) -> tuple[Any, Any, Any] | None:
 
 def find_vault_of_key(emu: Any, key: str) -> tuple[Any, Any, Any] | None:
     """The vault holding the key of that name (key names are unique across the emulator's vaults)."""
-    for s, g, r in _vaults(emu):
+    for s, g, r in vaults(emu):
         if any(k.lower() == key.lower() for k in r.keys):
             return s, g, r
     return None
 
 
-def _vaults(emu: Any) -> list[tuple[Any, Any, Any]]:
+def vaults(emu: Any) -> list[tuple[Any, Any, Any]]:
     return [
         (s, g, r)
         for s in emu.config.subscriptions
@@ -186,6 +192,17 @@ class KeyVault:
         self._keys: dict[str, VaultKey] = {}
 
     # --- entry points ---
+    def base(self, request: web.Request) -> str:
+        """Where ids point: the vault's own origin when the request came there, else the main port's root."""
+        vault = request.app.get(VAULT)
+        return self.emu.vault_origin(vault) if vault else self.emu.url
+
+    async def origin_route(self, request: web.Request) -> web.StreamResponse:
+        """`/secrets|keys/…` at the root of a vault's own origin (server.VAULT names the vault)."""
+        found = find_vault(self.emu, request.app[VAULT])
+        assert found is not None  # nosec B101 # origins are started for configured vaults only
+        return await self._answer(request, found, request.match_info["tail"].split("/"))
+
     async def vault_route(self, request: web.Request) -> web.StreamResponse:
         """`/keyvault/{vault}/secrets|keys/…`"""
         parts = request.match_info["tail"].split("/")
@@ -326,14 +343,14 @@ class KeyVault:
             self.authorize(claims, found, READ_METADATA, None)
             names = list(vault.secrets) + [k.split("/", 1)[1] for k in self.emu.store.secrets if self._of(vault, k)]
             items = [
-                {"id": f"{self.emu.url}/secrets/{n}", "attributes": self.attributes(self.versions(vault, n)[-1])}
+                {"id": f"{self.base(request)}/secrets/{n}", "attributes": self.attributes(self.versions(vault, n)[-1])}
                 for n in dict.fromkeys(names)
             ]
             return web.json_response({"value": items, "nextLink": None})
         if len(named) == 2 and request.method == "PUT":
             self.authorize(claims, found, SET_SECRET, f"secrets/{named[1]}")
             return web.json_response(
-                self.bundle(named[1], self.write(vault, named[1], await self.secret_body(request)))
+                self.bundle(self.base(request), named[1], self.write(vault, named[1], await self.secret_body(request)))
             )
         if len(named) not in (2, 3) or request.method != "GET":
             return kv_error(405, "BadRequest", f"The emulator does not implement {request.method} {request.path}.")
@@ -348,7 +365,7 @@ class KeyVault:
             raise KvFailure(
                 kv_error(403, "Forbidden", "Operation get is not allowed on a disabled secret.", inner="SecretDisabled")
             )
-        return web.json_response(self.bundle(name, versions[-1]))
+        return web.json_response(self.bundle(self.base(request), name, versions[-1]))
 
     def versions(self, vault: Any, name: str) -> list[dict[str, Any]]:
         """The secret's versions, oldest first: the configured value, then what PUT wrote."""
@@ -367,7 +384,7 @@ class KeyVault:
         """The one vault holding that secret version (or, without a version, that secret name), else None."""
         hits = [
             found
-            for found in _vaults(self.emu)
+            for found in vaults(self.emu)
             if any(version is None or v["version"] == version.lower() for v in self.versions(found[2], name))
         ]
         return hits[0] if len(hits) == 1 else None
@@ -401,11 +418,11 @@ class KeyVault:
         self.emu.store.secrets.setdefault(f"{vault.name}/{name}".lower(), []).append(version)
         return version
 
-    def bundle(self, name: str, version: dict[str, Any]) -> dict[str, Any]:
-        """A SecretBundle; its id points at the root, which answers it (see the module docstring)."""
+    def bundle(self, base: str, name: str, version: dict[str, Any]) -> dict[str, Any]:
+        """A SecretBundle; its id points at `base`'s root, which answers it (see the module docstring)."""
         made = {
             "value": version["value"],
-            "id": f"{self.emu.url}/secrets/{name}/{version['version']}",
+            "id": f"{base}/secrets/{name}/{version['version']}",
             "attributes": self.attributes(version),
             "tags": version["tags"],
         }
@@ -465,7 +482,7 @@ class KeyVault:
         key = self.vault_key(vault.name, configured)
         if version and version.lower() != key.version:
             raise self.not_found("key", f"{name}/{version}")
-        kid = f"{self.emu.url}/keys/{configured}/{key.version}"
+        kid = f"{self.base(request)}/keys/{configured}/{key.version}"
         if not operation:
             return web.json_response(self.key_bundle(kid, key))
         body = await self.operation_body(request)
@@ -535,3 +552,8 @@ def setup(app: web.Application, emu: Any) -> None:
     app.router.add_route("*", "/keyvault/{tail:.*}", kv.vault_route)
     app.router.add_route("*", "/keys/{tail:.*}", kv.keys_route)
     app.router.add_route("*", "/secrets/{tail:.*}", kv.secrets_route)
+
+
+def setup_origin(app: web.Application, emu: Any) -> None:
+    """The app of one vault's own origin (server.VAULT names it): its data plane at the root."""
+    app.router.add_route("*", "/{tail:.*}", KeyVault(emu).origin_route)

@@ -37,6 +37,8 @@ CLAIMS = web.RequestKey("claims", dict)  # verified token claims, for the call l
 CALLER = web.RequestKey("caller", str)  # a caller name when there are no claims (static k8s tokens)
 # The cluster whose own origin (its API at the root of a port of its own) an app serves; see cluster_origin.
 CLUSTER = web.AppKey("cluster", str)
+# The key vault whose own origin (its data plane at the root of a port of its own) an app serves; see vault_origin.
+VAULT = web.AppKey("vault", str)
 AKS_AUDIENCE = config_mod.AKS_SERVER_APP_ID
 WRITE_METHODS = {"PUT", "PATCH", "POST", "DELETE"}
 _ARM_SUB = re.compile(r"^/subscriptions/([^/]+)/", re.IGNORECASE)
@@ -106,8 +108,9 @@ class Emulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._cluster_runners: list[web.AppRunner] = []
+        self._origin_runners: list[web.AppRunner] = []
         self.cluster_ports: dict[str, int] = {}  # each cluster's own origin (cluster_origin), once started
+        self.vault_ports: dict[str, int] = {}  # each key vault's own origin (vault_origin), once started
         self.reset()
         if self.state_file and self.store.load(self.state_file):
             log.info("state loaded from %s", self.state_file)
@@ -161,6 +164,17 @@ class Emulator:
         `/.well-known/openid-configuration` and `/openapi/v3` are absolute there). Known once started."""
         return f"https://{self.public_host}:{self.cluster_ports[cluster.name]}"
 
+    # ----- each key vault's own origin ------------------------------------------------------------------
+    def vault_origin(self, name: str) -> str:
+        """A vault's data plane at the root of an origin of its own, as Key Vault has a host per vault: its ARM
+        `vaultUri`, so ids parse (the SDKs and az want `/secrets|keys/{name}` to be the whole path). Known once
+        started; the `/keyvault/{vault}` prefix on the main port answers the same."""
+        return f"https://{self.public_host}:{self.vault_ports[name.lower()]}"
+
+    def vault_url(self, name: str) -> str:
+        """The vault's origin once started, else its prefix on the main port."""
+        return self.vault_origin(name) if name.lower() in self.vault_ports else f"{self.url}/keyvault/{name}"
+
     def endpoints(self) -> dict[str, Any]:
         return {
             "url": self.url,
@@ -187,6 +201,14 @@ class Emulator:
             },
             "key_vaults": {
                 r.name: f"{self.url}/keyvault/{r.name}"
+                for s in self.config.subscriptions
+                for g in s.resource_groups
+                for r in g.resources
+                if r.type.lower() == "microsoft.keyvault/vaults"
+            },
+            # Each vault's own origin (vault_origin), its ARM vaultUri; None until started.
+            "key_vault_origins": {
+                r.name: self.vault_origin(r.name) if r.name.lower() in self.vault_ports else None
                 for s in self.config.subscriptions
                 for g in s.resource_groups
                 for r in g.resources
@@ -348,6 +370,7 @@ class Emulator:
         await site.start()
         self.port = self._bound_port(site)
         await self._start_cluster_origins()
+        await self._start_vault_origins()
 
     async def _start_cluster_origins(self) -> None:
         """Each cluster's API also at the root of a port of its own (cluster_origin), same TLS certificate."""
@@ -361,8 +384,23 @@ class Emulator:
             await runner.setup()
             site = web.TCPSite(runner, self.host, 0, ssl_context=self.tls.server_context(), reuse_address=True)
             await site.start()
-            self._cluster_runners.append(runner)
+            self._origin_runners.append(runner)
             self.cluster_ports[cluster.name] = self._bound_port(site)
+
+    async def _start_vault_origins(self) -> None:
+        """Each key vault's data plane also at the root of a port of its own (vault_origin), same TLS certificate."""
+        from . import keyvault
+
+        for _, _, vault in keyvault.vaults(self):
+            app = web.Application(middlewares=[merge_slashes, self._middleware], client_max_size=4 * 1024 * 1024)
+            app[EMU], app[VAULT] = self, vault.name
+            keyvault.setup_origin(app, self)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, 0, ssl_context=self.tls.server_context(), reuse_address=True)
+            await site.start()
+            self._origin_runners.append(runner)
+            self.vault_ports[vault.name.lower()] = self._bound_port(site)
 
     @staticmethod
     def _bound_port(site: web.TCPSite) -> int:
@@ -370,9 +408,9 @@ class Emulator:
         return sockets[0].getsockname()[1]
 
     async def stop_async(self) -> None:
-        for runner in self._cluster_runners:
+        for runner in self._origin_runners:
             await runner.cleanup()
-        self._cluster_runners.clear()
+        self._origin_runners.clear()
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -427,7 +465,12 @@ class Emulator:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         origin_of = request.app.get(CLUSTER)  # a cluster's own origin: logged and faulted as /k8s/{cluster}/…
-        path = f"/k8s/{origin_of}{request.path}" if origin_of else request.path
+        vault_of = request.app.get(VAULT)  # a vault's own origin: logged and faulted as /keyvault/{vault}/…
+        path = request.path
+        if origin_of:
+            path = f"/k8s/{origin_of}{request.path}"
+        elif vault_of:
+            path = f"/keyvault/{vault_of}{request.path}"
         surface = surface_of(path)
         method = request.method
         body: Any = None

@@ -10,13 +10,13 @@
 # - kubectl: KUBECONFIG for the cluster. The tutorial's `az aks get-credentials` works here too, but gives a
 #   kubeconfig that signs in through kubelogin, which this machine does not have.
 # - The group, cluster and key vault exist already (the emulator's world), so their create steps are left out.
-# - KEYVAULT_VAULT_NAME: what `--vault-name` is given. On Azure the vault's name; here the emulator's path to the
-#   vault (README: `--vault-name localhost:8443/keyvault/kv-x`), as a vault has no host of its own.
+# - KEYVAULT_VAULT_NAME: what `secret set --vault-name` is given. On Azure the vault's name; here the emulator's
+#   path to the vault (README: `--vault-name localhost:8443/keyvault/kv-x`): az makes the name a host by appending
+#   `.vault.azure.net`, and the vault's own origin is a port on 127.0.0.1, which no name plus suffix spells.
 # - The workload: where the tutorial deploys a pod that reads the secret, this does what the pod does, with az:
 #   a ServiceAccount token for api://AzureADTokenExchange (the token the webhook projects into the pod), the client
-#   ID from the ServiceAccount's annotation, and the secret read from the vault. It prints the secret's value.
-#   (The pod reads at KEYVAULT_URL; az takes `--vault-name` or an `--id` whose path starts at /secrets, and the
-#   emulator's vaultUri has a path, /keyvault/<name>/, so `--id "${KEYVAULT_URL}secrets/…"` does not parse.)
+#   ID from the ServiceAccount's annotation, and the secret read at KEYVAULT_URL, as the pod reads it. It prints the
+#   secret's value.
 set -euo pipefail
 
 : "${RESOURCE_GROUP:?}" "${LOCATION:?}" "${CLUSTER_NAME:?}" "${SUBSCRIPTION:?}" "${KEYVAULT_RESOURCE_GROUP:?}"
@@ -81,5 +81,4 @@ POD_CLIENT_ID="$(kubectl get serviceaccount "${SERVICE_ACCOUNT_NAME}" --namespac
 az logout
 az login --federated-token "${TOKEN}" --service-principal -u "${POD_CLIENT_ID}" -t "${AZURE_TENANT_ID}" \
     --allow-no-subscriptions --output none
-az keyvault secret show --vault-name "${KEYVAULT_VAULT_NAME}" --name "${KEYVAULT_SECRET_NAME}" \
-    --query value --output tsv
+az keyvault secret show --id "${KEYVAULT_URL}secrets/${KEYVAULT_SECRET_NAME}" --query value --output tsv

@@ -295,7 +295,7 @@ def test_configured_resource_groups_and_vaults_answer_get(
         f"{base}/rg-legacy/providers/Microsoft.KeyVault/vaults/kv-legacy-policies?api-version=2023-07-01", headers=auth
     ).json()
     assert vault["properties"]["enableRbacAuthorization"] is False
-    assert vault["properties"]["vaultUri"] == f"{emu.url}/keyvault/kv-legacy-policies/"
+    assert vault["properties"]["vaultUri"] == f"{emu.vault_origin('kv-legacy-policies')}/"
     missing = http.get(
         f"{base}/rg-legacy/providers/Microsoft.KeyVault/vaults/kv-nope?api-version=2023-07-01", headers=auth
     )

@@ -196,3 +196,48 @@ def test_role_assignments_take_effect_and_are_revoked_immediately(
         client.get_secret("db-password")
     assert e.value.status_code == 403
     assert [c["status"] for c in control.calls(path="/keyvault/")][-1] == 403
+
+
+def test_each_vault_has_an_origin_of_its_own_where_its_ids_point(
+    emu: Emulator, credential: ClientSecretCredential, grant: Any, subscription_id: str, control: EmulatorClient
+) -> None:
+    grant(f"/subscriptions/{subscription_id}", SECRETS_OFFICER)  # every RBAC vault
+    origin = emu.vault_origin(VAULT)
+    assert (
+        origin != emu.vault_origin("kv-legacy-policies")
+        and control.info()["endpoints"]["key_vault_origins"][VAULT] == origin
+    )
+    client = SecretClient(
+        vault_url=f"{origin}/",  # the vaultUri, as ARM gives it
+        credential=credential,
+        verify_challenge_resource=False,
+        connection_verify=str(emu.tls.ca_cert),
+        retry_total=0,
+    )
+    written = client.set_secret("api-token", "s3cret")
+    assert (
+        written.id == f"{origin}/secrets/api-token/{written.properties.version}"
+        and written.properties.vault_url == origin
+    )
+    # The id names the vault: read back there, by id, and the prefix on the main port sees the same secret.
+    assert client.get_secret("api-token", written.properties.version).value == "s3cret"
+    assert secret_client(emu, credential).get_secret("api-token").value == "s3cret"
+    assert secret_client(emu, credential).get_secret("api-token").id.startswith(f"{emu.url}/secrets/api-token/")
+    # Logged, and matched by fault rules, as under the prefix.
+    since = control.last_seq()
+    control.add_fault(f"^/keyvault/{VAULT}/secrets/db-password/?$", method="GET", status=503, code="Unavailable")
+    with pytest.raises(HttpResponseError) as e:
+        client.get_secret("db-password")
+    assert e.value.status_code == 503
+    [call] = control.calls(since=since, path=f"/keyvault/{VAULT}/secrets/db-password")
+    assert call["status"] == 503 and call["surface"] == "keyvault" and call["fault"]
+    # Another vault's origin holds only that vault's secrets.
+    other = SecretClient(
+        vault_url=emu.vault_origin("kv-portal-audit"),
+        credential=credential,
+        verify_challenge_resource=False,
+        connection_verify=str(emu.tls.ca_cert),
+        retry_total=0,
+    )
+    with pytest.raises(ResourceNotFoundError):
+        other.get_secret("api-token")
