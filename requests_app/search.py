@@ -64,9 +64,5 @@ def identity_requests(qs: QuerySet[IdentityRequest], text: str) -> QuerySet[Iden
     people = User.objects.filter(Q(display_name__icontains=text) | Q(username__icontains=text)).order_by()
     by_requester = IdentityRequest.objects.filter(requester__in=people.values("pk")).order_by()
     by_grant = RoleGrant.objects.alias(text=grant_search_text()).filter(text__icontains=text).order_by()
-    # The name branch starts from `qs` (the listable rows): a common word (app-1: a tenth of all requests) then
-    # yields only the rows that may be listed, and PostgreSQL fetches those by key instead of reading every ready
-    # row of the cluster to join them (issue 13 perfsql: 88 ms → see bench/README.md).
-    by_name = qs.alias(text=request_search_text()).filter(text__icontains=text).order_by()
-    ids = by_name.values("pk").union(by_requester.values("pk"), by_grant.values("request_id"))
+    ids = _matching_requests(text).values("pk").union(by_requester.values("pk"), by_grant.values("request_id"))
     return qs.filter(pk__in=ids)
