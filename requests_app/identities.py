@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from . import search as text_search
-from .models import AllowedRole, Cluster, IdentityRequest, RoleGrant
+from .models import AllowedRole, Cluster, IdentityRequest, RoleGrant, request_listed_at
 
 
 def search(
@@ -28,11 +28,14 @@ def search(
         qs = qs.filter(namespace=namespace)
     if role:
         qs = qs.filter(Exists(RoleGrant.objects.filter(request=OuterRef("pk"), role_name=role)))
-    return (
-        qs.select_related("cluster", "requester")
-        .prefetch_related("grants")
-        .order_by(F("ready_at").desc(nulls_last=True), "-created_at", "pk")
-    )
+    return newest_first(qs).select_related("cluster", "requester").prefetch_related("grants")
+
+
+def newest_first(qs: QuerySet[IdentityRequest]) -> QuerySet[IdentityRequest]:
+    """Ready identities newest ready first, by (`listed_at`, id): the order the request_ready_* indexes hold, so
+    a page reads its rows in index order and never sorts the cluster's thousands. `listed_at` is the keyset
+    pager's key (requests_app/keyset.py)."""
+    return qs.annotate(listed_at=request_listed_at()).order_by("-listed_at", "-id")
 
 
 def namespaces(clusters: Iterable[Cluster]) -> list[str]:

@@ -66,35 +66,40 @@ class Page:
     older: str | None = None  # the cursor of the page after (older rows), None on the oldest page
 
 
-def page(qs: QuerySet[Any], cursor_text: str | None, size: int) -> Page:
-    """One page of `qs`, newest first, from the cursor (or from the newest row). One query."""
-    cursor = Cursor.decode(cursor_text) if cursor_text else None
+def page(
+    qs: QuerySet[Any], cursor_text: str | None, size: int, *, key: str = "created_at", model: type[Model] | None = None
+) -> Page:
+    """One page of `qs`, newest first by (`key`, id), from the cursor (or from the newest row). One query.
+
+    `key` is a time field or annotation of `qs` (never null), `model` the model whose primary key the cursor
+    carries (default: an int id)."""
+    cursor = Cursor.decode(cursor_text, model) if cursor_text else None
     if cursor is None or cursor.direction == OLDER:
         if cursor is not None:
-            # `created_at <= t` lets the index bound the scan; the OR settles rows that share the time by id.
+            # `key <= t` lets the index bound the scan; the OR settles rows that share the time by id.
             qs = qs.filter(
-                Q(created_at__lte=cursor.created_at),
-                Q(created_at__lt=cursor.created_at) | Q(id__lt=cursor.id),
+                Q(**{f"{key}__lte": cursor.created_at}),
+                Q(**{f"{key}__lt": cursor.created_at}) | Q(id__lt=cursor.id),
             )
-        rows = list(qs.order_by("-created_at", "-id")[: size + 1])
+        rows = list(qs.order_by(f"-{key}", "-id")[: size + 1])
         more, rows = len(rows) > size, rows[:size]
         has_newer, has_older = cursor is not None, more
     else:
         newer = qs.filter(
-            Q(created_at__gte=cursor.created_at),
-            Q(created_at__gt=cursor.created_at) | Q(id__gt=cursor.id),
+            Q(**{f"{key}__gte": cursor.created_at}),
+            Q(**{f"{key}__gt": cursor.created_at}) | Q(id__gt=cursor.id),
         )
-        rows = list(newer.order_by("created_at", "id")[: size + 1])
+        rows = list(newer.order_by(key, "id")[: size + 1])
         if len(rows) <= size:
             # Back at the newest rows: show the newest full page rather than a short one (one query more).
-            return page(qs, None, size)
+            return page(qs, None, size, key=key, model=model)
         more, rows = True, rows[:size][::-1]
         has_newer, has_older = more, True
     result = Page(rows=rows)
     if rows and has_newer:
-        result.newer = Cursor(NEWER, rows[0].created_at, rows[0].id).encode()
+        result.newer = Cursor(NEWER, getattr(rows[0], key), rows[0].id).encode()
     if rows and has_older:
-        result.older = Cursor(OLDER, rows[-1].created_at, rows[-1].id).encode()
+        result.older = Cursor(OLDER, getattr(rows[-1], key), rows[-1].id).encode()
     return result
 
 

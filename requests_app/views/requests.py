@@ -22,6 +22,7 @@ from .. import access, audit, events, handoff, live, moves, reader, refederation
 from ..auth.middleware import fresh_roles
 from ..changes import CHANGE_STEPS
 from ..forms import COPYABLE_STATUSES, PURPOSE_MAX_LENGTH, Plan, RequestSubmission
+from ..identities import newest_first
 from ..models import AllowedRole, AuditEvent, Cluster, IdentityRequest, Status, Step, User
 
 # The status endpoint renders the request page in this frame instead of base.html: the page's content only.
@@ -46,7 +47,8 @@ def home(request: HttpRequest) -> HttpResponse:
     # DevOps members and admins: the latest identities ready for them, on their way to the identities page.
     identities = None
     if access.can_list_identities(user):
-        identities = access.listable_identities(user).select_related("cluster", "requester").order_by("-ready_at")[:5]
+        listed = newest_first(access.listable_identities(user))
+        identities = listed.select_related("cluster", "requester")[:5]
     return render(request, "requests/home.html", {"mine": mine, "waiting": waiting, "identities": identities})
 
 

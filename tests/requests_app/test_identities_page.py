@@ -79,7 +79,7 @@ def ready(
 
 
 def names(response) -> list[str]:
-    return [r.identity_name for r in response.context["page"].object_list]
+    return [r.identity_name for r in response.context["page"].rows]
 
 
 @pytest.fixture
@@ -235,9 +235,27 @@ def test_pages_newest_ready_first_and_the_pager_keeps_the_search(offline_cluster
     first = c.get(URL, {"q": "app-"})
     assert PAGE_SIZE == 25
     assert names(first) == [r.identity_name for r in reversed(made)][:PAGE_SIZE]
-    assert "?q=app-&amp;page=2" in first.content.decode()
-    second = c.get(URL, {"q": "app-", "page": 2})
+    older = first.context["page"].older
+    assert f"?q=app-&amp;cursor={older}" in first.content.decode()  # the search is kept in the link
+    second = c.get(URL, {"q": "app-", "cursor": older})
     assert names(second) == [r.identity_name for r in reversed(made)][PAGE_SIZE:]
+    assert second.context["page"].older is None
+    back = c.get(URL, {"q": "app-", "cursor": second.context["page"].newer})
+    assert names(back) == names(first)
+
+
+def test_a_page_link_that_cannot_be_read_shows_the_newest_with_a_message(offline_cluster, requester, devops):
+    made = many(offline_cluster, requester, 3)
+    response = client_for(devops).get(URL, {"cursor": "not-a-cursor"})
+    assert response.status_code == 200
+    assert "That page link could not be read" in response.content.decode()
+    assert names(response) == [r.identity_name for r in reversed(made)]
+
+
+def test_an_identity_readied_before_ready_at_existed_is_listed_at_its_creation(offline_cluster, requester, devops):
+    first, second = many(offline_cluster, requester, 2)  # readied 1,000 and 999 minutes ago, created just now
+    IdentityRequest.objects.filter(pk=first.pk).update(ready_at=None)
+    assert names(client_for(devops).get(URL)) == [first.identity_name, second.identity_name]
 
 
 @pytest.mark.parametrize("who", ["devops", "admin"])
