@@ -164,6 +164,10 @@ PORTAL_ADMIN_ROLES = env_list("PORTAL_ADMIN_ROLES", ["Portal.Admin"])
 # Groups and app roles are read again from Graph (with the portal's own token) when older than this, and always
 # before an approval, rejection, revocation, retry, repair or admin action.
 PORTAL_ROLES_MAX_AGE_SECONDS = env_int("PORTAL_ROLES_MAX_AGE_SECONDS", 300)
+# issue 13: a GET of a read-only admin page (audit log, drift, exports...) accepts roles read this recently instead
+# of asking Graph on every view; actions (POST) still read them right before. A removed admin loses the page
+# within this window.
+PORTAL_ADMIN_VIEW_ROLES_MAX_AGE_SECONDS = env_int("PORTAL_ADMIN_VIEW_ROLES_MAX_AGE_SECONDS", 60)
 # What a high-risk request (broad scope or write role, see requests_app/policy.py) needs: "admin" (an admin's
 # approval), "two-approvers" (two different approvers) or "admin-or-two-approvers" (either).
 PORTAL_HIGH_RISK_APPROVAL = env_str("PORTAL_HIGH_RISK_APPROVAL", "admin-or-two-approvers")
