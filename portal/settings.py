@@ -75,6 +75,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "requests_app.context_processors.portal",
             ],
+            "builtins": ["requests_app.templatetags.times"],  # issue 13: `|when:`, a faster `|date:`
         },
     },
 ]
@@ -82,6 +83,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=60)
 }
+# issue 13: each worker keeps its connection for this long instead of connecting per request (0: per request),
+# and checks it before reuse, so a connection the server or a failover dropped costs an error to no one.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("PORTAL_DB_CONN_MAX_AGE_SECONDS", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so a worker process in the tests sees the test database too; one per test run.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".run" / f"test-db-{os.getpid()}.sqlite3")}
@@ -167,6 +172,10 @@ PORTAL_ADMIN_ROLES = env_list("PORTAL_ADMIN_ROLES", ["Portal.Admin"])
 # Groups and app roles are read again from Graph (with the portal's own token) when older than this, and always
 # before an approval, rejection, revocation, retry, repair or admin action.
 PORTAL_ROLES_MAX_AGE_SECONDS = env_int("PORTAL_ROLES_MAX_AGE_SECONDS", 300)
+# issue 13: a GET of a read-only admin page (audit log, drift, exports...) accepts roles read this recently instead
+# of asking Graph on every view; actions (POST) still read them right before. A removed admin loses the page
+# within this window.
+PORTAL_ADMIN_VIEW_ROLES_MAX_AGE_SECONDS = env_int("PORTAL_ADMIN_VIEW_ROLES_MAX_AGE_SECONDS", 60)
 # What a high-risk request (broad scope or write role, see requests_app/policy.py) needs: "admin" (an admin's
 # approval), "two-approvers" (two different approvers) or "admin-or-two-approvers" (either).
 PORTAL_HIGH_RISK_APPROVAL = env_str("PORTAL_HIGH_RISK_APPROVAL", "admin-or-two-approvers")

@@ -44,9 +44,14 @@ def _d(event: EventLike) -> Mapping[str, Any]:
     return event.details if isinstance(event.details, Mapping) else {}
 
 
+# Read once: a TextChoices' `.values` and `.label` build their lists anew on every use (issue 13: per audit row).
+_KIND_LABELS: dict[str, str] = dict(DriftFinding.Kind.choices)
+_STEP_LABELS: dict[str, str] = dict(Step.Name.choices)
+
+
 def _kind(event: EventLike) -> str:
     kind = str(_d(event).get("kind", ""))
-    return DriftFinding.Kind(kind).label if kind in DriftFinding.Kind.values else kind or "a difference"
+    return _KIND_LABELS.get(kind) or kind or "a difference"
 
 
 # The words of every fixed event code. Step events (`step.<name>.<phase>`) are described by `_step_words`.
@@ -222,14 +227,14 @@ LABELS = {
 def _step_parts(action: str) -> tuple[str, str] | None:
     """(step name, phase) of a `step.<name>.<phase>` code, or None."""
     parts = action.split(".")
-    if len(parts) == 3 and parts[0] == "step" and parts[1] in Step.Name.values and parts[2] in STEP_PHASES:
+    if len(parts) == 3 and parts[0] == "step" and parts[1] in _STEP_LABELS and parts[2] in STEP_PHASES:
         return parts[1], parts[2]
     return None
 
 
 def step_subject(name: str) -> str:
     """A step as a sentence's subject: "Provisioning step Managed identity", "Revocation step Remove …"."""
-    label = Step.Name(name).label
+    label = _STEP_LABELS[name]
     if name == Step.Name.VERIFY:
         return "The verification (the token exchange)"
     if name.startswith("revoke_"):

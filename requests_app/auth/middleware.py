@@ -5,7 +5,9 @@
 - `RolesMiddleware`: a signed-in user's groups and app roles are read again from Entra when they are older than
   PORTAL_ROLES_MAX_AGE_SECONDS (if Entra cannot be reached, the page is served on what is known), and always
   right before a privileged action: views marked `@fresh_roles`, every POST to the Django admin and django-rq.
-  Those fail closed: without a fresh answer from Entra the action is refused.
+  Those fail closed: without a fresh answer from Entra the action is refused. A GET (or HEAD) of a view marked for
+  every method (the audit log, drift, exports...) only reads, so it accepts roles read within the last
+  PORTAL_ADMIN_VIEW_ROLES_MAX_AGE_SECONDS (issue 13: one Graph round trip per admin page view was most of its time).
 
 An account deleted or disabled in Entra is signed out at the next request that reads its roles.
 """
@@ -37,6 +39,7 @@ REFRESH_FAILED_AT = "portal_roles_refresh_failed_at"  # session key: the last pe
 # outage of Graph does not add a timeout to every page.
 RETRY_AFTER_FAILURE_SECONDS = 60
 ALL_METHODS = frozenset({"*"})
+VIEW_METHODS = frozenset({"GET", "HEAD"})
 
 
 def fresh_roles(view: View | None = None, *, methods: Iterable[str] | None = None) -> Any:
@@ -90,12 +93,21 @@ class RolesMiddleware:
 
 
 def needs_fresh_roles(request: HttpRequest, view: View) -> bool:
-    """Whether this request acts on a role: a marked view, or any POST to the Django admin or django-rq."""
+    """Whether this request must read roles from Entra first: a marked view (a GET or HEAD of one marked for every
+    method only once the roles are older than PORTAL_ADMIN_VIEW_ROLES_MAX_AGE_SECONDS), or any POST to the Django
+    admin or django-rq."""
     marked = getattr(view, "fresh_roles_methods", None)
     if marked is not None:
-        return "*" in marked or request.method in marked
-    admin_areas = (reverse("admin:index"), reverse("django_rq:home"))
-    return request.method == "POST" and request.path.startswith(admin_areas)
+        if request.method in marked:
+            return True  # named methods are actions: always read right before
+        if "*" not in marked:
+            return False
+        if request.method in VIEW_METHODS:  # a read-only view of an admin page: a read this recent will do
+            return refresh.is_stale(request.user, max_age=settings.PORTAL_ADMIN_VIEW_ROLES_MAX_AGE_SECONDS)
+        return True
+    if request.method != "POST":
+        return False
+    return request.path.startswith((reverse("admin:index"), reverse("django_rq:home")))
 
 
 def _refresh(request: HttpRequest, *, strict: bool) -> HttpResponse | None:

@@ -20,10 +20,12 @@ from . import clock
 from .roles import assign
 
 
-def is_stale(user: User) -> bool:
-    """Whether `user`'s groups and roles were read longer ago than PORTAL_ROLES_MAX_AGE_SECONDS (or never)."""
+def is_stale(user: User, *, max_age: int | None = None) -> bool:
+    """Whether `user`'s groups and roles were read `max_age` seconds ago or longer (default
+    PORTAL_ROLES_MAX_AGE_SECONDS), or never."""
     checked = user.roles_checked_at
-    return checked is None or clock.now() - checked >= timedelta(seconds=settings.PORTAL_ROLES_MAX_AGE_SECONDS)
+    seconds = settings.PORTAL_ROLES_MAX_AGE_SECONDS if max_age is None else max_age
+    return checked is None or clock.now() - checked >= timedelta(seconds=seconds)
 
 
 def refresh_roles(user: User, *, source_ip: str | None = None) -> bool:

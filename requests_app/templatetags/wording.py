@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from django import template
 
+from ..models import Status
+
 register = template.Library()
+# Read once: `get_status_display` builds the choices' dict anew on every call (issue 13: once per row).
+STATUS_LABELS: dict[str, str] = dict(Status.choices)
+
+
+@register.filter
+def status_label(status: str) -> str:
+    """A request's status as `get_status_display` words it ("Waiting for approval"); an unknown one as itself."""
+    return STATUS_LABELS.get(status, status)
 
 
 @register.filter

@@ -17,6 +17,7 @@ from portal.methods import serves
 
 from .. import access, audit, drift
 from ..auth.middleware import fresh_roles
+from ..forms import PlainSelect
 from ..models import Cluster, DriftFinding, IdentityRequest
 from ..workflow import WorkflowError
 
@@ -24,8 +25,10 @@ PAGE_SIZE = 50
 
 
 class DriftFilterForm(forms.Form):
-    cluster = forms.ModelChoiceField(queryset=Cluster.objects.all(), required=False, empty_label="Any cluster")
-    kind = forms.ChoiceField(choices=[("", "Any kind"), *DriftFinding.Kind.choices], required=False)
+    cluster = forms.ModelChoiceField(
+        queryset=Cluster.objects.all(), required=False, empty_label="Any cluster", widget=PlainSelect
+    )
+    kind = forms.ChoiceField(choices=[("", "Any kind"), *DriftFinding.Kind.choices], required=False, widget=PlainSelect)
 
     def filter(self, qs: QuerySet[DriftFinding]) -> QuerySet[DriftFinding]:
         self.is_valid()

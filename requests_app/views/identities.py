@@ -11,6 +11,7 @@ from django.shortcuts import render
 from portal.methods import serves
 
 from .. import access, identities, keyset, refederation, search
+from ..forms import PlainSelect
 from ..models import IdentityRequest
 
 PAGE_SIZE = 25
@@ -21,9 +22,9 @@ class IdentityFilter(forms.Form):
     """The page's search box and filters; the choices are only what this user may list."""
 
     q = forms.CharField(required=False, max_length=200, label="Search")
-    cluster = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
-    namespace = forms.ChoiceField(required=False)
-    role = forms.ChoiceField(required=False)
+    cluster = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, widget=PlainSelect)
+    namespace = forms.ChoiceField(required=False, widget=PlainSelect)
+    role = forms.ChoiceField(required=False, widget=PlainSelect)
 
     def clean_q(self) -> str:
         text = self.cleaned_data["q"].strip()

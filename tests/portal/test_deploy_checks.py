@@ -88,3 +88,24 @@ def test_a_malformed_audit_signing_key_url_is_an_error():
 def test_a_local_audit_signing_key_is_flagged_for_production():
     result = check_deploy({**PRODUCTION, "PORTAL_AUDIT_SIGNING_KEY": "/keys/audit.pem"})
     assert result.returncode != 0 and "portal.W003" in result.stderr
+
+
+def database_settings(env: dict[str, str]) -> str:
+    base = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+    code = "from django.conf import settings as s; d = s.DATABASES['default']; print(d['CONN_MAX_AGE'], "
+    code += "d['CONN_HEALTH_CHECKS'])"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]  # after anything the start-up printed
+
+
+def test_database_connections_are_kept_and_checked_before_reuse():
+    assert database_settings(PRODUCTION) == "60 True"
+    assert database_settings({**PRODUCTION, "PORTAL_DB_CONN_MAX_AGE_SECONDS": "0"}) == "0 True"

@@ -67,14 +67,68 @@ def test_within_the_window_a_page_view_does_not_call_graph(client, cloud, emu, c
 
 
 # ----- immediately before privileged actions ---------------------------------------------------------------
-def test_a_removed_admin_is_refused_the_audit_log_at_once(client, cloud, emu, control, portal_clock):
+@pytest.fixture
+def view_window(settings) -> int:
+    settings.PORTAL_ADMIN_VIEW_ROLES_MAX_AGE_SECONDS = 60
+    return 60
+
+
+def test_a_removed_admin_loses_the_audit_log_within_the_view_window(
+    client, cloud, emu, control, portal_clock, view_window
+):
     alex = sign_in(client, emu, "alex@contoso.example")
-    assert get(client, reverse("audit")).status_code == 200
     control.set_user_groups(TENANT, alex.object_id, [])
 
-    assert get(client, reverse("audit")).status_code == 403  # no time has passed
+    portal_clock.advance(view_window - 1)
+    assert get(client, reverse("audit")).status_code == 200  # a read this recent will do for a view
+
+    portal_clock.advance(1)
+    assert get(client, reverse("audit")).status_code == 403
     assert get(client, reverse("audit_csv")).status_code == 403
     assert not User.objects.get(pk=alex.pk).is_portal_admin
+
+
+ADMIN_VIEWS = ["audit", "audit_csv", "drift", "audit_exports", "recertification_csv"]
+
+
+@pytest.mark.parametrize("route", ADMIN_VIEWS)
+def test_an_admin_page_view_within_the_window_does_not_call_graph(
+    client, cloud, emu, control, portal_clock, view_window, route
+):
+    sign_in(client, emu, "alex@contoso.example")
+    portal_clock.advance(view_window - 1)
+    since = control.last_seq()
+
+    assert get(client, reverse(route)).status_code == 200
+    assert control.calls(since=since, surface="graph") == []
+
+
+@pytest.mark.parametrize("route", ADMIN_VIEWS)
+def test_an_admin_page_view_after_the_window_reads_roles_first(
+    client, cloud, emu, control, portal_clock, view_window, route
+):
+    alex = sign_in(client, emu, "alex@contoso.example")
+    portal_clock.advance(view_window)
+    since = control.last_seq()
+
+    assert get(client, reverse(route)).status_code == 200
+    assert control.calls(since=since, surface="graph")
+    assert User.objects.get(pk=alex.pk).roles_checked_at == portal_clock.now()
+
+
+@pytest.mark.parametrize("route", ["drift", "audit_exports"])
+def test_a_post_to_an_admin_page_reads_roles_first_even_within_the_window(
+    client, cloud, emu, control, portal_clock, view_window, route
+):
+    alex = sign_in(client, emu, "alex@contoso.example")
+    since = control.last_seq()
+    assert get(client, reverse(route)).status_code == 200
+    assert control.calls(since=since, surface="graph") == []
+    control.set_user_groups(TENANT, alex.object_id, [])
+
+    assert post(client, reverse(route), {"format": "csv"}).status_code == 403  # no time has passed
+    assert control.calls(since=since, surface="graph")
+    assert not AuditEvent.objects.filter(action__in=["drift.reconcile_requested", "audit.export_requested"]).exists()
 
 
 def test_a_removed_admin_cannot_change_anything_in_the_django_admin(client, cloud, emu, control, offline_cluster):
@@ -231,11 +285,12 @@ PRIVILEGED = [
 
 @pytest.mark.parametrize("who, method, route, state", PRIVILEGED)
 def test_every_privileged_action_is_refused_while_entra_cannot_say(
-    request, cloud, control, offline_cluster, requester, who, method, route, state
+    request, cloud, control, offline_cluster, requester, portal_clock, view_window, who, method, route, state
 ):
     args = [make_request(offline_cluster, requester, state).pk] if state else []
     client = Client()
     client.force_login(request.getfixturevalue(who))
+    portal_clock.advance(view_window + 1)  # a view (GET) accepts roles read within the window; an action never does
     data = {"decision": "approve", "reason": "gone"} if method == "post" else {}
     control.add_fault(r"/graph/", status=503, code="ServiceUnavailable")
 

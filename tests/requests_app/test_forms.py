@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from django import forms
 from django.http import QueryDict
 
 from requests_app import workflow
-from requests_app.forms import AuditFilterForm, DecisionForm, RequestSubmission
+from requests_app.forms import (
+    AuditFilterForm,
+    ClusterSelect,
+    DecisionForm,
+    GroupedByClusterSelect,
+    PlainSelect,
+    RequestSubmission,
+)
 from requests_app.models import AuditEvent, Cluster, IdentityRequest
 
 from .conftest import SUBSCRIPTION, VAULT_SCOPE
@@ -306,3 +314,25 @@ def test_a_copy_carries_the_requests_values_unbound(offline_cluster, requester, 
     assert not copy.form.is_bound
     assert copy.form.initial["service_account"] == "payments-api"
     assert copy.grants.initial == [{"role": str(offline_cluster.roles.get().pk), "scope": VAULT_SCOPE}]
+
+
+# ----- issue 13: the filters' selects written in Python, the same markup as Django's templates -----------------
+SELECT_CASES = [
+    ("", [("", "Any"), ("a", "A & B"), ("b", "<b>")]),
+    ("b", [("", "Any"), ("Group <1>", [("x", "X"), ("b", "Bee")]), ("c", "C")]),
+    ("missing", [("1", "one"), ("2", "two")]),
+]
+
+
+@pytest.mark.parametrize("value, choices", SELECT_CASES)
+def test_a_plain_select_writes_what_django_s_select_writes(value, choices):
+    attrs = {"id": "id_f", "aria-describedby": 'h"1', "required": True, "disabled": False, "data-n": 3}
+    django_s = forms.Select(choices=choices).render("f", value, attrs=attrs)
+    assert PlainSelect(choices=choices).render("f", value, attrs=attrs) == django_s
+
+
+def test_the_cluster_selects_keep_their_option_data(offline_cluster):
+    field = forms.ModelChoiceField(queryset=Cluster.objects.all(), widget=ClusterSelect)
+    assert f'data-name="{offline_cluster.name}"' in str(field.widget.render("cluster", offline_cluster.pk))
+    grouped = GroupedByClusterSelect(choices=[("g", [("n", "n")])], group_clusters={"g": 7})
+    assert 'data-cluster="7"' in grouped.render("namespace", "n")
