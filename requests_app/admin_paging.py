@@ -23,7 +23,21 @@ class BoundedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
-        n = queryset.values("pk")[: CAP + 1].count()
+        bounded = queryset.values("pk")[: CAP + 1]
+        connection = connections[queryset.db]
+        if connection.vendor == "postgresql" and not queryset.query.where:
+            # The bounded count and the table's estimate in one statement: an unfiltered list asks the same
+            # queries whether it holds 10 rows or 10 million (tests/requests_app/test_query_counts.py).
+            sql, params = bounded.query.sql_with_params()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT (SELECT COUNT(*) FROM ({sql}) AS bounded), "  # noqa: S608  # nosec B608 -- Django's own SQL
+                    "(SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass)",
+                    [*params, queryset.model._meta.db_table],
+                )
+                n, estimate = cursor.fetchone()
+            return n if n <= CAP else max(CAP, int(estimate or 0))
+        n = bounded.count()
         if n <= CAP:
             return n
         return max(CAP, _estimate(queryset) if not queryset.query.where else _planned(queryset))
