@@ -23,7 +23,6 @@ from ..auth.middleware import fresh_roles
 from ..changes import CHANGE_STEPS
 from ..forms import COPYABLE_STATUSES, PURPOSE_MAX_LENGTH, Plan, RequestSubmission
 from ..identities import newest_first
-from ..listing import unshown
 from ..models import AllowedRole, AuditEvent, Cluster, IdentityRequest, Status, Step, User
 
 # The status endpoint renders the request page in this frame instead of base.html: the page's content only.
@@ -36,25 +35,20 @@ UNFINISHED_STEP_STATES = {Step.State.PENDING, Step.State.RUNNING, Step.State.WAI
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     user = request.user
-    # issue 13 perflist: the lists leave the columns they never show unread (listing.unshown).
-    mine = unshown(IdentityRequest.objects.filter(requester=user).select_related("cluster"), clusters=("cluster",))[:10]
+    mine = IdentityRequest.objects.filter(requester=user).select_related("cluster")[:10]
     waiting = IdentityRequest.objects.none()
     if user.is_approver or user.is_portal_admin:
-        waiting = unshown(
+        waiting = (
             IdentityRequest.objects.filter(status=Status.SUBMITTED)
             .exclude(requester=user)
             .select_related("cluster", "requester")
-            .order_by("created_at"),
-            clusters=("cluster",),
-            people=("requester",),
-        )[:10]
+            .order_by("created_at")[:10]
+        )
     # DevOps members and admins: the latest identities ready for them, on their way to the identities page.
     identities = None
     if access.can_list_identities(user):
         listed = newest_first(access.listable_identities(user))
-        identities = unshown(
-            listed.select_related("cluster", "requester"), clusters=("cluster",), people=("requester",)
-        )[:5]
+        identities = listed.select_related("cluster", "requester")[:5]
     return render(request, "requests/home.html", {"mine": mine, "waiting": waiting, "identities": identities})
 
 
@@ -62,7 +56,6 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def my_requests(request: HttpRequest) -> HttpResponse:
     qs = IdentityRequest.objects.filter(requester=request.user).select_related("cluster").order_by("-created_at")
-    qs = unshown(qs, clusters=("cluster",))
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "requests/my_requests.html", {"page": page})
 
