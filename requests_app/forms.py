@@ -109,8 +109,9 @@ class Plan:
 
     @classmethod
     def of(cls, req: IdentityRequest) -> Plan:
-        grants = [(g.role_name, g.scope) for g in req.grants.all()]
-        adopted = frozenset((g.role_name, g.scope) for g in req.grants.all() if g.adopted)  # issue 11 podid
+        rows = list(req.grants.all())  # issue 13 perflist: one queryset, not two
+        grants = [(g.role_name, g.scope) for g in rows]
+        adopted = frozenset((g.role_name, g.scope) for g in rows if g.adopted)  # issue 11 podid
         approvals = list(req.approvals.all())
         requirement = policy.required_approvals(req)
         return cls(

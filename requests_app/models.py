@@ -326,6 +326,12 @@ class IdentityRequest(models.Model):
             models.Index(request_listed_at(), "id", condition=models.Q(status="ready"), name="request_ready_listed"),
             # issue 13 perfsql: a person's own requests, newest first (home, my requests).
             models.Index(fields=["requester", "-created_at"], name="request_requester_created"),
+            # issue 13 perflist: the expiring page, a cluster at a time by expiry (views/lifecycle.expiring).
+            models.Index(
+                fields=["cluster", "expires_at", "id"],
+                condition=models.Q(status__in=["ready", "suspended"]),
+                name="request_expiring_cluster",
+            ),
         ]
 
     def __str__(self) -> str:

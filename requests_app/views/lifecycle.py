@@ -26,6 +26,7 @@ from ..workflow import WorkflowError
 from .requests import _visible_request, confirmed
 
 EXPIRING_DAYS = (7, 30, 90, 365)
+EXPIRING_ROWS = 500  # the most the page lists
 
 
 def panel_context(user: Any, req: IdentityRequest) -> dict[str, Any]:
@@ -124,7 +125,8 @@ def transfer(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 @login_required
 def expiring(request: HttpRequest) -> HttpResponse:
     """Identities expiring within `days` (and every suspended one), the user's as owner, their clusters' as DevOps,
-    all for admins; filtered by cluster and owning team. A fixed number of queries, whatever the count."""
+    all for admins; filtered by cluster and owning team. A fixed number of queries whatever the number of
+    identities: one a cluster listed (issue 13 perflist)."""
     user = request.user
     try:
         days = int(request.GET.get("days", "30"))
@@ -132,22 +134,28 @@ def expiring(request: HttpRequest) -> HttpResponse:
         days = 30
     days = days if days in EXPIRING_DAYS else 30
     now = clock.now()  # the portal's clock, as lifecycle.py's
-    qs = (
-        access.owned_identities(user)
-        .filter(expires_at__lte=now + timedelta(days=days))
-        .select_related("cluster", "requester", "recertified_by")
-        .order_by("cluster__name", "expires_at")
-    )
+    qs = access.owned_identities(user).filter(expires_at__lte=now + timedelta(days=days))
     clusters = list(Cluster.objects.filter(pk__in=qs.values("cluster_id")).order_by("name"))
     # DISTINCT in the database, unsorted: not the thousands of rows' ids into Python (issue 13 perfsql).
     teams = sorted(t for t in qs.order_by().values_list("owner_group_id", flat=True).distinct() if t)
     cluster = request.GET.get("cluster", "")
     team = request.GET.get("team", "")
-    if cluster:
-        qs = qs.filter(cluster__name=cluster)
     if team:
         qs = qs.filter(owner_group_id=team)
-    rows = list(qs[:500])
+    # issue 13 perflist: the first EXPIRING_ROWS by (cluster name, expiry), a cluster at a time in the order of the
+    # request_expiring_cluster index: a cluster's first rows are read, not every cluster's thousands sorted. One
+    # query a cluster until the page is full (clusters are few; it stops at the first one holding enough).
+    rows: list[IdentityRequest] = []
+    for c in clusters:
+        if len(rows) >= EXPIRING_ROWS:
+            break
+        if not cluster or c.name == cluster:
+            found = (
+                qs.filter(cluster_id=c.pk).select_related("requester", "recertified_by").order_by("expires_at", "id")
+            )
+            for req in found[: EXPIRING_ROWS - len(rows)]:
+                req.cluster = c  # the cluster in hand: no join, no copy of it a row
+                rows.append(req)
     groups: dict[str, list[IdentityRequest]] = {}
     for req in rows:
         groups.setdefault(str(req.cluster), []).append(req)

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from portal.methods import serves
 
-from .. import access, audit, refederation
+from .. import access, audit, keyset, refederation
 from ..auth.middleware import fresh_roles
 from ..models import Cluster, IdentityRequest
 from ..workflow import WorkflowError
@@ -29,7 +29,7 @@ def _context(cluster: Cluster) -> dict:
     return {
         "cluster": cluster,
         "new_issuer": refederation.new_issuer(cluster),
-        "identities": refederation.overview(cluster),
+        "count": refederation.ready_count(cluster),
         "grace_hours": round(refederation.grace().total_seconds() / 3600, 1),
     }
 
@@ -38,9 +38,18 @@ def _context(cluster: Cluster) -> dict:
 @fresh_roles
 @login_required
 def overview(request: HttpRequest, name: str) -> HttpResponse:
-    """The cluster's issuer (and the one Azure reports, if it changed) and every ready identity's move."""
+    """The cluster's issuer (and the one Azure reports, if it changed) and its ready identities' moves, a page at a
+    time (issue 13 perflist: a cluster holds thousands)."""
     cluster = _cluster_for(request, name)
-    return render(request, "clusters/refederation.html", _context(cluster))
+    cursor_error = ""
+    try:
+        page = refederation.overview(cluster, request.GET.get("cursor"), refederation.OVERVIEW_PAGE_SIZE)
+    except keyset.BadCursor:
+        page = refederation.overview(cluster, None, refederation.OVERVIEW_PAGE_SIZE)
+        cursor_error = "That page link could not be read, so the newest identities are shown."
+    context = {**_context(cluster), "page": page, "cursor_error": cursor_error}
+    context["page_size"] = refederation.OVERVIEW_PAGE_SIZE
+    return render(request, "clusters/refederation.html", context)
 
 
 @serves("GET", "HEAD", "POST")

@@ -142,3 +142,18 @@ def test_a_page_without_the_navigation_never_counts(offline_cluster, requester, 
     with CaptureQueriesContext(connection) as ctx:
         assert c.get(reverse("request_status", args=[req.pk])).status_code == 200  # the live partial
     assert not [q["sql"] for q in ctx.captured_queries if f"LIMIT {BADGE_CAP + 1}" in q["sql"]]
+
+
+def test_the_queue_links_are_the_urls_reverse_makes():
+    """issue 13 perflist: the queue builds each section's links from one reverse() (views/approvals._url_maker)."""
+    import uuid
+
+    from django.urls import reverse
+
+    from requests_app.views.approvals import _url_maker
+
+    pk = uuid.uuid4()
+    assert _url_maker("request_decide", uuid.UUID(int=1))(pk) == reverse("request_decide", args=[pk])
+    assert _url_maker("request_detail", uuid.UUID(int=1))(pk) == reverse("request_detail", args=[pk])
+    assert _url_maker("change_decide", uuid.UUID(int=1), 918273645)(pk, 7) == reverse("change_decide", args=[pk, 7])
+    assert _url_maker("move_decide", uuid.UUID(int=1), 918273645)(pk, 12) == reverse("move_decide", args=[pk, 12])

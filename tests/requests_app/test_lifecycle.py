@@ -352,6 +352,25 @@ def test_the_expiring_page_and_report_take_the_same_queries_for_3_or_30_identiti
     assert counts[: len(counts) // 2] == counts[len(counts) // 2 :]
 
 
+def test_the_expiring_page_lists_its_first_rows_a_cluster_at_a_time(offline_cluster, requester, admin, monkeypatch):
+    """issue 13 perflist: the first EXPIRING_ROWS by (cluster name, expiry), read a cluster at a time."""
+    from requests_app.views import lifecycle as views
+
+    monkeypatch.setattr(views, "EXPIRING_ROWS", 3)
+    first = Cluster.objects.get(pk=offline_cluster.pk)
+    first.pk, first.name = None, "aaa-first"  # sorts before aks-demo
+    first.save()
+    _ready_rows(first, requester, 2)
+    _ready_rows(offline_cluster, requester, 2, start=2)
+    IdentityRequest.objects.filter(identity_name="id-3").update(expires_at=timezone.now() + timedelta(days=1))
+    page = client_for(admin).get(reverse("identities_expiring")).content.decode()
+    shown = [f"id-{i}" for i in range(4) if f"<code>id-{i}</code>" in page]
+    assert shown == ["id-0", "id-1", "id-3"]  # aaa-first's two, then aks-demo's soonest
+    assert page.index("<code>id-1</code>") < page.index("<code>id-3</code>")
+    one = client_for(admin).get(reverse("identities_expiring"), {"cluster": "aks-demo"}).content.decode()
+    assert "<code>id-2</code>" in one and "<code>id-3</code>" in one and "<code>id-0</code>" not in one
+
+
 def test_the_expiring_page_shows_only_what_is_yours(offline_cluster, requester, outsider, approver) -> None:
     _ready_rows(offline_cluster, requester, 2)
     assert b"id-0" not in client_for(outsider).get(reverse("identities_expiring")).content

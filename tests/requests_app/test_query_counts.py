@@ -278,7 +278,12 @@ PAGES: list[tuple[str, str, Url, int]] = [
     ("request revoked", "requester", req_page("revoked"), 13),
     ("request suspended", "requester", req_page("suspended"), 13),
     ("request status poll", "requester", req_page("ready", "status/"), 12),
-    ("approve a request", "approver", lambda w: f"/approvals/{w.targets['submitted'].pk}/", 10),
+    (
+        "approve a request",
+        "approver",
+        lambda w: f"/approvals/{w.targets['submitted'].pk}/",
+        9,
+    ),  # perflist: grants read once
     ("cancel confirmation", "requester", req_page("submitted", "cancel/"), 5),
     ("revoke confirmation", "admin", req_page("ready", "revoke/"), 4),
     ("new change", "requester", req_page("ready", "changes/new/"), 9),

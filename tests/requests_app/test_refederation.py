@@ -7,6 +7,7 @@ token of the rebuilt cluster, and the old credential removed only after the grac
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -281,3 +282,21 @@ def test_retrying_needs_a_stopped_re_federation(control, demo_cluster, ready, ad
     with pytest.raises(WorkflowError, match="has not failed"):
         refederation.retry(fresh(ready), actor=admin)
     assert not AuditEvent.objects.filter(action="request.refederation_retried").exists()
+
+
+def test_the_cluster_page_lists_its_identities_a_page_at_a_time(
+    offline_cluster, requester, devops, monkeypatch
+) -> None:
+    """issue 13 perflist: a cluster holds thousands of ready identities; the page reads one page of them (keyset
+    pages, newest ready first) and says how many there are."""
+    monkeypatch.setattr(refederation, "OVERVIEW_PAGE_SIZE", 2)
+    names = [ready_offline(offline_cluster, requester, sa=f"sa-{i}").identity_name for i in range(3)]
+    c = client_for(devops)
+    first = c.get("/clusters/aks-demo/refederate/").content.decode()
+    assert first.count('class="refed-row"') == 2 and "Ready identities (3)" in first
+    assert names[2] in first and names[1] in first and names[0] not in first  # newest ready first
+    older = re.search(r'href="(\?cursor=[^"]+)" rel="next"', first).group(1)
+    second = c.get("/clusters/aks-demo/refederate/" + older).content.decode()
+    assert second.count('class="refed-row"') == 1 and names[0] in second and 'rel="prev"' in second
+    bad = c.get("/clusters/aks-demo/refederate/?cursor=nonsense")
+    assert bad.status_code == 200 and "could not be read" in bad.content.decode()
