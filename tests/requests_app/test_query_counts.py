@@ -312,7 +312,7 @@ PAGES: list[tuple[str, str, Url, int]] = [
     ("audit log, deep page", "admin", lambda w: f"/audit/?cursor={deep_cursor(w)}", 8),
     ("audit exports", "admin", at("/audit/exports/"), 4),
     ("drift", "admin", at("/drift/"), 6),
-    ("cluster re-federation", "admin", lambda w: f"/clusters/{w.cluster.name}/refederate/", 6),
+    ("cluster re-federation", "admin", lambda w: f"/clusters/{w.cluster.name}/refederate/", 7),
     ("admin index", "admin", at("/admin/"), 3),
     ("admin requests", "admin", at("/admin/requests_app/identityrequest/"), 5),
     ("admin request", "admin", lambda w: f"/admin/requests_app/identityrequest/{w.targets['ready'].pk}/change/", 10),
