@@ -325,6 +325,7 @@ class IdentityRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
     raw_id_fields = ("requester", "decided_by", "revoked_by", "recertified_by")
     show_full_result_count = False
     paginator = admin_paging.BoundedCountPaginator
+    list_per_page = admin_paging.PER_PAGE
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         term = search_term.strip()
@@ -364,6 +365,7 @@ class AuditEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     raw_id_fields = ("actor", "request")
     show_full_result_count = False
     paginator = admin_paging.BoundedCountPaginator
+    list_per_page = admin_paging.PER_PAGE
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         term = search_term.strip()
@@ -385,6 +387,7 @@ class UserAdmin(BaseUserAdmin):
     search_fields = ("username", "display_name", "email", "object_id")
     show_full_result_count = False  # issue 13: as the other big lists, a bounded count (admin_paging)
     paginator = admin_paging.BoundedCountPaginator
+    list_per_page = admin_paging.PER_PAGE
     # Read from Entra ID at sign-in and again every few minutes: editing them here would be overwritten.
     readonly_fields = (
         "tenant_id",
