@@ -43,19 +43,7 @@ class BoundedCountPaginator(Paginator):
         n = bounded.count()
         if n <= CAP:
             return n
-        return max(CAP, _estimate(queryset) if not queryset.query.where else _planned(queryset))
-
-
-def _estimate(queryset) -> int:  # noqa: ANN001 -- any model's QuerySet
-    connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
-        return 0
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [queryset.model._meta.db_table]
-        )
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] and row[0] > 0 else 0
+        return max(CAP, _planned(queryset))  # filtered (or off PostgreSQL, where it is 0): the planner's guess
 
 
 def _planned(queryset) -> int:  # noqa: ANN001 -- any model's QuerySet
