@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Q
 from django.http import QueryDict
 from django.utils import timezone
@@ -534,6 +535,15 @@ def audit_action_choices() -> list[tuple[str, Any]]:
     return [("", "Any action"), *((g, sorted(c)) for g, c in groups.items())]
 
 
+# The audit filter's dates are turned into the start of a day and the day after (half-open ranges) in the portal's
+# time zone: the calendar's last day has no "day after" and its first none before it in UTC, so both ends are kept
+# off the edges of what Python's dates can hold (9999-12-31 was a 500).
+AUDIT_DATE_BOUNDS = [
+    MinValueValidator(date(1970, 1, 1), "Choose a date from 1970 on."),
+    MaxValueValidator(date(9998, 12, 31), "Choose a date before the year 9999."),
+]
+
+
 class AuditFilterForm(forms.Form):
     """The audit log's filters. Each one is served by an index (migration 0026) and none reads the whole table."""
 
@@ -557,8 +567,15 @@ class AuditFilterForm(forms.Form):
     identity = forms.CharField(
         required=False, label="Identity name", max_length=128, help_text="The managed identity's name, exactly."
     )
-    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="To (inclusive)", widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}), validators=AUDIT_DATE_BOUNDS
+    )
+    date_to = forms.DateField(
+        required=False,
+        label="To (inclusive)",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        validators=AUDIT_DATE_BOUNDS,
+    )
     # issue 13 search: words looked up in a trigram index (requests_app/search.py), each at least MIN_CHARS long.
     q = forms.CharField(
         required=False,

@@ -104,7 +104,9 @@ def page(
 
 
 # ---- oldest first: the approvals queue's sections (issue 13) ------------------------------------------------------
-QUEUE_PAGE_SIZE = 25
+# Ten cards to a page: each carries the whole plan, the team and a decision form (~4.5 KiB of HTML), and at 25 a
+# page of three full sections was 113 KiB and ~40 ms to render (bench/README.md, issue 13).
+QUEUE_PAGE_SIZE = 10
 
 
 @dataclass

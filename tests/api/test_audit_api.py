@@ -57,3 +57,4 @@ def test_bad_input_is_a_422(api, admin):
     assert_problem(api(admin).get("/api/v1/audit/", cluster="no-such-cluster"), 422)
     assert_problem(api(admin).get("/api/v1/audit/", action="no.such.action"), 422)
     assert_problem(api(admin).get("/api/v1/audit/", date_from="2026-05-02", date_to="2026-05-01"), 422)
+    assert_problem(api(admin).get("/api/v1/audit/", date_to="9999-12-31"), 422)  # no day after it: never a 500

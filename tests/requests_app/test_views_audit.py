@@ -253,6 +253,22 @@ def test_the_end_date_before_the_start_is_refused(admin):
     assert "The end date is before the start date." in body.decode()
 
 
+@pytest.mark.parametrize(
+    ("field", "day", "message"),
+    [
+        ("date_to", "9999-12-31", "before the year 9999"),
+        ("date_from", "9999-12-31", "before the year 9999"),
+        ("date_from", "0001-01-01", "from 1970 on"),
+        ("date_to", "0001-01-01", "from 1970 on"),
+    ],
+)
+def test_a_date_at_the_calendars_edge_is_a_message_not_a_500(admin, field, day, message):
+    response = client_for(admin).get(reverse("audit"), {field: day})
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert f'value="{day}"' in response.content.decode()  # what was typed stays in the box
+
+
 @override_settings(TIME_ZONE="Europe/Berlin")
 def test_dates_are_whole_days_in_the_portals_time_zone(admin):
     berlin = ZoneInfo("Europe/Berlin")
