@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import threading
@@ -103,6 +104,8 @@ def sessions_file(path: Path, users: int, approvals: int) -> None:
 
 
 def locust(base: str, users: int, run_time: str, env: dict[str, str], prefix: Path) -> dict[str, dict[str, Any]]:
+    """One locust run; its stats by page name, and under "_cpu" the CPU seconds locust itself used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     argv = [str(Path(sys.executable).parent / "locust"), "-f", str(ROOT / "bench" / "locustfile.py"), "--headless"]
     argv += ["-u", str(users), "-r", str(users), "--run-time", run_time, "--host", base, "--csv", str(prefix)]
     argv += ["--only-summary", "--loglevel", "WARNING"]
@@ -112,8 +115,63 @@ def locust(base: str, users: int, run_time: str, env: dict[str, str], prefix: Pa
             print(
                 f"  errors: {row['Occurrences']} × {row['Method']} {row['Name']}: {row['Error'][:200]}", file=sys.stderr
             )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # locust is the only child reaped meanwhile
     with open(f"{prefix}_stats.csv") as f:
-        return {row["Name"]: row for row in csv.DictReader(f)}
+        stats: dict[str, Any] = {row["Name"]: row for row in csv.DictReader(f)}
+    stats["_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return stats
+
+
+class Cpu:
+    """CPU seconds used during a run by gunicorn (arbiter + workers), the RQ worker (its jobs' work-horses included)
+    and PostgreSQL (every postgres process): where the machine's two cores went, next to locust's own share. It tells
+    a server-bound run from one bound by the load generator (the /healthz reference, whose pages cost ~0.5 ms)."""
+
+    def __init__(self, web: int, worker: int) -> None:
+        self.web, self.worker = web, worker
+        self.t0, self.start = time.monotonic(), self.sample()
+
+    def sample(self) -> dict[str, Any]:
+        import psutil
+
+        def used(p: psutil.Process, reaped: bool = False) -> float:
+            t = p.cpu_times()
+            return t.user + t.system + ((t.children_user + t.children_system) if reaped else 0.0)
+
+        web = psutil.Process(self.web)
+        pg: dict[int, float] = {}  # by pid: a backend that ends during the run takes its CPU time with it
+        for p in psutil.process_iter(["name"]):
+            if p.info["name"] and p.info["name"].startswith("postgres"):
+                try:
+                    pg[p.pid] = used(p)
+                except psutil.Error:
+                    pass
+        return {
+            "web": sum(used(q) for q in [web, *web.children(recursive=True)]),
+            "worker": used(psutil.Process(self.worker), reaped=True),
+            "PostgreSQL": pg,
+        }
+
+    def done(self, locust_seconds: float) -> dict[str, float]:
+        """CPU seconds by part, and "wall": the run's length in seconds."""
+        end, start = self.sample(), self.start
+        pg = sum(t - start["PostgreSQL"].get(pid, 0.0) for pid, t in end["PostgreSQL"].items())
+        return {
+            "web": end["web"] - start["web"],
+            "worker": end["worker"] - start["worker"],
+            "PostgreSQL": pg,
+            "locust": locust_seconds,
+            "wall": time.monotonic() - self.t0,
+        }
+
+
+def cpu_line(label: str, used: dict[str, float], requests: int) -> str:
+    """Cores each part kept busy on average, and the server's CPU (web + PostgreSQL) per request."""
+    wall = used["wall"]
+    shares = ", ".join(f"{k} {v / wall:.2f}" for k, v in used.items() if k != "wall")
+    per = (used["web"] + used["PostgreSQL"]) / max(requests, 1) * 1000
+    cores = os.cpu_count()
+    return f"CPU during {label} (cores busy on average, of {cores}): {shares}; web + PostgreSQL {per:.1f} ms a request"
 
 
 class Memory:
@@ -150,12 +208,12 @@ def run(stack: _history.Stack, args: argparse.Namespace) -> int:
     waiting = json.loads((tmp / "sessions.json").read_text())["waiting"]
     print(f"gunicorn ({args.workers} workers) at {base}; {args.users} users for {args.time} each run", file=sys.stderr)
 
-    mem = Memory(stack.procs["web"].pid, worker.pid)
+    mem, cpu = Memory(stack.procs["web"].pid, worker.pid), Cpu(stack.procs["web"].pid, worker.pid)
     mix = locust(base, args.users, args.time, env, tmp / "mix")
-    mix_mem = mem.done()
-    mem = Memory(stack.procs["web"].pid, worker.pid)
+    mix_mem, mix_cpu = mem.done(), cpu.done(mix.pop("_cpu"))
+    mem, cpu = Memory(stack.procs["web"].pid, worker.pid), Cpu(stack.procs["web"].pid, worker.pid)
     ref = locust(base, args.users, args.time, {**env, "BENCH_HEALTHZ": "1"}, tmp / "healthz")
-    ref_mem = mem.done()
+    ref_mem, ref_cpu = mem.done(), cpu.done(ref.pop("_cpu"))
     approved = IdentityRequest.objects.filter(pk__in=waiting).exclude(status="submitted")
     ready = approved.filter(status="ready").count()
 
@@ -177,6 +235,8 @@ def run(stack: _history.Stack, args: argparse.Namespace) -> int:
         f"({ready} ready at the end)"
     )
     print(f"memory during the mix: {mix_mem}; during /healthz: {ref_mem}")
+    print(cpu_line("the mix", mix_cpu, int(mix["Aggregated"]["Request Count"])))
+    print(cpu_line("/healthz", ref_cpu, int(ref["Aggregated"]["Request Count"])))
     return 0
 
 
