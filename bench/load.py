@@ -7,8 +7,9 @@ deploy/gunicorn.conf.py with production settings (--workers, default 2) and one 
 it (the approvals' provisioning runs there, against the emulator). Locust (requirements-bench.txt), headless, one
 process on the same machine, runs --users users clicking without pause for --time (bench/locustfile.py: requesters,
 DevOps, approvers, admins; --approvals approvals in all), then the same users on /healthz alone for the same time.
-It prints requests/s, p50/p95/p99, errors per page and in all, the ratio to /healthz, and the resident memory of
-gunicorn (arbiter + workers) and of the worker, sampled every 2 s.
+It prints requests/s, p50/p95/p99, errors per page and in all, the ratio to /healthz, the resident memory of
+gunicorn (arbiter + workers) and of the worker, sampled every 2 s, and the CPU each part used in each run (gunicorn,
+the worker, PostgreSQL, locust itself): whether a run was bound by the server or by the load generator.
 
 Usage: python bench/load.py [--requests 100000] [--events 1000000] [--users 50] [--time 2m] [--keep]
        python bench/load.py --database-url URL
