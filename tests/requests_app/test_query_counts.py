@@ -322,6 +322,11 @@ PAGES: list[tuple[str, str, Url, int]] = [
 ]
 
 
+# The unfiltered audit log reads PostgreSQL's row estimate (pg_class.reltuples) for its "about N events": one
+# query that SQLite, which has no such statistic, does not ask (views/admin_audit.py `_estimate`).
+POSTGRESQL_ESTIMATE = {"audit log", "audit log, deep page"}
+
+
 def count_queries(client: Client, path: str) -> tuple[int, list[str]]:
     assert client.get(path).status_code == 200, path  # warm: stamps the session, reads what is cached
     with CaptureQueriesContext(connection) as ctx:
@@ -339,5 +344,7 @@ def test_the_page_costs_the_same_queries_at_either_size(name, who, url, queries,
     grow(world, LARGE)
     large, large_sql = count_queries(client, url(world))
     assert large == small, "\n".join(large_sql)
+    if name in POSTGRESQL_ESTIMATE and connection.vendor != "postgresql":
+        queries -= 1
     with django_assert_num_queries(queries):
         client.get(url(world))
