@@ -37,8 +37,8 @@
   // htmx does the fetching and swapping (hx-get, hx-trigger="every …", hx-swap="morph" in requests/detail.html).
   // This adds what htmx does not: the last answer's ETag goes back as If-None-Match (the portal answers 304, no
   // body, while nothing changed); polling stops when the answer is not the page (signed out: the sign-in page;
-  // no longer visible: 404), and the Refresh link still works; and a morph never undoes what the person did:
-  // text typed in a field, a disclosure opened, a copy button shown.
+  // no longer visible: 404), and the Refresh link still works; a hidden tab does not poll; and a morph never undoes
+  // what the person did: text typed in a field, a disclosure opened, a copy button shown.
   function initPoll() {
     if (!window.htmx) return;
     var etags = {};
@@ -59,6 +59,12 @@
       }
       var tag = xhr.getResponseHeader("ETag");
       if (tag) etags[asked] = tag;
+    });
+    // A tab nobody looks at does not poll: a page left open in the background would otherwise cost the portal a
+    // render every few seconds for as long as it stays open. Shown again, it asks at once (the visibilitychange
+    // trigger beside the poll's in requests/detail.html) and then on its usual beat.
+    document.addEventListener("htmx:beforeRequest", function (ev) {
+      if (document.hidden && ev.detail.elt.matches("[hx-trigger^='every']")) ev.preventDefault();
     });
     document.addEventListener("htmx:load", function (ev) { showCopyButtons(ev.detail.elt); });
 

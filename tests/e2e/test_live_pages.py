@@ -142,3 +142,66 @@ def test_a_devops_member_gets_the_ids_in_place_and_keeps_what_she_typed(
     expect(reason).to_have_value("Moving the ledger to aks-prod (CHG-77).")
     expect(fold).to_have_attribute("open", "")
     screenshot(dana, "live-ready-devops")
+
+
+HIDE = """() => {
+  for (const [name, value] of [["hidden", true], ["visibilityState", "hidden"]])
+    Object.defineProperty(document, name, {value, configurable: true});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+  for (const [name, value] of [["hidden", false], ["visibilityState", "visible"]])
+    Object.defineProperty(document, name, {value, configurable: true});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+# Counts, in the page, the polls htmx was about to make and the ones it sent (cancelled ones never reach beforeSend).
+COUNT_POLLS = """() => {
+  window.__tried = 0; window.__sent = 0;
+  document.addEventListener("htmx:beforeRequest", () => { window.__tried += 1; }, true);
+  document.addEventListener("htmx:beforeSend", () => { window.__sent += 1; });
+}"""
+
+
+def waiting_request(demo_cluster) -> IdentityRequest:
+    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    return workflow.submit_request(
+        requester=User.objects.get(display_name="Riley Requester"),
+        cluster=demo_cluster,
+        namespace="team-payments",
+        service_account="payments-api",
+        purpose="Read the payments database password from Key Vault.",
+        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
+    )
+
+
+def test_a_hidden_tab_does_not_poll(live_server, new_page, demo_cluster, fast_polls) -> None:
+    """A page left open behind other tabs costs the portal nothing: its polls are dropped before they are sent."""
+    base = live_server.url
+    riley = new_page()
+    sign_in(riley, base, "Riley Requester")
+    req = waiting_request(demo_cluster)
+    riley.goto(f"{base}/requests/{req.pk}/")
+    riley.evaluate(COUNT_POLLS)
+    riley.wait_for_function("() => window.__sent >= 1", timeout=WAIT_MS)  # visible: it polls
+    riley.evaluate(HIDE)
+    sent = riley.evaluate("window.__sent")
+    tried = riley.evaluate("window.__tried")
+    # Three beats of the poll's timer while hidden: each one tried, none sent.
+    riley.wait_for_function(f"() => window.__tried >= {tried + 3}", timeout=WAIT_MS)
+    assert riley.evaluate("window.__sent") == sent
+
+
+def test_a_tab_shown_again_asks_at_once(live_server, new_page, demo_cluster, settings) -> None:
+    """Shown again, the page does not wait for its next beat (here an hour away) to catch up."""
+    settings.PORTAL_LIVE_IDLE_POLL_SECONDS = 3600
+    base = live_server.url
+    riley = new_page()
+    sign_in(riley, base, "Riley Requester")
+    req = waiting_request(demo_cluster)
+    status_path = f"/requests/{req.pk}/status/"
+    riley.goto(f"{base}/requests/{req.pk}/")
+    riley.evaluate(HIDE)
+    workflow.cancel_request(req, actor=req.requester)
+    with riley.expect_response(lambda r: r.url.endswith(status_path), timeout=WAIT_MS):
+        riley.evaluate(SHOW)
+    expect(riley.locator("#live .status")).to_have_text("Cancelled", timeout=WAIT_MS)

@@ -75,8 +75,13 @@ def status_url(req: IdentityRequest) -> str:
 
 
 def trigger(body: str) -> str | None:
+    """The poll's beat; every polling page also asks at once when its tab is shown again."""
     found = re.search(r'<div id="request-live"[^>]*hx-trigger="([^"]+)"', body)
-    return found and found.group(1)
+    if not found:
+        return None
+    beat, shown = found.group(1).split(", ")
+    assert shown == "visibilitychange from:document"
+    return beat
 
 
 # ---- how often, and until when ------------------------------------------------------------------------------
