@@ -76,7 +76,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 
 
 @serves("GET", "HEAD")
-@fresh_roles
+@fresh_roles(methods=["GET", "HEAD"])  # a download carries the data away: roles read right before, always
 @login_required
 def audit_csv(request: HttpRequest) -> HttpResponse:
     """A small filtered view streams at once; a larger one goes to the exports page with the same filter, where a

@@ -74,7 +74,7 @@ def export_status(request: HttpRequest) -> HttpResponse:
 
 
 @serves("GET", "HEAD")
-@fresh_roles
+@fresh_roles(methods=["GET", "HEAD"])  # a download carries the data away: roles read right before, always
 @login_required
 def export_download(request: HttpRequest, pk: int) -> FileResponse:
     """The file, streamed to an admin; never a public URL."""

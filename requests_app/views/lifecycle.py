@@ -175,7 +175,7 @@ def expiring(request: HttpRequest) -> HttpResponse:
 
 
 @serves("GET", "HEAD")
-@fresh_roles
+@fresh_roles(methods=["GET", "HEAD"])  # a download carries the data away: roles read right before, always
 @login_required
 def recertification_csv(request: HttpRequest) -> HttpResponse:
     """Every identity the portal made or makes, with its owner, expiry and last re-confirmation: for auditors."""

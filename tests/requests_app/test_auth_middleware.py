@@ -3,11 +3,15 @@ emulator's directory changes under them (control API), and the portal's clock mo
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from requests_app.models import AuditEvent, IdentityRequest, Status, User
+from requests_app import exports
+from requests_app.models import AuditEvent, Export, IdentityRequest, Status, User
 
 from ..portal_fixtures import TENANT
 from .factories import submitted
@@ -88,7 +92,8 @@ def test_a_removed_admin_loses_the_audit_log_within_the_view_window(
     assert not User.objects.get(pk=alex.pk).is_portal_admin
 
 
-ADMIN_VIEWS = ["audit", "audit_csv", "drift", "audit_exports", "recertification_csv"]
+ADMIN_VIEWS = ["audit", "drift", "audit_exports"]
+DOWNLOADS = ["audit_csv", "recertification_csv"]  # and an export's file, below
 
 
 @pytest.mark.parametrize("route", ADMIN_VIEWS)
@@ -129,6 +134,37 @@ def test_a_post_to_an_admin_page_reads_roles_first_even_within_the_window(
     assert post(client, reverse(route), {"format": "csv"}).status_code == 403  # no time has passed
     assert control.calls(since=since, surface="graph")
     assert not AuditEvent.objects.filter(action__in=["drift.reconcile_requested", "audit.export_requested"]).exists()
+
+
+@pytest.mark.parametrize("route", DOWNLOADS)
+def test_a_download_reads_roles_first_even_within_the_window(
+    client, cloud, emu, control, portal_clock, view_window, route
+):
+    alex = sign_in(client, emu, "alex@contoso.example")
+    since = control.last_seq()
+    assert get(client, reverse("audit")).status_code == 200
+    assert control.calls(since=since, surface="graph") == []  # the page: a read this recent will do
+    control.set_user_groups(TENANT, alex.object_id, [])
+
+    assert get(client, reverse(route)).status_code == 403  # no time has passed: the data does not leave
+    assert control.calls(since=since, surface="graph")
+    assert not User.objects.get(pk=alex.pk).is_portal_admin
+
+
+def test_a_removed_admin_cannot_download_an_export_within_the_window(
+    client, cloud, emu, control, view_window, settings, tmp_path
+):
+    settings.PORTAL_EXPORT_DIR = str(tmp_path / "exports")
+    alex = sign_in(client, emu, "alex@contoso.example")
+    export = Export.objects.create(
+        requested_by=alex, format="csv", filters={}, expires_at=timezone.now() + timedelta(days=1)
+    )
+    exports.run(export.pk)
+    url = reverse("audit_export_download", args=[export.pk])
+    control.set_user_groups(TENANT, alex.object_id, [])
+
+    assert get(client, url).status_code == 403
+    assert not AuditEvent.objects.filter(action="audit.export_downloaded").exists()
 
 
 def test_a_removed_admin_cannot_change_anything_in_the_django_admin(client, cloud, emu, control, offline_cluster):
