@@ -119,6 +119,7 @@ def pages(w: dict[str, Any], base: str, s: dict[str, Any], deep: int) -> list[tu
         ("identities, search `app-1`", "dana", "/identities/?q=app-1"),
         ("identities, search `payments` (every grant's scope)", "dana", "/identities/?q=payments"),
         ("identities, search a rare word (one identity's name)", "dana", f"/identities/?q={req.identity_name}"),
+        ("identities, search `prod` (no match on the cluster)", "dana", "/identities/?q=prod"),
         ("identities, namespace filter", "dana", "/identities/?namespace=team-search"),
         ("identities, all clusters (admin)", "alex", "/identities/"),
         ("approvals queue", "avery", "/approvals/"),

@@ -192,43 +192,62 @@ def both_ways(devops, text: str, size: int, cursor: str | None = None) -> tuple[
     return two, one, [q["sql"] for q in ctx.captured_queries]
 
 
-def test_a_common_word_fills_the_page_from_the_window_alone(ledgers, devops, monkeypatch):
+def test_a_word_with_few_matches_is_picked_from_the_indexes_alone(ledgers, devops):
+    # At most CAP matches: the capped query found them all, so the page is picked from them; no window is read.
+    two, one, sql = both_ways(devops, "ledger-08", 25)
+    assert [r.identity_name for r in two.rows] == [r.identity_name for r in one.rows] == ledger_names(ledgers[81:])
+    assert len(sql) == 3, sql  # the capped matches' first page, its rows, their grants
+    assert "UNION ALL" in sql[0] and "OFFSET" not in sql[0] and all("UNION" not in q for q in sql[1:]), sql
+
+
+def test_a_row_matched_twice_counts_once_in_the_page(offline_cluster, requester, devops):
+    # UNION ALL gives a row once per way it matches (here its name and a grant's scope): the page takes distinct rows.
+    for i in range(8):
+        scope = f"/x/rg-twice/y-{i}" if i < 4 else f"/x/rg-other/y-{i}"
+        ready(offline_cluster, requester, f"twice-{i}", scope=scope, minutes_ago=i)
+    two, one, _ = both_ways(devops, "twice", 5)
+    names = [r.identity_name for r in two.rows]
+    assert names == [r.identity_name for r in one.rows] and [n.split("_")[-1] for n in names] == [
+        f"twice-{i}" for i in range(5)
+    ]
+
+
+def test_a_common_word_fills_the_page_from_the_window(ledgers, devops, monkeypatch):
     monkeypatch.setattr(search, "WINDOW", 12)
+    monkeypatch.setattr(search, "CAP", 10)  # "ledger" is in 40 identities
     two, one, sql = both_ways(devops, "ledger", 5)
     assert [r.identity_name for r in two.rows] == [r.identity_name for r in one.rows] == ledger_names(ledgers)[:5]
     assert two.older == one.older
-    assert len(sql) == 2, sql  # the window's rows, then their grants (prefetch): the indexes were not asked
-    assert "LIMIT 1 OFFSET 11" in sql[0] and "UNION" not in sql[0], sql[0]  # the 12th row's key bounds the window
+    assert len(sql) == 3, sql  # the capped matches, the window's rows, their grants (prefetch): no full union
+    assert "UNION ALL" in sql[0] and "LIMIT 11" in sql[0], sql[0]  # CAP+1 matches
+    assert "LIMIT 1 OFFSET 11" in sql[1] and "UNION" not in sql[1], sql[1]  # the 12th row's key bounds the window
 
 
-def test_a_word_rare_in_the_window_falls_back_to_the_indexes(ledgers, devops, monkeypatch):
+def test_a_common_word_rare_in_the_window_falls_back_to_every_match(ledgers, devops, monkeypatch):
     monkeypatch.setattr(search, "WINDOW", 12)
+    monkeypatch.setattr(search, "CAP", 5)  # 10 matches past the cursor
     cursor = keyset.Cursor(keyset.OLDER, ledgers[30].ready_at, ledgers[30].pk).encode()  # past the dense rows
     two, one, sql = both_ways(devops, "LEDGER", 5, cursor)
     assert [r.identity_name for r in two.rows] == [r.identity_name for r in one.rows]
     assert [r.identity_name for r in two.rows] == ledger_names(ledgers[31:])[:5]  # rows 60, 63, ... 72
     assert two.older == one.older and two.newer == one.newer
-    assert "UNION" not in sql[0] and "UNION" in sql[1], sql  # the window held none; the indexes found them
+    # Over the cap; the window held none; every match sorted (UNION, not UNION ALL).
+    assert "UNION ALL" in sql[0] and "UNION" not in sql[1] and "UNION" in sql[2] and "UNION ALL" not in sql[2], sql
 
 
 def test_a_page_of_newer_rows_reads_its_window_upward_from_the_cursor(ledgers, devops, monkeypatch):
     monkeypatch.setattr(search, "WINDOW", 12)
+    monkeypatch.setattr(search, "CAP", 5)
     cursor = keyset.Cursor(keyset.NEWER, ledgers[20].ready_at, ledgers[20].pk).encode()  # the "newer" link of row 20
     two, one, sql = both_ways(devops, "ledger", 5, cursor)
     assert [r.identity_name for r in two.rows] == [r.identity_name for r in one.rows] == ledger_names(ledgers[15:20])
-    assert len(sql) == 2, sql  # the 12 rows above the cursor held a page
+    assert len(sql) == 3 and "UNION" not in sql[1], sql  # the 12 rows above the cursor held a page
 
 
-def test_a_list_shorter_than_the_window_takes_one_query(ledgers, devops):
-    # Fewer rows than WINDOW: the window is every row, so what it holds is every match, short page or not.
-    two, one, sql = both_ways(devops, "ledger-08", 25)
-    assert [r.identity_name for r in two.rows] == [r.identity_name for r in one.rows] != []
-    assert len(sql) == 2 and all("UNION" not in q for q in sql), sql
-
-
-@pytest.mark.parametrize("window", [7, 12, 500])
-def test_paging_through_a_common_word_lists_every_match_once_in_order(ledgers, devops, monkeypatch, window):
+@pytest.mark.parametrize(("window", "cap"), [(7, 5), (12, 5), (500, 5), (12, 39), (12, 40), (12, 2000)])
+def test_paging_through_a_common_word_lists_every_match_once_in_order(ledgers, devops, monkeypatch, window, cap):
     monkeypatch.setattr(search, "WINDOW", window)
+    monkeypatch.setattr(search, "CAP", cap)
     expected = ledger_names(ledgers)
     assert len(expected) == 40
     c = client_for(devops)
