@@ -6,22 +6,19 @@ Who may list which identities is `access.listable_identities`; this only narrows
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 from django.db.models import Exists, OuterRef, QuerySet
 
+from . import keyset
 from . import search as text_search
 from .models import AllowedRole, Cluster, IdentityRequest, RoleGrant, request_listed_at
 
 
 def search(
-    qs: QuerySet[IdentityRequest], *, text: str = "", cluster: int | None = None, namespace: str = "", role: str = ""
+    qs: QuerySet[IdentityRequest], *, cluster: int | None = None, namespace: str = "", role: str = ""
 ) -> QuerySet[IdentityRequest]:
-    """`qs` narrowed to `text` (case-insensitive, anywhere in the identity's name, namespace, ServiceAccount, a
-    granted role or scope, the requester's name or username) and the filters; newest ready first. Raises
-    search.SearchError for a text too short to look up in the index."""
-    if text:
-        # Trigram-indexed on PostgreSQL (search.py); SearchError when `text` is too short for the index.
-        qs = text_search.identity_requests(qs, text)
+    """`qs` narrowed to the filters; newest ready first. The search text is applied by `page`."""
     if cluster is not None:
         qs = qs.filter(cluster_id=cluster)
     if namespace:
@@ -29,6 +26,15 @@ def search(
     if role:
         qs = qs.filter(Exists(RoleGrant.objects.filter(request=OuterRef("pk"), role_name=role)))
     return newest_first(qs).select_related("cluster", "requester").prefetch_related("grants")
+
+
+def page(qs: QuerySet[IdentityRequest], text: str, cursor_text: str | None, size: int) -> keyset.Page:
+    """The keyset page of `qs` (from `search`) at the cursor, narrowed to `text` (case-insensitive, anywhere in
+    the identity's name, namespace, ServiceAccount, a granted role or scope, the requester's name or username).
+    Raises keyset.BadCursor, and search.SearchError for a text too short to look up in the index."""
+    # issue 13: a text is matched row by row over the newest rows first, then from the trigram indexes (search.py).
+    fetch = partial(text_search.first_identities, text=text) if text else None
+    return keyset.page(qs, cursor_text, size, key="listed_at", model=IdentityRequest, fetch=fetch)
 
 
 def newest_first(qs: QuerySet[IdentityRequest]) -> QuerySet[IdentityRequest]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,14 +67,26 @@ class Page:
     older: str | None = None  # the cursor of the page after (older rows), None on the oldest page
 
 
+Fetch = Callable[[QuerySet[Any], int], list[Any]]
+
+
 def page(
-    qs: QuerySet[Any], cursor_text: str | None, size: int, *, key: str = "created_at", model: type[Model] | None = None
+    qs: QuerySet[Any],
+    cursor_text: str | None,
+    size: int,
+    *,
+    key: str = "created_at",
+    model: type[Model] | None = None,
+    fetch: Fetch | None = None,
 ) -> Page:
     """One page of `qs`, newest first by (`key`, id), from the cursor (or from the newest row). One query.
 
     `key` is a time field or annotation of `qs` (never null), `model` the model whose primary key the cursor
-    carries (default: an int id)."""
+    carries (default: an int id). `fetch(ordered, n)` reads the first n rows of the cursor-bounded, ordered
+    queryset (default: a slice); the identities search reads them its own way (search.first_identities)."""
     cursor = Cursor.decode(cursor_text, model) if cursor_text else None
+    if fetch is None:
+        fetch = _first
     if cursor is None or cursor.direction == OLDER:
         if cursor is not None:
             # `key <= t` lets the index bound the scan; the OR settles rows that share the time by id.
@@ -81,7 +94,7 @@ def page(
                 Q(**{f"{key}__lte": cursor.created_at}),
                 Q(**{f"{key}__lt": cursor.created_at}) | Q(id__lt=cursor.id),
             )
-        rows = list(qs.order_by(f"-{key}", "-id")[: size + 1])
+        rows = fetch(qs.order_by(f"-{key}", "-id"), size + 1)
         more, rows = len(rows) > size, rows[:size]
         has_newer, has_older = cursor is not None, more
     else:
@@ -89,10 +102,10 @@ def page(
             Q(**{f"{key}__gte": cursor.created_at}),
             Q(**{f"{key}__gt": cursor.created_at}) | Q(id__gt=cursor.id),
         )
-        rows = list(newer.order_by(key, "id")[: size + 1])
+        rows = fetch(newer.order_by(key, "id"), size + 1)
         if len(rows) <= size:
             # Back at the newest rows: show the newest full page rather than a short one (one query more).
-            return page(qs, None, size, key=key, model=model)
+            return page(qs, None, size, key=key, model=model, fetch=fetch)
         more, rows = True, rows[:size][::-1]
         has_newer, has_older = more, True
     result = Page(rows=rows)
@@ -101,6 +114,10 @@ def page(
     if rows and has_older:
         result.older = Cursor(OLDER, getattr(rows[-1], key), rows[-1].id).encode()
     return result
+
+
+def _first(ordered: QuerySet[Any], n: int) -> list[Any]:
+    return list(ordered[:n])
 
 
 # ---- oldest first: the approvals queue's sections (issue 13) ------------------------------------------------------

@@ -12,7 +12,6 @@ from portal.methods import serves
 
 from .. import access, identities, keyset, refederation, search
 from ..forms import PlainSelect
-from ..models import IdentityRequest
 
 PAGE_SIZE = 25
 ALL = [("", "All")]
@@ -58,9 +57,9 @@ def identity_list(request: HttpRequest) -> HttpResponse:
     # A filter that is not among the choices is reported on the page and left out; the rest still applies.
     form.is_valid()
     chosen = form.cleaned_data
+    text = (chosen.get("q") or "").strip()
     found = identities.search(
         allowed,
-        text=(chosen.get("q") or "").strip(),
         cluster=chosen.get("cluster"),
         namespace=chosen.get("namespace") or "",
         role=chosen.get("role") or "",
@@ -68,9 +67,9 @@ def identity_list(request: HttpRequest) -> HttpResponse:
     # issue 13: keyset pages on (listed_at, id), read in the order of an index: no OFFSET, no COUNT of thousands.
     cursor_error = ""
     try:
-        page = keyset.page(found, request.GET.get("cursor"), PAGE_SIZE, key="listed_at", model=IdentityRequest)
+        page = identities.page(found, text, request.GET.get("cursor"), PAGE_SIZE)
     except keyset.BadCursor:
-        page = keyset.page(found, None, PAGE_SIZE, key="listed_at", model=IdentityRequest)
+        page = identities.page(found, text, None, PAGE_SIZE)
         cursor_error = "That page link could not be read, so the newest identities are shown."
     filtered = any(request.GET.get(k) for k in IdentityFilter.base_fields)
     # issue 11: each listed cluster's pod-identity page, and its re-federation page when Azure reports a new issuer
