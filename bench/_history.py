@@ -675,6 +675,19 @@ def session_for(user: Any) -> str:
     return s.session_key
 
 
+def cpu_reference_ms() -> float:
+    """This machine's speed at plain Python, now: the best of three runs of a fixed loop (10 million additions), in
+    ms. Printed beside a run's figures, so runs on machines of different speed (the same kind of machine varies
+    two- to threefold here) can be told apart from changes of the code."""
+    best = float("inf")
+    for _ in range(3):
+        t0, total = time.perf_counter(), 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """A process's resident memory now and its peak so far (VmRSS, VmHWM), in MiB."""
     status = Path(f"/proc/{pid}/status").read_text()

@@ -222,7 +222,10 @@ def run(stack: _history.Stack, args: argparse.Namespace) -> int:
         n, fails = int(r["Request Count"]), int(r["Failure Count"])
         return f"| {label} | {n:,} | {float(r['Requests/s']):.1f} | {r['50%']} | {r['95%']} | {r['99%']} | {fails} |"
 
-    print(f"\n{args.users} users, no pause between clicks, {args.time} a run; gunicorn {args.workers} workers\n")
+    print(
+        f"\n{args.users} users, no pause between clicks, {args.time} a run; gunicorn {args.workers} workers; "
+        f"this machine's plain-Python reference: {_history.cpu_reference_ms():,.0f} ms\n"
+    )
     print("| run / page | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     print(line("**the mix, all pages**", mix["Aggregated"]))

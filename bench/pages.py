@@ -192,7 +192,8 @@ def run(stack: _history.Stack, args: argparse.Namespace) -> int:
 
     print(
         f"\n{w['requests']:,} requests, {w['events']:,} audit events; gunicorn {args.workers} workers; "
-        f"{args.rounds} fetches a page\n"
+        f"{args.rounds} fetches a page; this machine's plain-Python reference: {_history.cpu_reference_ms():,.0f} ms "
+        "(bench/_history.cpu_reference_ms)\n"
     )
     print("| page | who | p50 ms | p95 ms | queries | status | KiB |")
     print("|---|---|---|---|---|---|---|")
