@@ -30,6 +30,19 @@ def fast_polls(settings):
     settings.PORTAL_LIVE_IDLE_POLL_SECONDS = 0.5
 
 
+def waiting_request(demo_cluster) -> IdentityRequest:
+    """Riley's request for the demo vault, waiting for approval."""
+    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
+    return workflow.submit_request(
+        requester=User.objects.get(display_name="Riley Requester"),
+        cluster=demo_cluster,
+        namespace="team-payments",
+        service_account="payments-api",
+        purpose="Read the payments database password from Key Vault.",
+        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
+    )
+
+
 def test_a_waiting_page_goes_to_ready_without_a_reload(
     live_server, new_page, demo_cluster, approver, provisioning_queue, fast_polls
 ) -> None:
@@ -37,16 +50,7 @@ def test_a_waiting_page_goes_to_ready_without_a_reload(
     riley = new_page()
     riley.set_viewport_size({"width": 1280, "height": 420})
     sign_in(riley, base, "Riley Requester")
-    requester = User.objects.get(display_name="Riley Requester")
-    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
-    req = workflow.submit_request(
-        requester=requester,
-        cluster=demo_cluster,
-        namespace="team-payments",
-        service_account="payments-api",
-        purpose="Read the payments database password from Key Vault.",
-        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
-    )
+    req = waiting_request(demo_cluster)
     status_path = f"/requests/{req.pk}/status/"
     answers: list[int] = []
     riley.on("response", lambda r: answers.append(r.status) if r.url.endswith(status_path) else None)
@@ -144,13 +148,9 @@ def test_a_devops_member_gets_the_ids_in_place_and_keeps_what_she_typed(
     screenshot(dana, "live-ready-devops")
 
 
-HIDE = """() => {
-  for (const [name, value] of [["hidden", true], ["visibilityState", "hidden"]])
-    Object.defineProperty(document, name, {value, configurable: true});
-  document.dispatchEvent(new Event("visibilitychange"));
-}"""
-SHOW = """() => {
-  for (const [name, value] of [["hidden", false], ["visibilityState", "visible"]])
+# The tab hidden (true) or shown again (false), as the browser tells the page: headless Chromium has no other tab.
+SET_HIDDEN = """hidden => {
+  for (const [name, value] of [["hidden", hidden], ["visibilityState", hidden ? "hidden" : "visible"]])
     Object.defineProperty(document, name, {value, configurable: true});
   document.dispatchEvent(new Event("visibilitychange"));
 }"""
@@ -162,18 +162,6 @@ COUNT_POLLS = """() => {
 }"""
 
 
-def waiting_request(demo_cluster) -> IdentityRequest:
-    role = demo_cluster.roles.get(role_definition_id=KEY_VAULT_SECRETS_USER)
-    return workflow.submit_request(
-        requester=User.objects.get(display_name="Riley Requester"),
-        cluster=demo_cluster,
-        namespace="team-payments",
-        service_account="payments-api",
-        purpose="Read the payments database password from Key Vault.",
-        grants=[workflow.GrantRequest(role, VAULT_SCOPE)],
-    )
-
-
 def test_a_hidden_tab_does_not_poll(live_server, new_page, demo_cluster, fast_polls) -> None:
     """A page left open behind other tabs costs the portal nothing: its polls are dropped before they are sent."""
     base = live_server.url
@@ -183,7 +171,7 @@ def test_a_hidden_tab_does_not_poll(live_server, new_page, demo_cluster, fast_po
     riley.goto(f"{base}/requests/{req.pk}/")
     riley.evaluate(COUNT_POLLS)
     riley.wait_for_function("() => window.__sent >= 1", timeout=WAIT_MS)  # visible: it polls
-    riley.evaluate(HIDE)
+    riley.evaluate(SET_HIDDEN, True)
     sent = riley.evaluate("window.__sent")
     tried = riley.evaluate("window.__tried")
     # Three beats of the poll's timer while hidden: each one tried, none sent.
@@ -200,8 +188,8 @@ def test_a_tab_shown_again_asks_at_once(live_server, new_page, demo_cluster, set
     req = waiting_request(demo_cluster)
     status_path = f"/requests/{req.pk}/status/"
     riley.goto(f"{base}/requests/{req.pk}/")
-    riley.evaluate(HIDE)
+    riley.evaluate(SET_HIDDEN, True)
     workflow.cancel_request(req, actor=req.requester)
     with riley.expect_response(lambda r: r.url.endswith(status_path), timeout=WAIT_MS):
-        riley.evaluate(SHOW)
+        riley.evaluate(SET_HIDDEN, False)
     expect(riley.locator("#live .status")).to_have_text("Cancelled", timeout=WAIT_MS)
