@@ -612,6 +612,18 @@ class Stack:
             from django.core.management import call_command
 
             call_command("migrate", verbosity=0, interactive=False)
+        elif not self.own_db:
+            # A database kept by an earlier run names that run's emulator (its port is gone): point aks-demo at this
+            # run's, or every approval in the run fails at its first Kubernetes call. Bench-only: the portal refuses
+            # to move a cluster's API server under its identities (clusters.connection_changes).
+            from requests_app import clusters
+            from requests_app.models import Cluster
+
+            demo = Cluster.objects.get(name="aks-demo")
+            connection, _ = clusters.resolve_connection(
+                {"arm_resource_id": demo.arm_resource_id, "api_auth": demo.api_auth}, cluster_name=demo.name
+            )
+            Cluster.objects.filter(pk=demo.pk).update(**connection)
         _stack.flush_redis()
 
     def start_web(self) -> str:

@@ -85,9 +85,7 @@ def sessions_file(path: Path, users: int, approvals: int) -> None:
     demo = Cluster.objects.get(name="aks-demo")
     other = Cluster.objects.exclude(pk=demo.pk).order_by("name").first()
     ready = list(IdentityRequest.objects.filter(cluster=demo, status="ready").values_list("pk", "requester_id")[:2000])
-    waiting = list(
-        IdentityRequest.objects.filter(cluster=demo, status="submitted").values_list("pk", flat=True)[:approvals]
-    )
+    waiting = fresh_requests(people["riley"], demo, approvals)
     out = []
     for i in range(users):
         role = ROLES[i % len(ROLES)]
@@ -102,6 +100,31 @@ def sessions_file(path: Path, users: int, approvals: int) -> None:
             }
         )
     path.write_text(json.dumps({"sessions": out, "waiting": [str(pk) for pk in waiting]}))
+
+
+def fresh_requests(requester: Any, cluster: Any, n: int) -> list[Any]:
+    """`n` requests waiting for approval, made now by the demo requester as the form makes them: the emulator's
+    directory knows her groups (not the seeded people's, whose requests an approval refuses), and their
+    ServiceAccounts are new to this run's emulator, so each approval in the mix provisions to the end."""
+    from requests_app import workflow
+
+    role = cluster.roles.get(role_name="Key Vault Secrets User")
+    vault = (
+        f"/subscriptions/{cluster.subscription_id}/resourceGroups/rg-team-payments"
+        "/providers/Microsoft.KeyVault/vaults/kv-payments-demo"
+    )
+    run = f"{int(time.time()):x}"
+    return [
+        workflow.submit_request(
+            requester=requester,
+            cluster=cluster,
+            namespace="team-payments",
+            service_account=f"load-{run}-{i}",
+            purpose="benchmark",
+            grants=[workflow.GrantRequest(role, vault)],
+        ).pk
+        for i in range(n)
+    ]
 
 
 def locust(base: str, users: int, run_time: str, env: dict[str, str], prefix: Path) -> dict[str, dict[str, Any]]:
