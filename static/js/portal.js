@@ -62,7 +62,7 @@
     });
     // A tab nobody looks at does not poll: a page left open in the background would otherwise cost the portal a
     // render every few seconds for as long as it stays open. Shown again, it asks at once (the visibilitychange
-    // trigger beside the poll's in requests/detail.html) and then on its usual beat.
+    // trigger beside the poll's in requests/detail.html and audit/_exports_live.html) and then on its usual beat.
     document.addEventListener("htmx:beforeRequest", function (ev) {
       if (document.hidden && ev.detail.elt.matches("[hx-trigger^='every']")) ev.preventDefault();
     });

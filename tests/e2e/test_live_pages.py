@@ -10,7 +10,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from requests_app import workflow
+from requests_app import exports, workflow
 from requests_app.models import IdentityRequest, Status, Step, User
 
 from ..requests_app.conftest import KEY_VAULT_SECRETS_USER, VAULT_SCOPE
@@ -193,3 +193,21 @@ def test_a_tab_shown_again_asks_at_once(live_server, new_page, demo_cluster, set
     with riley.expect_response(lambda r: r.url.endswith(status_path), timeout=WAIT_MS):
         riley.evaluate(SET_HIDDEN, False)
     expect(riley.locator("#live .status")).to_have_text("Cancelled", timeout=WAIT_MS)
+
+
+def test_the_exports_page_shown_again_asks_at_once(live_server, new_page, demo_cluster, settings, tmp_path) -> None:
+    """The exports page follows a running export the same way: hidden, it stops asking; shown again, it asks at
+    once, and the finished export's download link is there without waiting for the next beat (an hour away)."""
+    settings.PORTAL_LIVE_POLL_SECONDS = 3600
+    settings.PORTAL_EXPORT_DIR = str(tmp_path / "exports")
+    base = live_server.url
+    alex = new_page()
+    sign_in(alex, base, "Alex Admin")
+    export = exports.request_export(User.objects.get(display_name="Alex Admin"), fmt="csv", filters={}, source_ip=None)
+    alex.goto(f"{base}/audit/exports/")
+    expect(alex.locator(f"#export-{export.pk} .export-status")).to_have_text("Queued")
+    alex.evaluate(SET_HIDDEN, True)
+    assert exports.run(export.pk) == "done"
+    with alex.expect_response(lambda r: r.url.endswith("/audit/exports/status/"), timeout=WAIT_MS):
+        alex.evaluate(SET_HIDDEN, False)
+    expect(alex.get_by_role("link", name="Download")).to_be_visible(timeout=WAIT_MS)
