@@ -6,8 +6,10 @@ The same stack as bench/pages.py (bench/_history.py): a scratch PostgreSQL datab
 deploy/gunicorn.conf.py with production settings (--workers, default 2) and one warm RQ worker as `make run` starts
 it (the approvals' provisioning runs there, against the emulator). Locust (requirements-bench.txt), headless, one
 process on the same machine, runs --users users clicking without pause for --time (bench/locustfile.py: requesters,
-DevOps, approvers, admins; --approvals approvals in all), then the same users on /healthz alone for the same time.
-It prints requests/s, p50/p95/p99, errors per page and in all, the ratio to /healthz, the resident memory of
+DevOps, approvers, admins; --approvals approvals in all), then the same users on /healthz alone for the same time,
+then the same users, signed in, on a page that does nothing (bench/_querycount.py's `/bench/signed-in/`: the cost of
+being signed in, before any page's own work). It prints requests/s, p50/p95/p99, errors per page and in all, the
+ratios to both references, the resident memory of
 gunicorn (arbiter + workers) and of the worker, sampled every 2 s, and the CPU each part used in each run (gunicorn,
 the worker, PostgreSQL, locust itself): whether a run was bound by the server or by the load generator.
 
@@ -238,6 +240,9 @@ def run(stack: _history.Stack, args: argparse.Namespace) -> int:
     mem, cpu = Memory(stack.procs["web"].pid, worker.pid), Cpu(stack.procs["web"].pid, worker.pid)
     ref = locust(base, args.users, args.time, {**env, "BENCH_HEALTHZ": "1"}, tmp / "healthz")
     ref_mem, ref_cpu = mem.done(), cpu.done(ref.pop("_cpu"))
+    cpu = Cpu(stack.procs["web"].pid, worker.pid)
+    signed = locust(base, args.users, args.time, {**env, "BENCH_SIGNED_IN": "1"}, tmp / "signed-in")
+    signed_cpu = cpu.done(signed.pop("_cpu"))
     approved = IdentityRequest.objects.filter(pk__in=waiting).exclude(status="submitted")
     ready = approved.filter(status="ready").count()
 
@@ -256,14 +261,19 @@ def run(stack: _history.Stack, args: argparse.Namespace) -> int:
         if name != "Aggregated":
             print(line(f"  {r['Type']} {name}", r))
     print(line("**`/healthz` alone**", ref["Aggregated"]))
-    ratio = float(mix["Aggregated"]["Requests/s"]) / max(float(ref["Aggregated"]["Requests/s"]), 1e-9)
+    print(line("**a signed-in page that does nothing** (`/bench/signed-in/`)", signed["Aggregated"]))
+    per_s = {k: float(r["Aggregated"]["Requests/s"]) for k, r in (("mix", mix), ("ref", ref), ("signed", signed))}
+    ratio = per_s["mix"] / max(per_s["ref"], 1e-9)
     print(
-        f"\nthe mix at {ratio:.1%} of /healthz's throughput; approvals made {approved.count()} "
-        f"({ready} ready at the end)"
+        f"\nthe mix at {ratio:.1%} of /healthz's throughput (goal: 20 %), "
+        f"{per_s['mix'] / max(per_s['signed'], 1e-9):.1%} of a signed-in page's that does nothing; "
+        f"that page alone at {per_s['signed'] / max(per_s['ref'], 1e-9):.1%} of /healthz's; "
+        f"approvals made {approved.count()} ({ready} ready at the end)"
     )
     print(f"memory during the mix: {mix_mem}; during /healthz: {ref_mem}")
     print(cpu_line("the mix", mix_cpu, int(mix["Aggregated"]["Request Count"])))
     print(cpu_line("/healthz", ref_cpu, int(ref["Aggregated"]["Request Count"])))
+    print(cpu_line("the signed-in page", signed_cpu, int(signed["Aggregated"]["Request Count"])))
     return 0
 
 

@@ -6,7 +6,8 @@ without pausing through what that person does: a requester their home, requests,
 DevOps the identities page (plain, searched, filtered); an approver the queue, a request to decide and, a few
 times in the run, an approval (each starts provisioning in the real RQ worker against the emulator); an admin the
 audit log (first page, filtered, older pages), drift, exports and the Django admin's lists. BENCH_HEALTHZ=1: every
-user asks for /healthz only (the reference run).
+user asks for /healthz only (the reference run); BENCH_SIGNED_IN=1: every user, signed in as in the mix, asks for
+bench/_querycount.py's `/bench/signed-in/` only (what any signed-in page costs before its own work).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class Person(FastHttpUser):
         me = next(PEOPLE)
         self.role, self.values = me["role"], me
         self.headers = {"Cookie": f"sessionid={me['session']}; csrftoken={CSRF}"}
+        if os.environ.get("BENCH_SIGNED_IN") == "1":
+            self.role = "signed-in"
+            return
         weighted = MIX[self.role]
         self.choices = [(label, path) for weight, label, path in weighted for _ in range(weight)]
         self.approve_every = int(os.environ.get("BENCH_APPROVE_EVERY", "10"))
@@ -76,6 +80,9 @@ class Person(FastHttpUser):
     def click(self) -> None:
         if self.role == "healthz":
             self.client.get("/healthz", name="/healthz")
+            return
+        if self.role == "signed-in":
+            self.client.get("/bench/signed-in/", headers=self.headers, name="/bench/signed-in/")
             return
         if self.role == "approver" and WAITING and random.randrange(self.approve_every) == 0:
             pk = WAITING.pop()
