@@ -261,7 +261,9 @@ def _page_context(request: HttpRequest, req: IdentityRequest) -> dict[str, Any]:
         "history": events.timeline(history, redact),
     }
     # issue 11 changes: the identity's changes, newest first, and whether this user may ask for one.
-    context["changes"] = req.changes.select_related("requester", "decided_by").prefetch_related("grants")
+    # issue 13 cheap: most identities have no changes; the people are read only for the changes there are (as the
+    # move panel does), not joined into a query that usually finds nothing.
+    context["changes"] = req.changes.prefetch_related("requester", "decided_by", "grants")
     context["can_request_change"] = access.can_request_change(user, req)
     if show_ids:
         context["handoff"] = handoff.for_request(req, req.tenant_id or settings.ENTRA_TENANT_ID)
