@@ -211,7 +211,8 @@ def test_the_page_polls_the_table_while_an_export_runs_and_stops_once_it_is_done
     c = client_for(admin)
     status_url = reverse("audit_exports_status")
     page = c.get(reverse("audit_exports")).content.decode()
-    assert f'hx-get="{status_url}"' in page and 'hx-trigger="every 3000ms"' in page  # queued: polled
+    # Queued: polled, and asked at once when its tab is shown again (tests/e2e/test_live_pages.py).
+    assert f'hx-get="{status_url}"' in page and 'hx-trigger="every 3000ms, visibilitychange from:document"' in page
     assert "Refresh</a> to see the progress" in page  # without JavaScript a refresh shows the same
 
     Export.objects.filter(pk=export.pk).update(status="running", rows=1200, estimated_rows=5000)
