@@ -3,15 +3,15 @@ the same load.
 
 The same stack as bench/pages.py (bench/_history.py): a scratch PostgreSQL database seeded with --requests and
 --events (or an existing one kept by `pages.py --keep`: --database-url), the emulator, gunicorn on
-deploy/gunicorn.conf.py with production settings (--workers, default 2) and one warm RQ worker as `make run` starts
-it (the approvals' provisioning runs there, against the emulator). Locust (requirements-bench.txt), headless, one
-process on the same machine, runs --users users clicking without pause for --time (bench/locustfile.py: requesters,
-DevOps, approvers, admins; --approvals approvals in all), then the same users on /healthz alone for the same time,
-then the same users, signed in, on a page that does nothing (bench/_querycount.py's `/bench/signed-in/`: the cost of
-being signed in, before any page's own work). It prints requests/s, p50/p95/p99, errors per page and in all, the
-ratios to both references, the resident memory of
-gunicorn (arbiter + workers) and of the worker, sampled every 2 s, and the CPU each part used in each run (gunicorn,
-the worker, PostgreSQL, locust itself): whether a run was bound by the server or by the load generator.
+deploy/gunicorn.conf.py with production settings (--workers, default 2) and one warm RQ worker as `make run` starts it
+(the approvals' provisioning runs there, against the emulator). Locust (requirements-bench.txt), headless, one process
+on the same machine, runs --users users clicking without pause for --time (bench/locustfile.py: requesters, DevOps,
+approvers, admins; --approvals approvals in all), then the same users on /healthz alone for the same time, then the
+same users, signed in, on a page that does nothing (bench/_querycount.py's `/bench/signed-in/`: the cost of being
+signed in, before any page's own work). It prints requests/s, p50/p95/p99, errors per page and in all, the ratios to
+both references, the resident memory of gunicorn (arbiter + workers) and of the worker, sampled every 2 s, and the CPU
+each part used in each run (gunicorn, the worker, PostgreSQL, locust itself): whether a run was bound by the server or
+by the load generator.
 
 Usage: python bench/load.py [--requests 100000] [--events 1000000] [--users 50] [--time 2m] [--keep]
        python bench/load.py --database-url URL
@@ -111,10 +111,6 @@ def fresh_requests(requester: Any, cluster: Any, n: int) -> list[Any]:
     from requests_app import workflow
 
     role = cluster.roles.get(role_name="Key Vault Secrets User")
-    vault = (
-        f"/subscriptions/{cluster.subscription_id}/resourceGroups/rg-team-payments"
-        "/providers/Microsoft.KeyVault/vaults/kv-payments-demo"
-    )
     run = f"{int(time.time()):x}"
     return [
         workflow.submit_request(
@@ -123,7 +119,7 @@ def fresh_requests(requester: Any, cluster: Any, n: int) -> list[Any]:
             namespace="team-payments",
             service_account=f"load-{run}-{i}",
             purpose="benchmark",
-            grants=[workflow.GrantRequest(role, vault)],
+            grants=[workflow.GrantRequest(role, _history.VAULT)],
         ).pk
         for i in range(n)
     ]
